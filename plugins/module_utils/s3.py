@@ -1,0 +1,166 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgops.resilience contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one S3 client factory of the collection, and JSON object reads and writes with clear errors."""
+
+from __future__ import annotations
+
+import json
+import traceback
+
+from ansible.module_utils.basic import env_fallback
+
+from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError, redact
+
+try:
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+except ImportError:  # pragma: no cover - reported by require_boto3()
+    boto3 = None
+    BOTO3_IMPORT_ERROR = traceback.format_exc()
+else:
+    BOTO3_IMPORT_ERROR = None
+
+# Attempts per request, counting the first (botocore "adaptive" retry mode, which also rate-limits
+# the client when the store answers SlowDown / 503).
+MAX_ATTEMPTS = 5
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 60
+
+
+def s3_connection_spec():
+    """Argument spec of the options documented in the ``pgops.resilience.s3`` doc fragment.
+
+    Fallbacks are the AWS SDK's environment variables. Used top-level, or as the ``options`` of a dict
+    option such as ``pg_unlogged_rebuild``'s ``watermark``.
+
+    :returns: dict for an ``AnsibleModule`` argument_spec.
+    """
+    return dict(
+        endpoint_url=dict(type='str', fallback=(env_fallback, ['AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL'])),
+        region=dict(type='str', default='us-east-1', fallback=(env_fallback, ['AWS_REGION', 'AWS_DEFAULT_REGION'])),
+        access_key=dict(type='str', no_log=False, fallback=(env_fallback, ['AWS_ACCESS_KEY_ID'])),
+        secret_key=dict(type='str', no_log=True, fallback=(env_fallback, ['AWS_SECRET_ACCESS_KEY'])),
+        session_token=dict(type='str', no_log=True, fallback=(env_fallback, ['AWS_SESSION_TOKEN'])),
+        validate_certs=dict(type='bool', default=True),
+    )
+
+
+def require_boto3():
+    """Raise :class:`PgopsError` saying how to install boto3 when it cannot be imported."""
+    if boto3 is None:
+        raise PgopsError('The boto3 Python library is required on the host that runs this module: pip install boto3.',
+                         exception=BOTO3_IMPORT_ERROR)
+
+
+def is_aws_endpoint(endpoint_url):
+    """True for AWS S3 itself (no endpoint, or an ``amazonaws.com`` host)."""
+    if not endpoint_url:
+        return True
+    host = endpoint_url.split('://', 1)[-1].split('/', 1)[0].split(':', 1)[0]
+    return host.endswith('.amazonaws.com') or host.endswith('.amazonaws.com.cn')
+
+
+def s3_client(endpoint_url=None, region='us-east-1', access_key=None, secret_key=None, session_token=None,
+              validate_certs=True):
+    """Build a boto3 S3 client.
+
+    Credentials left ``None`` fall to boto3's own chain (environment, shared config, web identity). For
+    endpoints other than AWS: path-style addressing, and botocore's request checksums / response
+    validation only ``when_required`` (botocore >= 1.36 adds CRC32 checksums by default, which many
+    S3-compatible stores reject).
+
+    :returns: a ``botocore.client.S3`` client.
+    :raises PgopsError: when boto3 is missing.
+    """
+    require_boto3()
+    options = dict(region_name=region, connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
+                   retries={'mode': 'adaptive', 'max_attempts': MAX_ATTEMPTS})
+    if not is_aws_endpoint(endpoint_url):
+        options['s3'] = {'addressing_style': 'path'}
+        options.update(request_checksum_calculation='when_required', response_checksum_validation='when_required')
+    try:
+        config = botocore.config.Config(**options)
+    except TypeError:  # botocore older than 1.36 has neither checksum setting, and sends no default checksums
+        options.pop('request_checksum_calculation', None)
+        options.pop('response_checksum_validation', None)
+        config = botocore.config.Config(**options)
+    session = boto3.session.Session(aws_access_key_id=access_key or None, aws_secret_access_key=secret_key or None,
+                                    aws_session_token=session_token or None, region_name=region)
+    return session.client('s3', endpoint_url=endpoint_url or None, verify=validate_certs, config=config)
+
+
+def client_from_params(params):
+    """:func:`s3_client` from a dict holding the options of :func:`s3_connection_spec`."""
+    return s3_client(params.get('endpoint_url'), params.get('region') or 'us-east-1', params.get('access_key'),
+                     params.get('secret_key'), params.get('session_token'), params.get('validate_certs', True))
+
+
+def s3_error(exc, action, bucket, key, endpoint_url, secrets=()):
+    """A :class:`PgopsError` for a failed S3 call that names the object, the endpoint and the reason.
+
+    :param exc: the botocore exception.
+    :param action: what was attempted, such as ``'upload'``.
+    """
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get('Error', {})
+        reason = '%s: %s' % (error.get('Code', 'error'), error.get('Message', str(exc)))
+    else:
+        reason = str(exc)
+    where = endpoint_url or 'AWS S3'
+    return PgopsError('S3 %s of s3://%s/%s at %s failed: %s. Check endpoint_url, the bucket name and the credentials.'
+                      % (action, bucket, key, where, redact(reason, secrets)))
+
+
+class JsonObject:
+    """One JSON document at ``s3://bucket/key``, such as a watermark.
+
+    :param client: boto3 S3 client (see :func:`s3_client`).
+    :param bucket: str.
+    :param key: str, the object key.
+    :param endpoint_url: str or None, only for error messages.
+    """
+
+    def __init__(self, client, bucket, key, endpoint_url=None):
+        self.client = client
+        self.bucket = bucket
+        self.key = key
+        self.endpoint_url = endpoint_url
+
+    @property
+    def url(self):
+        """``s3://bucket/key``."""
+        return 's3://%s/%s' % (self.bucket, self.key)
+
+    def read(self):
+        """Return the parsed document, or ``None`` when the object does not exist.
+
+        :raises PgopsError: when the store cannot be reached or refuses, or the object is not JSON.
+        """
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.key)
+            body = response['Body'].read()
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get('Error', {}).get('Code') in ('NoSuchKey', '404', 'NotFound'):
+                return None
+            raise s3_error(exc, 'download', self.bucket, self.key, self.endpoint_url)
+        except botocore.exceptions.BotoCoreError as exc:
+            raise s3_error(exc, 'download', self.bucket, self.key, self.endpoint_url)
+        try:
+            return json.loads(body.decode('utf-8'))
+        except ValueError as exc:
+            raise PgopsError('%s is not a JSON document (%s); move it away or delete it to start afresh.' % (self.url, exc))
+
+    def write(self, document):
+        """Upload ``document`` (a JSON-serialisable dict) as pretty, key-sorted JSON.
+
+        :returns: dict with ``bucket``, ``key``, ``etag`` and ``size`` (bytes).
+        :raises PgopsError: when the upload fails.
+        """
+        body = (json.dumps(document, indent=2, sort_keys=True) + '\n').encode('utf-8')
+        try:
+            response = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, ContentType='application/json')
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise s3_error(exc, 'upload', self.bucket, self.key, self.endpoint_url)
+        return dict(bucket=self.bucket, key=self.key, etag=response.get('ETag', '').strip('"'), size=len(body))

@@ -1,0 +1,383 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgops.resilience contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Detect that an UNLOGGED cache table came back empty and rebuild it once; record a watermark in S3.
+
+UNLOGGED tables are not written to WAL: crash recovery truncates them, and a standby (so a newly
+promoted primary) has them empty (PostgreSQL docs, CREATE TABLE, "UNLOGGED"). The rule implemented here
+is the one of the "UNLOGGED Table Restorer" runbook: on a primary, when the target is empty and any
+source (entity) table has rows, call the rebuild function, under an advisory lock, in one transaction,
+then push a watermark describing what was committed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import time
+
+from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError, isoformat_z, utc_now
+from ansible_collections.pgops.resilience.plugins.module_utils.postgres import (
+    advisory_lock_key,
+    connect,
+    has_column,
+    pg_error_text,
+    resolve_function,
+    resolve_table,
+    server_identity,
+    sql,
+    try_advisory_lock,
+)
+from ansible_collections.pgops.resilience.plugins.module_utils.s3 import JsonObject, client_from_params, s3_connection_spec
+
+try:
+    import psycopg2
+except ImportError:  # pragma: no cover - connect() reports it
+    psycopg2 = None
+
+DEFAULT_WATERMARK_KEY = 'state/unlogged-watermark.json'
+WATERMARK_FORMAT = 1
+STATES = ('checked', 'rebuilt', 'snapshot')
+# Identity fields compared between runs, and the event a change of each one means, most telling first.
+_EVENT_FIELDS = (
+    ('system_identifier', 'system_changed'),  # another cluster altogether (initdb, or restored from elsewhere)
+    ('timeline', 'failover'),                 # a promotion: failover, switchover or PITR
+    ('postmaster_start_time', 'restart'),     # same cluster and timeline, server restarted (or crashed)
+)
+
+
+def argument_spec():
+    """The module-specific options of ``pg_unlogged_rebuild`` (the connection options come from
+    :func:`~ansible_collections.pgops.resilience.plugins.module_utils.postgres.postgres_argument_spec`)."""
+    watermark_options = dict(bucket=dict(type='str', required=True), key=dict(type='str', default=DEFAULT_WATERMARK_KEY, no_log=False))
+    watermark_options.update(s3_connection_spec())
+    return dict(
+        state=dict(type='str', default='checked', choices=list(STATES)),
+        target_table=dict(type='str', default='kv_store'),
+        source_tables=dict(type='list', elements='str', required=True),
+        rebuild_function=dict(type='str', default='rebuild_kv_store'),
+        lock_key=dict(type='int', no_log=False),
+        updated_at_column=dict(type='str', default='updated_at'),
+        watermark=dict(type='dict', options=watermark_options),
+        watermark_required=dict(type='bool', default=False),
+    )
+
+
+def default_lock_key(target):
+    """The advisory lock key for a target table when ``lock_key`` is not given.
+
+    Derived from the resolved schema and table name, so ``kv_store`` and ``public.kv_store`` share it;
+    advisory locks are already scoped to the current database by PostgreSQL.
+    """
+    return advisory_lock_key('pgops.resilience', 'pg_unlogged_rebuild', target.schema, target.name)
+
+
+def jsonable(value):
+    """Make a value from a database row JSON-safe: ``Decimal`` -> int or float, datetimes -> ISO 8601."""
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, datetime.datetime):
+        return isoformat_z(value) if value.tzinfo else value.isoformat()
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return dict((k, jsonable(v)) for k, v in value.items())
+    return value
+
+
+def identity_record(identity):
+    """The JSON-safe part of :func:`server_identity` stored in the watermark."""
+    keys = ('system_identifier', 'timeline', 'postmaster_start_time', 'primary_instance', 'lsn', 'server_version', 'database')
+    return dict((k, jsonable(identity.get(k))) for k in keys)
+
+
+def detect_events(previous, current):
+    """What happened to the server since the previous watermark.
+
+    :param previous: the previous watermark (dict) or ``None``; fields it lacks (older formats) are not compared.
+    :param current: :func:`identity_record` of now.
+    :returns: list of str, from ``system_changed``, ``failover`` (timeline changed), ``restart`` (postmaster
+        start time changed on the same timeline) and ``primary_changed`` (the address serving as primary
+        changed). ``[]`` when nothing changed or there is no previous watermark.
+    """
+    if not previous:
+        return []
+    events = []
+    for field, event in _EVENT_FIELDS:
+        before, now = previous.get(field), current.get(field)
+        if before is not None and now is not None and str(before) != str(now):
+            events.append(event)
+            break  # the most telling change explains the others (a failover also restarts a postmaster)
+    if previous.get('primary_instance') and previous.get('primary_instance') != current.get('primary_instance'):
+        events.append('primary_changed')
+    return events
+
+
+def emptiness(cursor, target, sources):
+    """Whether ``target`` is empty and which ``sources`` have rows, in one statement.
+
+    ``EXISTS`` stops at the first visible row, so the check costs the same at 10 rows and at 10 million;
+    ``count(*)`` would read every row.
+
+    :returns: tuple ``(target_empty: bool, sources_with_rows: list of Relation)``.
+    """
+    probes = [sql.SQL('NOT EXISTS (SELECT 1 FROM {})').format(target.ident)]
+    probes += [sql.SQL('EXISTS (SELECT 1 FROM {})').format(s.ident) for s in sources]
+    cursor.execute(sql.SQL('SELECT ') + sql.SQL(', ').join(probes))
+    row = cursor.fetchone()
+    return bool(row[0]), [s for s, has_rows in zip(sources, row[1:]) if has_rows]
+
+
+def count_rows(cursor, relation):
+    """Exact ``count(*)`` of a table (rows). Only used on the rebuild and watermark paths, never by the check."""
+    cursor.execute(sql.SQL('SELECT count(*) FROM {}').format(relation.ident))
+    return cursor.fetchone()[0]
+
+
+def table_stats(cursor, relations, updated_at_column):
+    """Per-table ``{display name: {count, max_updated_at}}`` as the runbook's watermark records them.
+
+    ``max_updated_at`` is ``None`` for a table without ``updated_at_column``.
+    """
+    stats = {}
+    for rel in relations:
+        if updated_at_column and has_column(cursor, rel, updated_at_column):
+            query = sql.SQL('SELECT count(*), max({}) FROM {}').format(sql.Identifier(updated_at_column), rel.ident)
+        else:
+            query = sql.SQL('SELECT count(*), NULL FROM {}').format(rel.ident)
+        cursor.execute(query)
+        count, newest = cursor.fetchone()
+        stats[rel.display] = dict(count=count, max_updated_at=jsonable(newest))
+    return stats
+
+
+def call_rebuild_function(cursor, function):
+    """Call the rebuild function as ``SELECT * FROM fn()``, which fits every shape it may have.
+
+    :returns: tuple ``(function_result, tables)``: for ``RETURNS void`` ``(None, [])``; for a scalar
+        ``(value, [])``; for a set or ``TABLE(...)`` result ``(None, [row dicts])``, e.g.
+        ``[{'table_name': 'resources', 'rows_inserted': 5000}]``.
+    """
+    cursor.execute(sql.SQL('SELECT * FROM {}()').format(function.ident))
+    if function.shape == 'void':
+        return None, []
+    rows = cursor.fetchall()
+    if function.shape == 'count':
+        return (jsonable(rows[0][0]) if rows else None), []
+    names = [column.name for column in cursor.description]
+    return None, [dict(zip(names, (jsonable(v) for v in row))) for row in rows]
+
+
+def watermark_store(options):
+    """The :class:`JsonObject` for the ``watermark`` option, or ``None`` when no watermark is configured."""
+    if not options:
+        return None
+    return JsonObject(client_from_params(options), options['bucket'], options['key'], options.get('endpoint_url'))
+
+
+class UnloggedRebuild:
+    """One run of ``pg_unlogged_rebuild`` over an open connection.
+
+    :param conn: psycopg2 connection in autocommit mode.
+    :param params: dict of module parameters (see :func:`argument_spec`).
+    :param check_mode: bool; when true nothing is written to the database or to S3.
+    :param warn: callable taking a warning message (``AnsibleModule.warn``).
+    """
+
+    def __init__(self, conn, params, check_mode=False, warn=None):
+        self.conn = conn
+        self.params = params
+        self.check_mode = check_mode
+        self.warn = warn or (lambda msg: None)
+        self.started = time.monotonic()
+        self.store = watermark_store(params.get('watermark'))
+        self.watermark_read_failed = False
+        self.result = dict(changed=False, rebuild_needed=False, rebuilt=False, reason=None, skipped_reason=None,
+                           is_primary=None, target_rows_before=None, target_rows_after=None, tables=[],
+                           function_result=None, duration_ms=0, watermark=None, events=[], server=None,
+                           previous_watermark=None)
+
+    def run(self):
+        """Do the run; return the module result dict (see the module's RETURN)."""
+        identity = server_identity(self.conn)
+        self.identity = identity_record(identity)
+        self.result.update(is_primary=identity['is_primary'], server=self.identity)
+        if not identity['is_primary']:
+            # A standby cannot read UNLOGGED tables at all, and must never be written to.
+            return self._finish(reason='connected to a standby (pg_is_in_recovery() is true)', skipped_reason='standby')
+        self._resolve()
+        previous = self._read_previous_watermark()
+        self.result['events'] = detect_events(previous, self.identity)
+        state = self.params['state']
+        if state == 'snapshot':
+            return self._finish_with_watermark(reason='snapshot requested (state=snapshot)', stats=None)
+        needed, reason = self._decide(state)
+        self.result.update(rebuild_needed=needed, reason=reason)
+        if self.check_mode:
+            return self._finish(changed=needed or self._watermark_due(previous))
+        if needed:
+            outcome = self._rebuild(forced=(state == 'rebuilt'))
+            if outcome.get('skipped_reason'):
+                return self._finish(**outcome)
+            self.result.update(outcome)
+            return self._finish_with_watermark(reason=reason, stats=outcome.pop('stats'))
+        if self._watermark_due(previous):
+            return self._finish_with_watermark(reason=reason, stats=None)
+        return self._finish()
+
+    def _resolve(self):
+        with self.conn.cursor() as cursor:
+            self.target = resolve_table(cursor, self.params['target_table'], 'target_table')
+            self.sources = [resolve_table(cursor, name, 'source_tables') for name in self.params['source_tables']]
+            self.function = None
+            if self.params['state'] != 'snapshot':
+                self.function = resolve_function(cursor, self.params['rebuild_function'], 'rebuild_function')
+        self.lock_key = self.params.get('lock_key')
+        if self.lock_key is None:
+            self.lock_key = default_lock_key(self.target)
+        self.result.update(target_table=self.target.display, lock_key=self.lock_key,
+                           target_unlogged=self.target.unlogged)
+
+    def _decide(self, state):
+        with self.conn.cursor() as cursor:
+            empty, with_rows = emptiness(cursor, self.target, self.sources)
+        if empty:
+            self.result['target_rows_before'] = 0
+        if state == 'rebuilt':
+            return True, 'rebuild forced (state=rebuilt)'
+        if not empty:
+            return False, '%s has rows' % self.target.display
+        if not with_rows:
+            return False, '%s is empty, and so are the source tables: nothing to rebuild from' % self.target.display
+        return True, '%s is empty while %s %s rows' % (self.target.display, ', '.join(s.display for s in with_rows),
+                                                       'has' if len(with_rows) == 1 else 'have')
+
+    def _rebuild(self, forced):
+        """Rebuild in one transaction under the advisory lock; return what was committed."""
+        try:
+            with try_advisory_lock(self.conn, self.lock_key) as (cursor, acquired):
+                if not acquired:
+                    return dict(skipped_reason='locked', reason='another run holds advisory lock %d' % self.lock_key)
+                # Checked again under the lock: a run that decided before another run's rebuild committed
+                # must not rebuild a second time.
+                empty, with_rows = emptiness(cursor, self.target, self.sources)
+                if not forced and not (empty and with_rows):
+                    return dict(skipped_reason='already_rebuilt', rebuild_needed=False,
+                                reason='%s was rebuilt by another run before this one took the lock' % self.target.display)
+                before = 0 if empty else count_rows(cursor, self.target)
+                function_result, tables = call_rebuild_function(cursor, self.function)
+                after = count_rows(cursor, self.target)
+                if after == 0 and with_rows:
+                    raise PgopsError('rebuild_function %s ran but %s is still empty although %s have rows; nothing was '
+                                     'committed. Check that the function fills the target table.'
+                                     % (self.function.display, self.target.display, ', '.join(s.display for s in with_rows)))
+                stats = table_stats(cursor, self.sources, self.params['updated_at_column'])
+        except psycopg2.Error as exc:
+            raise PgopsError('Rebuilding %s with %s failed and was rolled back: %s'
+                             % (self.target.display, self.function.display, pg_error_text(exc)))
+        return dict(rebuilt=True, target_rows_before=before, target_rows_after=after, function_result=function_result,
+                    tables=tables, stats=stats)
+
+    def _read_previous_watermark(self):
+        store = self.store
+        if store is None:
+            return None
+        try:
+            previous = store.read()
+        except PgopsError as exc:
+            self.warn('Could not read the previous watermark, so failovers and restarts are not detected in this run: %s' % exc.msg)
+            self.watermark_read_failed = True
+            return None
+        if previous:
+            self.result['previous_watermark'] = dict((k, previous.get(k)) for k in
+                                                     ('snapshot_ts', 'primary_instance', 'timeline', 'system_identifier',
+                                                      'postmaster_start_time', 'kv_store_count'))
+        return previous
+
+    def _watermark_due(self, previous):
+        """A run that rebuilt nothing still records a watermark when none exists yet or the server changed,
+        so the next run compares against the present server and reports each event once."""
+        if self.store is None or self.watermark_read_failed:
+            return False
+        return previous is None or bool(self.result['events'])
+
+    def _finish_with_watermark(self, reason, stats):
+        """Write the watermark (after the data it describes is committed) and finish."""
+        self.result['reason'] = self.result['reason'] or reason
+        store = self.store
+        if store is None:
+            return self._finish(changed=self.result['rebuilt'])
+        info = dict(bucket=store.bucket, key=store.key, written=False, document=None)
+        self.result['watermark'] = info
+        if self.check_mode:
+            return self._finish(changed=True)
+        if stats is None:
+            stats = self._read_stats()
+        document = self._watermark_document(stats)
+        try:
+            info.update(store.write(document))
+        except PgopsError as exc:
+            committed = 'The rebuild itself was committed (%s rows in %s). ' % (self.result['target_rows_after'], self.target.display) \
+                if self.result['rebuilt'] else ''
+            message = '%sThe watermark was not written: %s' % (committed, exc.msg)
+            if self.params.get('watermark_required'):
+                self._finish(changed=self.result['rebuilt'])
+                raise PgopsError(message, **self.result)
+            self.warn(message)
+            info['error'] = exc.msg
+            return self._finish(changed=self.result['rebuilt'])
+        info.update(written=True, document=document)
+        return self._finish(changed=True)
+
+    def _read_stats(self):
+        """Counts for the watermark in one consistent snapshot, read-only."""
+        self.conn.autocommit = False
+        try:
+            with self.conn:
+                with self.conn.cursor() as cursor:
+                    cursor.execute('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY')
+                    stats = table_stats(cursor, self.sources, self.params['updated_at_column'])
+                    self.result['target_rows_after'] = count_rows(cursor, self.target)
+        finally:
+            self.conn.autocommit = True
+        return stats
+
+    def _watermark_document(self, stats):
+        document = dict(
+            format_version=WATERMARK_FORMAT,
+            written_by='pgops.resilience.pg_unlogged_rebuild',
+            snapshot_ts=isoformat_z(utc_now()),
+            target_table=self.target.display,
+            # The runbook's field name, kept so existing dashboards and alerts keep working.
+            kv_store_count=self.result['target_rows_after'],
+            tables=stats,
+            last_run=dict(state=self.params['state'], rebuilt=self.result['rebuilt'], reason=self.result['reason'],
+                          events=self.result['events'], function_rows=self.result['tables'],
+                          duration_ms=self._elapsed_ms()),
+        )
+        document.update(self.identity)
+        return document
+
+    def _elapsed_ms(self):
+        return int((time.monotonic() - self.started) * 1000)
+
+    def _finish(self, **updates):
+        self.result.update(updates)
+        self.result['duration_ms'] = self._elapsed_ms()
+        return self.result
+
+
+def run(params, check_mode=False, warn=None):
+    """Connect with the module parameters and do one run of :class:`UnloggedRebuild`.
+
+    :returns: the module result dict.
+    :raises PgopsError: for bad input (missing table or function, malformed name), connection failures,
+        a failed rebuild (rolled back), and a failed watermark upload when ``watermark_required`` is true.
+    """
+    conn = connect(params, autocommit=True)
+    try:
+        return UnloggedRebuild(conn, params, check_mode, warn).run()
+    finally:
+        conn.close()

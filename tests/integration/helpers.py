@@ -1,0 +1,51 @@
+# -*- coding: utf-8 -*-
+"""Helpers shared by the integration tests: module parameters for a sandbox node, replay waits, playbook runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def wait_for_replay(sandbox, timeout=30):
+    """Wait until the standby has replayed everything the primary has written."""
+    lsn = sandbox.primary.execute('SELECT pg_current_wal_lsn()::text')[0][0]
+    sandbox.standby.execute(
+        "DO $$ BEGIN FOR i IN 1..%d LOOP EXIT WHEN pg_last_wal_replay_lsn() >= '%s'::pg_lsn; PERFORM pg_sleep(0.1); END LOOP; END $$"
+        % (timeout * 10, lsn))
+    replayed = sandbox.standby.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn])[0][0]
+    assert replayed, 'standby did not replay up to %s within %s s' % (lsn, timeout)
+
+
+def params_for(sandbox, node, dbname, watermark_key=None, **overrides):
+    """Module parameters (as AnsibleModule would pass them) for a run against ``node`` of the sandbox."""
+    params = dict(login_host='127.0.0.1', login_port=getattr(sandbox, node).port, login_user='postgres',
+                  login_password=sandbox.password, login_db=dbname, ssl_mode='disable', ca_cert=None,
+                  connect_timeout=5, connect_params={}, conninfo=None,
+                  state='checked', target_table='kv_store', source_tables=['resources', 'moments'],
+                  rebuild_function='rebuild_kv_store', lock_key=None, updated_at_column='updated_at',
+                  watermark=None, watermark_required=False)
+    if watermark_key:
+        params['watermark'] = dict(bucket=sandbox.s3.bucket, key=watermark_key, endpoint_url=sandbox.s3.endpoint_url,
+                                   region=sandbox.s3.region, access_key=sandbox.s3.access_key,
+                                   secret_key=sandbox.s3.secret_key, session_token=None, validate_certs=True)
+    params.update(overrides)
+    return params
+
+
+def run_playbook(sandbox, playbook, extra_vars=None, env=None, check=False):
+    """Run ``ansible-playbook <playbook>`` (an FQCN or a path) as a user would; return the CompletedProcess."""
+    command = ['ansible-playbook', playbook]
+    for name, value in (extra_vars or {}).items():
+        command += ['-e', json.dumps({name: value})]
+    if check:
+        command.append('--check')
+    full_env = dict(os.environ)
+    full_env.update(sandbox.env('primary'))
+    full_env.update(ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'), ANSIBLE_NOCOLOR='1',
+                    ANSIBLE_LOCALHOST_WARNING='false', ANSIBLE_INVENTORY_UNPARSED_WARNING='false')
+    full_env.update(env or {})
+    return subprocess.run(command, env=full_env, capture_output=True, text=True, timeout=300, check=False)

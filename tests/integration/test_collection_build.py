@@ -1,0 +1,34 @@
+# -*- coding: utf-8 -*-
+"""`ansible-galaxy collection build` gives a tarball that installs, and whose modules ansible-doc renders."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from .helpers import ROOT
+
+
+def _run(command, **kwargs):
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300, **kwargs)
+    assert done.returncode == 0, '%s\n%s\n%s' % (' '.join(command), done.stdout, done.stderr)
+    return done.stdout
+
+
+def test_build_install_and_render_docs(tmp_path):
+    _run(['ansible-galaxy', 'collection', 'build', ROOT, '--output-path', str(tmp_path / 'dist')])
+    tarballs = list((tmp_path / 'dist').glob('pgops-resilience-*.tar.gz'))
+    assert len(tarballs) == 1
+    _run(['ansible-galaxy', 'collection', 'install', str(tarballs[0]), '-p', str(tmp_path / 'installed')])
+    installed = tmp_path / 'installed' / 'ansible_collections' / 'pgops' / 'resilience'
+    assert (installed / 'plugins' / 'modules' / 'pg_unlogged_rebuild.py').is_file()
+    assert not (installed / 'sandbox').exists() and not (installed / '.ci').exists()
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(tmp_path / 'installed'))
+    listing = json.loads(_run(['ansible-doc', '--json', '-t', 'module', '-l', 'pgops.resilience'], env=env))
+    assert 'pgops.resilience.pg_unlogged_rebuild' in listing
+    for module in listing:
+        doc = json.loads(_run(['ansible-doc', '--json', module], env=env))[module]
+        assert doc['doc']['options'] and doc['examples'] and doc['return']
+    playbooks = _run(['ansible-playbook', '--syntax-check', 'pgops.resilience.unlogged_check_and_restore'], env=env)
+    assert 'unlogged_check_and_restore' in playbooks
