@@ -17,14 +17,15 @@ def _run(command, **kwargs):
 
 
 def test_build_install_and_render_docs(tmp_path):
-    _run(['ansible-galaxy', 'collection', 'build', ROOT, '--output-path', str(tmp_path / 'dist')])
+    # Only the freshly installed copy is visible: not the checkout that the other tests use.
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(tmp_path / 'installed'))
+    _run(['ansible-galaxy', 'collection', 'build', ROOT, '--output-path', str(tmp_path / 'dist')], env=env)
     tarballs = list((tmp_path / 'dist').glob('pgops-resilience-*.tar.gz'))
     assert len(tarballs) == 1
-    _run(['ansible-galaxy', 'collection', 'install', str(tarballs[0]), '-p', str(tmp_path / 'installed')])
+    _run(['ansible-galaxy', 'collection', 'install', str(tarballs[0]), '-p', str(tmp_path / 'installed')], env=env)
     installed = tmp_path / 'installed' / 'ansible_collections' / 'pgops' / 'resilience'
     assert (installed / 'plugins' / 'modules' / 'pg_unlogged_rebuild.py').is_file()
     assert not (installed / 'sandbox').exists() and not (installed / '.ci').exists()
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(tmp_path / 'installed'))
     listing = json.loads(_run(['ansible-doc', '--json', '-t', 'module', '-l', 'pgops.resilience'], env=env))
     assert 'pgops.resilience.pg_unlogged_rebuild' in listing
     for module in listing:
