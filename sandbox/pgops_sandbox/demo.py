@@ -105,8 +105,9 @@ def run_demo(sandbox, out=print):
     started = time.monotonic()
     _step(out, '1. Sandbox: PostgreSQL primary + streaming standby + S3 endpoint')
     ensure_topology(sandbox)
-    out('primary  %s\nstandby  %s\nS3       %s (bucket %s)' % (sandbox.primary.conninfo(DATABASE), sandbox.standby.conninfo(DATABASE),
-                                                          sandbox.s3.endpoint_url, sandbox.s3.bucket))
+    out('primary  %s' % sandbox.primary.conninfo(DATABASE))
+    out('standby  %s' % sandbox.standby.conninfo(DATABASE))
+    out('S3       %s (bucket %s)' % (sandbox.s3.endpoint_url, sandbox.s3.bucket))
 
     _step(out, '2. Application database "%s": entity tables and the UNLOGGED kv_store cache' % DATABASE)
     filled = create_application(sandbox)
@@ -134,7 +135,7 @@ def run_demo(sandbox, out=print):
     _expect(empty == 0, 'the promoted standby should have an empty kv_store')
 
     _step(out, '6. Check and restore on the new primary')
-    rebuild_seconds, _ = run_playbook(sandbox, 'standby', out)
+    rebuild_seconds = run_playbook(sandbox, 'standby', out)[0]
     rebuilt = count(sandbox.standby, 'kv_store')
     watermark = read_watermark(sandbox)
     _expect(rebuilt == filled, 'kv_store should have %d rows again, has %d' % (filled, rebuilt))
@@ -145,7 +146,7 @@ def run_demo(sandbox, out=print):
     out('   %-16s %s' % ('events', ', '.join(watermark['last_run']['events'])))
 
     _step(out, '7. A second run changes nothing')
-    _, output = run_playbook(sandbox, 'standby', out)
+    output = run_playbook(sandbox, 'standby', out)[1]
     _expect('changed=0' in output, 'the second run reported a change')
     _expect(read_watermark(sandbox)['snapshot_ts'] == watermark['snapshot_ts'], 'the second run rewrote the watermark')
 

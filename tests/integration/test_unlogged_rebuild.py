@@ -104,7 +104,7 @@ def test_eight_concurrent_runs_rebuild_exactly_once(healthy, rem_db):
         except Exception as exc:  # pylint: disable=broad-except
             errors.append(exc)
 
-    threads = [threading.Thread(target=one_run) for _ in range(8)]
+    threads = [threading.Thread(target=one_run) for dummy in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -1,0 +1,115 @@
+# -*- coding: utf-8 -*-
+"""Latency of pg_unlogged_rebuild's check (SQL side) at 10 thousand and at 10 million rows.
+
+The check runs every five minutes, so it must cost the same whatever the size of the tables. This script
+starts its own sandbox primary (no standby), loads a source table and a target table of each size, and
+times the exact statement the module runs (``module_utils.unlogged_rebuild.emptiness``) for:
+- a filled target (the steady state), and
+- an empty target with filled sources (right after a failover).
+It prints the median latencies and their ratio large/small, which must stay near 1. As a baseline in the
+same run it also times ``count(*)`` on the same tables, the naive check, whose ratio grows with the rows.
+
+    PYTHONPATH=sandbox .venv/bin/python benchmarks/unlogged_check.py [--large-rows 10000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(ROOT, 'sandbox'), os.path.join(ROOT, '.build', 'collections')]
+
+# pylint: disable=wrong-import-position
+from pgops_sandbox import Sandbox  # noqa: E402
+from ansible_collections.pgops.resilience.plugins.module_utils.postgres import resolve_table  # noqa: E402
+from ansible_collections.pgops.resilience.plugins.module_utils.unlogged_rebuild import count_rows, emptiness  # noqa: E402
+
+
+def load(node, dbname, rows):
+    """Create ``entities`` (logged) and UNLOGGED ``cache`` with ``rows`` rows each."""
+    node.execute('CREATE DATABASE %s' % dbname)
+    node.execute("""
+        SET synchronous_commit = off;
+        CREATE TABLE entities (id bigint PRIMARY KEY, updated_at timestamptz NOT NULL DEFAULT now());
+        CREATE UNLOGGED TABLE cache (k text PRIMARY KEY, v bigint);
+        CREATE TABLE entities_empty (LIKE entities);
+        INSERT INTO entities (id) SELECT generate_series(1, %(rows)s);
+        INSERT INTO cache SELECT 'k' || g, g FROM generate_series(1, %(rows)s) AS g;
+        CREATE UNLOGGED TABLE cache_empty (LIKE cache);""" % {'rows': int(rows)}, dbname=dbname)
+    node.execute('VACUUM ANALYZE', dbname=dbname)
+
+
+def checks(conn):
+    """The three statements to time on one database, as callables taking a cursor."""
+    with conn.cursor() as cursor:
+        source = resolve_table(cursor, 'entities')
+        target = resolve_table(cursor, 'cache')
+        empty_target = resolve_table(cursor, 'cache_empty')
+    return dict(filled=lambda c: emptiness(c, target, [source]),
+                after_failover=lambda c: emptiness(c, empty_target, [source]),
+                count=lambda c: (count_rows(c, target), count_rows(c, source)))
+
+
+def measure(conns, iterations, warmups=20):
+    """Median latency (ms) of each statement on each database.
+
+    The databases take turns statement by statement, so a warm cache or a busy moment favours neither.
+
+    :param conns: dict ``{label: connection}``.
+    :returns: dict ``{label: {statement: milliseconds}}``.
+    """
+    work = dict((label, checks(conn)) for label, conn in conns.items())
+    timings = dict((label, dict((name, []) for name in work[label])) for label in conns)
+    for name in ('filled', 'after_failover', 'count'):
+        rounds = iterations if name != 'count' else max(3, iterations // 20)
+        for index in range(rounds + warmups):
+            for label, conn in conns.items():
+                with conn.cursor() as cursor:
+                    started = time.perf_counter()
+                    work[label][name](cursor)
+                    elapsed = (time.perf_counter() - started) * 1000.0
+                if index >= warmups:
+                    timings[label][name].append(elapsed)
+    return dict((label, dict((name, statistics.median(values)) for name, values in per.items())) for label, per in timings.items())
+
+
+def main(argv=None):
+    """Run the benchmark; print one line per measurement and the ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
+    parser.add_argument('--small-rows', type=int, default=10000)
+    parser.add_argument('--large-rows', type=int, default=10000000)
+    parser.add_argument('--iterations', type=int, default=200)
+    args = parser.parse_args(argv)
+
+    workdir = tempfile.mkdtemp(prefix='pgops-bench-')
+    os.chmod(workdir, 0o755)
+    sandbox = Sandbox(workdir, with_standby=False)
+    try:
+        sandbox.up()
+        conns = {}
+        for label, rows in (('small', args.small_rows), ('large', args.large_rows)):
+            started = time.monotonic()
+            load(sandbox.primary, 'bench_%s' % label, rows)
+            print('loaded %s rows into each table in %.1f s' % (format(rows, ','), time.monotonic() - started), flush=True)
+            conns[label] = sandbox.primary.connect(dbname='bench_%s' % label)
+        results = measure(conns, args.iterations)
+        for conn in conns.values():
+            conn.close()
+        small, large = results['small'], results['large']
+        print('%-40s %12s %12s %8s' % ('median latency (ms)', format(args.small_rows, ','), format(args.large_rows, ','), 'ratio'))
+        for key, title in (('filled', 'check, target filled (EXISTS)'), ('after_failover', 'check, target empty (EXISTS)'),
+                           ('count', 'baseline: count(*) of both tables')):
+            print('%-40s %12.3f %12.3f %8.2f' % (title, small[key], large[key], large[key] / small[key]))
+    finally:
+        sandbox.down()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,63 @@
+# -*- coding: utf-8 -*-
+"""The sandbox's command line: idempotent up, status, env without secrets, down by PID that deletes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .helpers import ROOT
+
+
+def cli(workdir, *args):
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, 'sandbox'))
+    return subprocess.run([sys.executable, '-m', 'pgops_sandbox', '--workdir', str(workdir)] + list(args),
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open('/proc/%d/stat' % pid, encoding='ascii') as stat:
+        return stat.read().split(') ', 1)[1][0] != 'Z'  # a zombie has exited
+
+
+@pytest.fixture
+def workdir(tmp_path, sandbox):  # pylint: disable=unused-argument  # sandbox: skip/fail when PostgreSQL is missing
+    path = tmp_path / 'sbx'
+    os.chmod(tmp_path, 0o755)
+    yield path
+    cli(path, 'down')
+
+
+def test_up_is_idempotent_and_down_stops_everything_by_pid(workdir):
+    first = cli(workdir, 'up')
+    assert first.returncode == 0, first.stderr
+    password = json.loads((workdir / 'state.json').read_text())['password']
+    assert 'passfile=' in first.stdout and 'endpoint: http://127.0.0.1:' in first.stdout
+    second = cli(workdir, 'up', '--json')
+    assert second.returncode == 0, second.stderr
+    status = json.loads(second.stdout)
+    assert [status[c]['action'] for c in ('primary', 'standby', 's3')] == ['already running'] * 3
+    assert status['standby']['in_recovery'] is True and status['primary']['in_recovery'] is False
+    pids = [status[c]['pid'] for c in ('primary', 'standby', 's3')]
+    assert all(pid_alive(pid) for pid in pids)
+
+    env = cli(workdir, 'env')
+    assert 'export PGPASSFILE=' in env.stdout and 'export AWS_ENDPOINT_URL=' in env.stdout
+    for output in (first.stdout + first.stderr, second.stdout, env.stdout):
+        assert password not in output
+
+    files_before = sorted(p.name for p in workdir.iterdir())
+    down = cli(workdir, 'down')
+    assert down.returncode == 0, down.stderr
+    assert not any(pid_alive(pid) for pid in pids)
+    assert sorted(p.name for p in workdir.iterdir()) == files_before
+    assert cli(workdir, 'status').returncode == 3
+    assert 'not running' in cli(workdir, 'down').stdout
