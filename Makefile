@@ -17,7 +17,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export PYTHONPATH := $(CURDIR)/sandbox
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup venv postgres collection demo test sanity lint pytest unit integration sandbox-up sandbox-down sandbox-status benchmark clean
+.PHONY: help setup venv postgres test-tools collection demo test sanity lint pytest unit integration sandbox-up sandbox-down sandbox-status benchmark clean
 
 help:
 	@echo "make demo      set up, start the sandbox, and repair a real failover (the main job)"
@@ -36,7 +36,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	touch $@
 
 postgres:
-	@hacking/ensure-postgres.sh
+	@hacking/ensure-system-packages.sh
+
+test-tools:
+	@hacking/ensure-system-packages.sh --with-test-tools
 
 # The playbooks are run by FQCN (ansible-playbook pgops.resilience.<name>) from this checkout.
 collection:
@@ -60,7 +63,7 @@ test: setup sanity lint pytest
 # ansible-test wants the collection under ansible_collections/<namespace>/<name>; it gets a copy of the
 # files git would ship (tracked and untracked-but-not-ignored), and an offline pip bootstrap script
 # (hacking/ansible-test-get-pip.py, see its docstring) in its cache.
-sanity: setup
+sanity: setup test-tools
 	rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
 	git ls-files -co --exclude-standard -z | grep -zv '^hacking/ansible-test-get-pip.py$$' \
 	  | xargs -0 -I{} cp --parents {} $(SANITY_ROOT)/
