@@ -6,8 +6,10 @@ starts its own sandbox primary (no standby), loads a source table and a target t
 times the exact statement the module runs (``module_utils.unlogged_rebuild.emptiness``) for:
 - a filled target (the steady state), and
 - an empty target with filled sources (right after a failover).
-It prints the median latencies and their ratio large/small, which must stay near 1. As a baseline in the
-same run it also times ``count(*)`` on the same tables, the naive check, whose ratio grows with the rows.
+The SQL-side latency is the server's own planning + execution time of the statement, from
+``EXPLAIN (ANALYZE, FORMAT JSON)``; the client round trip is printed beside it. It prints the median
+latencies and their ratio large/small, which must stay near 1. As a baseline in the same run it also
+times ``count(*)`` on the same tables, the naive check, whose ratio grows with the rows.
 
     PYTHONPATH=sandbox .venv/bin/python benchmarks/unlogged_check.py [--large-rows 10000000]
 """
@@ -28,7 +30,23 @@ sys.path[:0] = [os.path.join(ROOT, 'sandbox'), os.path.join(ROOT, '.build', 'col
 # pylint: disable=wrong-import-position
 from pgops_sandbox import Sandbox  # noqa: E402
 from ansible_collections.pgops.resilience.plugins.module_utils.postgres import resolve_table  # noqa: E402
-from ansible_collections.pgops.resilience.plugins.module_utils.unlogged_rebuild import count_rows, emptiness  # noqa: E402
+from ansible_collections.pgops.resilience.plugins.module_utils.postgres import sql  # noqa: E402
+from ansible_collections.pgops.resilience.plugins.module_utils.unlogged_rebuild import emptiness_query  # noqa: E402
+
+
+def server_ms(cursor, query):
+    """Planning + execution time (ms) of ``query`` as the server measures it."""
+    cursor.execute(sql.SQL('EXPLAIN (ANALYZE, FORMAT JSON) ') + query)
+    plan = cursor.fetchone()[0][0]
+    return plan['Planning Time'] + plan['Execution Time']
+
+
+def round_trip_ms(cursor, query):
+    """Wall time (ms) of running ``query`` from this client."""
+    started = time.perf_counter()
+    cursor.execute(query)
+    cursor.fetchall()
+    return (time.perf_counter() - started) * 1000.0
 
 
 def load(node, dbname, rows):
@@ -46,14 +64,14 @@ def load(node, dbname, rows):
 
 
 def checks(conn):
-    """The three statements to time on one database, as callables taking a cursor."""
+    """The statements to time on one database: the module's check on a filled and on an empty target,
+    and the naive ``count(*)`` check."""
     with conn.cursor() as cursor:
         source = resolve_table(cursor, 'entities')
         target = resolve_table(cursor, 'cache')
         empty_target = resolve_table(cursor, 'cache_empty')
-    return dict(filled=lambda c: emptiness(c, target, [source]),
-                after_failover=lambda c: emptiness(c, empty_target, [source]),
-                count=lambda c: (count_rows(c, target), count_rows(c, source)))
+    naive = sql.SQL('SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM {})').format(target.ident, source.ident)
+    return dict(filled=emptiness_query(target, [source]), after_failover=emptiness_query(empty_target, [source]), count=naive)
 
 
 def measure(conns, iterations, warmups=20):
@@ -64,19 +82,18 @@ def measure(conns, iterations, warmups=20):
     :param conns: dict ``{label: connection}``.
     :returns: dict ``{label: {statement: milliseconds}}``.
     """
-    work = dict((label, checks(conn)) for label, conn in conns.items())
-    timings = dict((label, dict((name, []) for name in work[label])) for label in conns)
+    queries = dict((label, checks(conn)) for label, conn in conns.items())
+    timings = dict((label, {}) for label in conns)
     for name in ('filled', 'after_failover', 'count'):
         rounds = iterations if name != 'count' else max(3, iterations // 20)
-        for index in range(rounds + warmups):
-            for label, conn in conns.items():
-                with conn.cursor() as cursor:
-                    started = time.perf_counter()
-                    work[label][name](cursor)
-                    elapsed = (time.perf_counter() - started) * 1000.0
-                if index >= warmups:
-                    timings[label][name].append(elapsed)
-    return dict((label, dict((name, statistics.median(values)) for name, values in per.items())) for label, per in timings.items())
+        for how, timer in (('server', server_ms), ('round trip', round_trip_ms)):
+            for index in range(rounds + warmups):
+                for label, conn in conns.items():
+                    with conn.cursor() as cursor:
+                        elapsed = timer(cursor, queries[label][name])
+                    if index >= warmups:
+                        timings[label].setdefault((name, how), []).append(elapsed)
+    return dict((label, dict((key, statistics.median(values)) for key, values in per.items())) for label, per in timings.items())
 
 
 def main(argv=None):
@@ -102,10 +119,12 @@ def main(argv=None):
         for conn in conns.values():
             conn.close()
         small, large = results['small'], results['large']
-        print('%-40s %12s %12s %8s' % ('median latency (ms)', format(args.small_rows, ','), format(args.large_rows, ','), 'ratio'))
-        for key, title in (('filled', 'check, target filled (EXISTS)'), ('after_failover', 'check, target empty (EXISTS)'),
-                           ('count', 'baseline: count(*) of both tables')):
-            print('%-40s %12.3f %12.3f %8.2f' % (title, small[key], large[key], large[key] / small[key]))
+        print('%-52s %12s %12s %8s' % ('median latency (ms)', format(args.small_rows, ','), format(args.large_rows, ','), 'ratio'))
+        for name, title in (('filled', 'check, target filled (EXISTS)'), ('after_failover', 'check, target empty (EXISTS)'),
+                            ('count', 'baseline: count(*) of both tables')):
+            for how in ('server', 'round trip'):
+                key = (name, how)
+                print('%-52s %12.3f %12.3f %8.2f' % ('%s, %s' % (title, how), small[key], large[key], large[key] / small[key]))
     finally:
         sandbox.down()
         shutil.rmtree(workdir, ignore_errors=True)

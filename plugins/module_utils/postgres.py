@@ -77,6 +77,21 @@ def require_psycopg2():
                          exception=PSYCOPG2_IMPORT_ERROR)
 
 
+class StandbyRefusesConnections(PgopsError):
+    """The server is a standby that refuses connections (``hot_standby = off``): a standby all the same."""
+
+
+def connection_secrets(params):
+    """The secret values among the connection options: ``login_password``, ``conninfo`` and any
+    ``password`` / ``sslpassword`` in ``connect_params``. Modules add them to ``no_log_values``.
+
+    :returns: list of str.
+    """
+    secrets = [params.get('login_password'), params.get('conninfo')]
+    secrets += [v for k, v in (params.get('connect_params') or {}).items() if k in ('password', 'sslpassword')]
+    return [str(s) for s in secrets if s]
+
+
 def connection_kwargs(params):
     """Translate module parameters into ``(dsn, kwargs)`` for ``psycopg2.connect``.
 
@@ -127,16 +142,20 @@ def connect(params, autocommit=True):
     :param params: dict of the options of :func:`postgres_argument_spec`.
     :param autocommit: bool, the initial autocommit mode.
     :returns: ``psycopg2.extensions.connection``.
+    :raises StandbyRefusesConnections: when the server is a standby with ``hot_standby = off``.
     :raises PgopsError: naming the server (never the password) and libpq's reason, for a wrong password,
         an unreachable host, a missing database, and so on.
     """
     require_psycopg2()
     dsn, kwargs = connection_kwargs(params)
-    secrets = [params.get('login_password'), dsn, kwargs.get('password')]
+    secrets = connection_secrets(params)
     try:
         conn = psycopg2.connect(dsn, **kwargs)
     except psycopg2.Error as exc:
         reason = ' '.join(str(exc).split())
+        if 'Hot standby mode is disabled' in reason:
+            raise StandbyRefusesConnections('%s is a standby that does not accept connections (hot_standby = off).'
+                                            % describe_server(params))
         raise PgopsError('Cannot connect to PostgreSQL at %s: %s. Check login_host, login_port, login_user, '
                          'login_password, login_db (or conninfo) and that the server accepts the connection.'
                          % (describe_server(params), redact(reason, secrets)))
@@ -204,7 +223,13 @@ def _next_identifier(source, pos, option, original):
     if not match:
         raise PgopsError('%s %r: expected a name at character %d. Quote names with spaces or capitals: "My Table".'
                          % (option, original, pos + 1))
-    return match.group(0).lower(), match.end()
+    return _fold_case(match.group(0)), match.end()
+
+
+def _fold_case(name):
+    """Lower-case an unquoted identifier as PostgreSQL does in a UTF-8 database: A-Z only
+    (``downcase_identifier`` in scansup.c); ``Ümlaut`` stays ``Ümlaut``."""
+    return ''.join(chr(ord(c) + 32) if 'A' <= c <= 'Z' else c for c in name)
 
 
 def display_name(schema, name):
@@ -232,23 +257,32 @@ class Relation:
 
 
 class Function:
-    """A resolved function without arguments: ``schema``, ``name``, ``ident``, ``display``, ``result``
-    (the text of ``pg_get_function_result``, such as ``void``, ``bigint`` or ``TABLE(table_name text, rows_inserted bigint)``),
-    ``returns_set`` and ``shape`` (``void``, ``count`` or ``rows``)."""
+    """A resolved function without arguments: ``schema``, ``name``, ``ident``, ``display``, ``result`` (the
+    text of ``pg_get_function_result``, such as ``void``, ``bigint`` or ``TABLE(table_name text, rows_inserted bigint)``)
+    and ``shape``, see :func:`function_shape`."""
 
-    def __init__(self, schema, name, result, returns_set, return_type):
+    def __init__(self, schema, name, result, shape):
         self.schema = schema
         self.name = name
         self.result = result
-        self.returns_set = returns_set
+        self.shape = shape
         self.ident = sql.Identifier(schema, name)
         self.display = display_name(schema, name) + '()'
-        if returns_set or return_type == 'record':
-            self.shape = 'rows'
-        elif return_type == 'void':
-            self.shape = 'void'
-        else:
-            self.shape = 'count'
+
+
+def function_shape(returns_set, return_type, type_kind):
+    """How to read what a function returns: ``rows`` (a set, ``record`` or a composite type: one dict per
+    row), ``void`` (nothing), or ``count`` (one scalar value, typically a row count).
+
+    :param returns_set: bool, ``pg_proc.proretset``.
+    :param return_type: str, the return type's name (``pg_proc.prorettype::regtype``).
+    :param type_kind: str, ``pg_type.typtype`` of the return type (``c`` composite, ``p`` pseudo-type, ...).
+    """
+    if returns_set or return_type == 'record' or type_kind == 'c':
+        return 'rows'
+    if return_type == 'void':
+        return 'void'
+    return 'count'
 
 
 def _quoted(cursor, schema, name):
@@ -290,18 +324,19 @@ def resolve_function(cursor, text, option='function'):
     schema, name = parse_qualified_name(text, option, allow_call=True)
     cursor.execute(
         'SELECT n.nspname, p.proname, pg_catalog.pg_get_function_result(p.oid), p.proretset,'
-        ' p.prorettype::pg_catalog.regtype::text, p.prokind'
+        ' p.prorettype::pg_catalog.regtype::text, t.typtype, p.prokind'
         ' FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace'
+        ' JOIN pg_catalog.pg_type t ON t.oid = p.prorettype'
         ' WHERE p.oid = pg_catalog.to_regprocedure(%s)', [_quoted(cursor, schema, name) + '()'])
     row = cursor.fetchone()
     if row is None:
         values = (option, text, display_name(schema, name), _current_database(cursor), _search_path(cursor), option)
         raise PgopsError('%s %r: function %s() without arguments does not exist in database %s (search_path: %s). '
                          'Create it or correct %s.' % values)
-    if row[5] != 'f':
+    if row[6] != 'f':
         raise PgopsError('%s %r: %s is not a plain function (prokind %r); give a function that can be called with SELECT.'
-                         % (option, text, display_name(row[0], row[1]), row[5]))
-    return Function(row[0], row[1], row[2], row[3], row[4])
+                         % (option, text, display_name(row[0], row[1]), row[6]))
+    return Function(row[0], row[1], row[2], function_shape(row[3], row[4], row[5]))
 
 
 def _search_path(cursor):
@@ -327,27 +362,57 @@ def advisory_lock_key(*parts):
     return int.from_bytes(digest[:8], 'big', signed=True)
 
 
+LOCK_KEY_RANGE = (-2 ** 63, 2 ** 63 - 1)
+
+
+def validate_lock_key(key, option='lock_key'):
+    """Return ``key`` when it fits PostgreSQL's ``bigint`` advisory lock keys.
+
+    :raises PgopsError: naming ``option`` when it does not.
+    """
+    if not LOCK_KEY_RANGE[0] <= key <= LOCK_KEY_RANGE[1]:
+        raise PgopsError('%s %d is outside the bigint range of advisory lock keys (%d to %d).' % ((option, key) + LOCK_KEY_RANGE))
+    return key
+
+
 @contextlib.contextmanager
-def try_advisory_lock(conn, key):
-    """Open a transaction and try the transaction-level advisory lock ``key`` without waiting.
+def transaction(conn, read_only_snapshot=False):
+    """Run a block in one transaction: commit when it exits normally, roll back on an exception.
 
-    Yields ``(cursor, acquired)``. The block's work commits when it exits normally and rolls back on an
-    exception; the lock is released by that commit or rollback (``pg_try_advisory_xact_lock``, PostgreSQL
-    docs "Advisory Lock Functions"), so a run that takes the lock afterwards sees what was committed.
-    When ``acquired`` is false the caller must not do the locked work.
+    Yields a cursor. With ``read_only_snapshot`` the transaction is REPEATABLE READ, READ ONLY, so several
+    queries see one consistent snapshot (PostgreSQL docs, "Transaction Isolation").
 
-    :param conn: psycopg2 connection (switched out of autocommit for the block and restored afterwards).
-    :param key: int, a signed 64-bit key (see :func:`advisory_lock_key`).
+    :param conn: psycopg2 connection; switched out of autocommit for the block and restored afterwards.
+    :raises psycopg2.Error: from the block's statements or from COMMIT.
     """
     previous = conn.autocommit
     conn.autocommit = False
     try:
         with conn:
             with conn.cursor() as cursor:
-                cursor.execute('SELECT pg_catalog.pg_try_advisory_xact_lock(%s)', [key])
-                yield cursor, bool(cursor.fetchone()[0])
+                if read_only_snapshot:
+                    cursor.execute('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY')
+                yield cursor
     finally:
         conn.autocommit = previous
+
+
+@contextlib.contextmanager
+def try_advisory_lock(conn, key):
+    """Open a transaction (see :func:`transaction`) and try the transaction-level advisory lock ``key``
+    without waiting.
+
+    Yields ``(cursor, acquired)``. The lock is released by the transaction's commit or rollback
+    (``pg_try_advisory_xact_lock``, PostgreSQL docs "Advisory Lock Functions"), so a run that takes the
+    lock afterwards sees what was committed. When ``acquired`` is false the caller must not do the locked work.
+
+    :param conn: psycopg2 connection.
+    :param key: int, a signed 64-bit key (see :func:`advisory_lock_key` and :func:`validate_lock_key`).
+    :raises psycopg2.Error: from the block's statements or from COMMIT.
+    """
+    with transaction(conn) as cursor:
+        cursor.execute('SELECT pg_catalog.pg_try_advisory_xact_lock(%s)', [key])
+        yield cursor, bool(cursor.fetchone()[0])
 
 
 def walfile_timeline(walfile_name):
@@ -355,27 +420,21 @@ def walfile_timeline(walfile_name):
     return int(walfile_name[:8], 16)
 
 
-def lsn_text(value):
-    """An LSN in PostgreSQL's ``X/Y`` notation from an int (bytes since the start of WAL); text passes through."""
-    if value is None or isinstance(value, str):
-        return value
-    return '%X/%X' % (value >> 32, value & 0xFFFFFFFF)
-
-
 def server_identity(conn):
     """Who and where the connected server is, for detecting failovers and restarts between runs.
 
     The timeline of a primary is read from the current WAL file name
     (``pg_walfile_name(pg_current_wal_lsn())``): ``pg_control_checkpoint()`` still shows the old timeline
-    right after a promotion, until the next checkpoint. A standby reports the timeline of its last
-    checkpoint. ``system_identifier`` needs the right to execute ``pg_control_system()`` (superuser or
-    granted); without it the value is ``None``.
+    right after a promotion, until the next checkpoint. For a standby only ``is_primary`` and ``lsn``
+    (last replayed) are read; ``timeline`` and ``system_identifier`` are ``None``. ``system_identifier``
+    is also ``None`` where EXECUTE on ``pg_control_system()`` was revoked (it is granted to PUBLIC by default).
 
     :param conn: psycopg2 connection in autocommit mode.
     :returns: dict with ``is_primary`` (bool), ``system_identifier`` (str: a 64-bit number), ``timeline``
         (int), ``lsn`` (str, ``X/Y``), ``postmaster_start_time`` (aware datetime), ``primary_instance``
         (``address:port`` of the server as this connection reached it), ``server_version`` (str),
         ``database`` (str).
+    :raises psycopg2.Error: when a query fails (the caller turns it into a message).
     """
     with conn.cursor() as cursor:
         cursor.execute(
@@ -387,12 +446,13 @@ def server_identity(conn):
                         primary_instance='%s:%s' % (address or 'local-socket', port),
                         server_version=version, database=database)
         if in_recovery:
-            cursor.execute('SELECT pg_catalog.pg_last_wal_replay_lsn()::text, timeline_id FROM pg_catalog.pg_control_checkpoint()')
-            identity['lsn'], identity['timeline'] = cursor.fetchone()
-        else:
-            cursor.execute('SELECT lsn::text, pg_catalog.pg_walfile_name(lsn) FROM pg_catalog.pg_current_wal_lsn() AS lsn')
-            lsn, walfile = cursor.fetchone()
-            identity['lsn'], identity['timeline'] = lsn, walfile_timeline(walfile)
+            # Nothing more is needed of a standby, and nothing that could be refused.
+            cursor.execute('SELECT pg_catalog.pg_last_wal_replay_lsn()::text')
+            identity.update(lsn=cursor.fetchone()[0], timeline=None, system_identifier=None)
+            return identity
+        cursor.execute('SELECT lsn::text, pg_catalog.pg_walfile_name(lsn) FROM pg_catalog.pg_current_wal_lsn() AS lsn')
+        lsn, walfile = cursor.fetchone()
+        identity['lsn'], identity['timeline'] = lsn, walfile_timeline(walfile)
     identity['system_identifier'] = _system_identifier(conn)
     return identity
 
@@ -411,6 +471,18 @@ def has_column(cursor, relation, column):
     cursor.execute('SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = pg_catalog.to_regclass(%s)'
                    ' AND attname = %s AND attnum > 0 AND NOT attisdropped)', [relation.ident.as_string(cursor), column])
     return cursor.fetchone()[0]
+
+
+@contextlib.contextmanager
+def pg_errors(what):
+    """Turn a ``psycopg2.Error`` raised in the block into a :class:`PgopsError` saying what was being done.
+
+    :param what: str, such as ``'checking whether kv_store is empty'``.
+    """
+    try:
+        yield
+    except psycopg2.Error as exc:
+        raise PgopsError('PostgreSQL error while %s: %s' % (what, pg_error_text(exc)))
 
 
 def pg_error_text(exc):

@@ -25,8 +25,8 @@ else:
 # Attempts per request, counting the first (botocore "adaptive" retry mode, which also rate-limits
 # the client when the store answers SlowDown / 503).
 MAX_ATTEMPTS = 5
-CONNECT_TIMEOUT = 5
-READ_TIMEOUT = 60
+CONNECT_TIMEOUT = 5  # seconds
+READ_TIMEOUT = 60  # seconds
 
 
 def s3_connection_spec():
@@ -72,7 +72,7 @@ def s3_client(endpoint_url=None, region='us-east-1', access_key=None, secret_key
     S3-compatible stores reject).
 
     :returns: a ``botocore.client.S3`` client.
-    :raises PgopsError: when boto3 is missing.
+    :raises PgopsError: when boto3 is missing, or ``endpoint_url`` or ``region`` is not valid.
     """
     require_boto3()
     options = dict(region_name=region, connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
@@ -86,9 +86,13 @@ def s3_client(endpoint_url=None, region='us-east-1', access_key=None, secret_key
         options.pop('request_checksum_calculation', None)
         options.pop('response_checksum_validation', None)
         config = botocore.config.Config(**options)
-    session = boto3.session.Session(aws_access_key_id=access_key or None, aws_secret_access_key=secret_key or None,
-                                    aws_session_token=session_token or None, region_name=region)
-    return session.client('s3', endpoint_url=endpoint_url or None, verify=validate_certs, config=config)
+    try:
+        session = boto3.session.Session(aws_access_key_id=access_key or None, aws_secret_access_key=secret_key or None,
+                                        aws_session_token=session_token or None, region_name=region)
+        return session.client('s3', endpoint_url=endpoint_url or None, verify=validate_certs, config=config)
+    except (ValueError, botocore.exceptions.BotoCoreError) as exc:
+        raise PgopsError('Cannot set up an S3 client for endpoint_url %r, region %r: %s. An endpoint looks like '
+                         'https://minio.example:9000; a region like eu-west-1.' % (endpoint_url, region, exc))
 
 
 def client_from_params(params):
@@ -134,9 +138,9 @@ class JsonObject:
         return 's3://%s/%s' % (self.bucket, self.key)
 
     def read(self):
-        """Return the parsed document, or ``None`` when the object does not exist.
+        """Return the parsed document (a dict), or ``None`` when the object does not exist.
 
-        :raises PgopsError: when the store cannot be reached or refuses, or the object is not JSON.
+        :raises PgopsError: when the store cannot be reached or refuses, or the object is not a JSON object.
         """
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self.key)
@@ -148,17 +152,20 @@ class JsonObject:
         except botocore.exceptions.BotoCoreError as exc:
             raise s3_error(exc, 'download', self.bucket, self.key, self.endpoint_url)
         try:
-            return json.loads(body.decode('utf-8'))
+            document = json.loads(body.decode('utf-8'))
         except ValueError as exc:
             raise PgopsError('%s is not a JSON document (%s); move it away or delete it to start afresh.' % (self.url, exc))
+        if not isinstance(document, dict):
+            raise PgopsError('%s holds JSON but not an object; move it away or delete it to start afresh.' % self.url)
+        return document
 
     def write(self, document):
-        """Upload ``document`` (a JSON-serialisable dict) as pretty, key-sorted JSON.
+        """Upload ``document`` (a dict) as pretty, key-sorted JSON; values JSON cannot hold are written as text.
 
         :returns: dict with ``bucket``, ``key``, ``etag`` and ``size`` (bytes).
         :raises PgopsError: when the upload fails.
         """
-        body = (json.dumps(document, indent=2, sort_keys=True) + '\n').encode('utf-8')
+        body = (json.dumps(document, indent=2, sort_keys=True, default=str) + '\n').encode('utf-8')
         try:
             response = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, ContentType='application/json')
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:

@@ -18,15 +18,19 @@ import time
 
 from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError, isoformat_z, utc_now
 from ansible_collections.pgops.resilience.plugins.module_utils.postgres import (
+    StandbyRefusesConnections,
     advisory_lock_key,
     connect,
     has_column,
     pg_error_text,
+    pg_errors,
     resolve_function,
     resolve_table,
     server_identity,
     sql,
+    transaction,
     try_advisory_lock,
+    validate_lock_key,
 )
 from ansible_collections.pgops.resilience.plugins.module_utils.s3 import JsonObject, client_from_params, s3_connection_spec
 
@@ -46,6 +50,10 @@ _EVENT_FIELDS = (
 )
 
 
+# state=snapshot only writes the watermark, so it needs one.
+REQUIRED_IF = [('state', 'snapshot', ['watermark'])]
+
+
 def argument_spec():
     """The module-specific options of ``pg_unlogged_rebuild`` (the connection options come from
     :func:`~ansible_collections.pgops.resilience.plugins.module_utils.postgres.postgres_argument_spec`)."""
@@ -57,6 +65,7 @@ def argument_spec():
         source_tables=dict(type='list', elements='str', required=True),
         rebuild_function=dict(type='str', default='rebuild_kv_store'),
         lock_key=dict(type='int', no_log=False),
+        lock_timeout=dict(type='int', default=30),
         updated_at_column=dict(type='str', default='updated_at'),
         watermark=dict(type='dict', options=watermark_options),
         watermark_required=dict(type='bool', default=False),
@@ -122,16 +131,25 @@ def emptiness(cursor, target, sources):
     ``count(*)`` would read every row.
 
     :returns: tuple ``(target_empty: bool, sources_with_rows: list of Relation)``.
+    :raises psycopg2.Error: when the query fails (no SELECT privilege, lock_timeout, ...).
     """
-    probes = [sql.SQL('NOT EXISTS (SELECT 1 FROM {})').format(target.ident)]
-    probes += [sql.SQL('EXISTS (SELECT 1 FROM {})').format(s.ident) for s in sources]
-    cursor.execute(sql.SQL('SELECT ') + sql.SQL(', ').join(probes))
+    cursor.execute(emptiness_query(target, sources))
     row = cursor.fetchone()
     return bool(row[0]), [s for s, has_rows in zip(sources, row[1:]) if has_rows]
 
 
+def emptiness_query(target, sources):
+    """The statement of :func:`emptiness`: ``SELECT NOT EXISTS (SELECT 1 FROM target), EXISTS (SELECT 1 FROM source), ...``."""
+    probes = [sql.SQL('NOT EXISTS (SELECT 1 FROM {})').format(target.ident)]
+    probes += [sql.SQL('EXISTS (SELECT 1 FROM {})').format(s.ident) for s in sources]
+    return sql.SQL('SELECT ') + sql.SQL(', ').join(probes)
+
+
 def count_rows(cursor, relation):
-    """Exact ``count(*)`` of a table (rows). Only used on the rebuild and watermark paths, never by the check."""
+    """Exact ``count(*)`` of a table (rows). Only used on the rebuild and watermark paths, never by the check.
+
+    :raises psycopg2.Error: when the query fails.
+    """
     cursor.execute(sql.SQL('SELECT count(*) FROM {}').format(relation.ident))
     return cursor.fetchone()[0]
 
@@ -140,6 +158,8 @@ def table_stats(cursor, relations, updated_at_column):
     """Per-table ``{display name: {count, max_updated_at}}`` as the runbook's watermark records them.
 
     ``max_updated_at`` is ``None`` for a table without ``updated_at_column``.
+
+    :raises psycopg2.Error: when a query fails.
     """
     stats = {}
     for rel in relations:
@@ -159,6 +179,7 @@ def call_rebuild_function(cursor, function):
     :returns: tuple ``(function_result, tables)``: for ``RETURNS void`` ``(None, [])``; for a scalar
         ``(value, [])``; for a set or ``TABLE(...)`` result ``(None, [row dicts])``, e.g.
         ``[{'table_name': 'resources', 'rows_inserted': 5000}]``.
+    :raises psycopg2.Error: when the function fails.
     """
     cursor.execute(sql.SQL('SELECT * FROM {}()').format(function.ident))
     if function.shape == 'void':
@@ -171,7 +192,10 @@ def call_rebuild_function(cursor, function):
 
 
 def watermark_store(options):
-    """The :class:`JsonObject` for the ``watermark`` option, or ``None`` when no watermark is configured."""
+    """The :class:`JsonObject` for the ``watermark`` option, or ``None`` when no watermark is configured.
+
+    :raises PgopsError: when ``endpoint_url`` or ``region`` is not valid.
+    """
     if not options:
         return None
     return JsonObject(client_from_params(options), options['bucket'], options['key'], options.get('endpoint_url'))
@@ -179,6 +203,10 @@ def watermark_store(options):
 
 class UnloggedRebuild:
     """One run of ``pg_unlogged_rebuild`` over an open connection.
+
+    The order matters: the server identity is read first; a standby stops there; the rebuild (urgent:
+    the application is serving an empty cache) comes before any S3 request, so a slow or unreachable
+    store never delays it; the watermark is written last, after the commit it describes.
 
     :param conn: psycopg2 connection in autocommit mode.
     :param params: dict of module parameters (see :func:`argument_spec`).
@@ -192,53 +220,60 @@ class UnloggedRebuild:
         self.check_mode = check_mode
         self.warn = warn or (lambda msg: None)
         self.started = time.monotonic()
-        self.store = watermark_store(params.get('watermark'))
+        self.store = None
         self.watermark_read_failed = False
+        self.identity = self.target = self.sources = self.function = self.lock_key = None
         self.result = dict(changed=False, rebuild_needed=False, rebuilt=False, reason=None, skipped_reason=None,
                            is_primary=None, target_rows_before=None, target_rows_after=None, tables=[],
                            function_result=None, duration_ms=0, watermark=None, events=[], server=None,
                            previous_watermark=None)
 
     def run(self):
-        """Do the run; return the module result dict (see the module's RETURN)."""
-        identity = server_identity(self.conn)
+        """Do the run; return the module result dict (see the module's RETURN).
+
+        :raises PgopsError: see :func:`run`.
+        """
+        with pg_errors('reading the server identity'):
+            identity = server_identity(self.conn)
         self.identity = identity_record(identity)
         self.result.update(is_primary=identity['is_primary'], server=self.identity)
         if not identity['is_primary']:
             # A standby cannot read UNLOGGED tables at all, and must never be written to.
             return self._finish(reason='connected to a standby (pg_is_in_recovery() is true)', skipped_reason='standby')
-        self._resolve()
-        previous = self._read_previous_watermark()
-        self.result['events'] = detect_events(previous, self.identity)
+        self.store = watermark_store(self.params.get('watermark'))
+        with pg_errors('looking up target_table, source_tables and rebuild_function'):
+            self._resolve()
         state = self.params['state']
         if state == 'snapshot':
+            self._compare_with_previous_watermark()
             return self._finish_with_watermark(reason='snapshot requested (state=snapshot)', stats=None)
-        needed, reason = self._decide(state)
+        with pg_errors('checking whether %s is empty' % self.target.display):
+            needed, reason = self._decide(state)
         self.result.update(rebuild_needed=needed, reason=reason)
         if self.check_mode:
-            return self._finish(changed=needed or self._watermark_due(previous))
+            return self._finish_check_mode(needed)
+        stats = None
         if needed:
             outcome = self._rebuild(forced=(state == 'rebuilt'))
             if outcome.get('skipped_reason'):
-                return self._finish(**outcome)
+                return self._finish(**outcome)  # the run holding the lock writes the watermark
+            stats = outcome.pop('stats')
             self.result.update(outcome)
-            return self._finish_with_watermark(reason=reason, stats=outcome.pop('stats'))
-        if self._watermark_due(previous):
-            return self._finish_with_watermark(reason=reason, stats=None)
+        previous = self._compare_with_previous_watermark()
+        if self.result['rebuilt'] or self._watermark_due(previous):
+            return self._finish_with_watermark(reason=reason, stats=stats)
         return self._finish()
 
     def _resolve(self):
         with self.conn.cursor() as cursor:
+            cursor.execute("SELECT pg_catalog.set_config('lock_timeout', %s, false)", ['%ds' % self.params['lock_timeout']])
             self.target = resolve_table(cursor, self.params['target_table'], 'target_table')
             self.sources = [resolve_table(cursor, name, 'source_tables') for name in self.params['source_tables']]
-            self.function = None
             if self.params['state'] != 'snapshot':
                 self.function = resolve_function(cursor, self.params['rebuild_function'], 'rebuild_function')
-        self.lock_key = self.params.get('lock_key')
-        if self.lock_key is None:
-            self.lock_key = default_lock_key(self.target)
-        self.result.update(target_table=self.target.display, lock_key=self.lock_key,
-                           target_unlogged=self.target.unlogged)
+        key = self.params.get('lock_key')
+        self.lock_key = default_lock_key(self.target) if key is None else validate_lock_key(key)
+        self.result.update(target_table=self.target.display, lock_key=self.lock_key, target_unlogged=self.target.unlogged)
 
     def _decide(self, state):
         with self.conn.cursor() as cursor:
@@ -256,6 +291,7 @@ class UnloggedRebuild:
 
     def _rebuild(self, forced):
         """Rebuild in one transaction under the advisory lock; return what was committed."""
+        body_done = False
         try:
             with try_advisory_lock(self.conn, self.lock_key) as (cursor, acquired):
                 if not acquired:
@@ -274,26 +310,38 @@ class UnloggedRebuild:
                                      'committed. Check that the function fills the target table.'
                                      % (self.function.display, self.target.display, ', '.join(s.display for s in with_rows)))
                 stats = table_stats(cursor, self.sources, self.params['updated_at_column'])
+                body_done = True
         except psycopg2.Error as exc:
+            if body_done:
+                raise PgopsError('The COMMIT of the rebuild of %s failed: %s. It may or may not have been committed; '
+                                 'the next run checks again.' % (self.target.display, pg_error_text(exc)))
             raise PgopsError('Rebuilding %s with %s failed and was rolled back: %s'
                              % (self.target.display, self.function.display, pg_error_text(exc)))
         return dict(rebuilt=True, target_rows_before=before, target_rows_after=after, function_result=function_result,
                     tables=tables, stats=stats)
 
-    def _read_previous_watermark(self):
-        store = self.store
-        if store is None:
+    def _committed_note(self):
+        if not self.result['rebuilt']:
+            return ''
+        return 'The rebuild itself was committed (%s rows in %s). ' % (self.result['target_rows_after'], self.target.display)
+
+    def _compare_with_previous_watermark(self):
+        """Read the previous watermark and set ``events``; return the document (or ``None``)."""
+        if self.store is None:
             return None
         try:
-            previous = store.read()
+            previous = self.store.read()
         except PgopsError as exc:
-            self.warn('Could not read the previous watermark, so failovers and restarts are not detected in this run: %s' % exc.msg)
+            message = '%sCould not read the previous watermark: %s' % (self._committed_note(), exc.msg)
+            if self.params.get('watermark_required'):
+                raise PgopsError(message, **self._finish(changed=self.result['rebuilt']))
+            self.warn(message + ' Failovers and restarts are not detected in this run.')
             self.watermark_read_failed = True
             return None
         if previous:
-            self.result['previous_watermark'] = dict((k, previous.get(k)) for k in
-                                                     ('snapshot_ts', 'primary_instance', 'timeline', 'system_identifier',
-                                                      'postmaster_start_time', 'kv_store_count'))
+            keys = ('snapshot_ts', 'primary_instance', 'timeline', 'system_identifier', 'postmaster_start_time', 'kv_store_count')
+            self.result['previous_watermark'] = dict((k, previous.get(k)) for k in keys)
+        self.result['events'] = detect_events(previous, self.identity)
         return previous
 
     def _watermark_due(self, previous):
@@ -303,28 +351,33 @@ class UnloggedRebuild:
             return False
         return previous is None or bool(self.result['events'])
 
+    def _finish_check_mode(self, needed):
+        """Report what a real run would do: rebuild, and write a watermark; touch nothing."""
+        previous = self._compare_with_previous_watermark()
+        watermark_due = self.store is not None and (needed or self._watermark_due(previous))
+        if watermark_due:
+            self.result['watermark'] = dict(bucket=self.store.bucket, key=self.store.key, written=False, document=None)
+        return self._finish(changed=needed or watermark_due)
+
     def _finish_with_watermark(self, reason, stats):
         """Write the watermark (after the data it describes is committed) and finish."""
         self.result['reason'] = self.result['reason'] or reason
-        store = self.store
-        if store is None:
+        if self.store is None:
             return self._finish(changed=self.result['rebuilt'])
-        info = dict(bucket=store.bucket, key=store.key, written=False, document=None)
+        info = dict(bucket=self.store.bucket, key=self.store.key, written=False, document=None)
         self.result['watermark'] = info
         if self.check_mode:
             return self._finish(changed=True)
         if stats is None:
-            stats = self._read_stats()
+            with pg_errors('counting rows for the watermark'):
+                stats = self._read_stats()
         document = self._watermark_document(stats)
         try:
-            info.update(store.write(document))
+            info.update(self.store.write(document))
         except PgopsError as exc:
-            committed = 'The rebuild itself was committed (%s rows in %s). ' % (self.result['target_rows_after'], self.target.display) \
-                if self.result['rebuilt'] else ''
-            message = '%sThe watermark was not written: %s' % (committed, exc.msg)
+            message = '%sThe watermark was not written: %s' % (self._committed_note(), exc.msg)
             if self.params.get('watermark_required'):
-                self._finish(changed=self.result['rebuilt'])
-                raise PgopsError(message, **self.result)
+                raise PgopsError(message, **self._finish(changed=self.result['rebuilt']))
             self.warn(message)
             info['error'] = exc.msg
             return self._finish(changed=self.result['rebuilt'])
@@ -333,15 +386,9 @@ class UnloggedRebuild:
 
     def _read_stats(self):
         """Counts for the watermark in one consistent snapshot, read-only."""
-        self.conn.autocommit = False
-        try:
-            with self.conn:
-                with self.conn.cursor() as cursor:
-                    cursor.execute('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY')
-                    stats = table_stats(cursor, self.sources, self.params['updated_at_column'])
-                    self.result['target_rows_after'] = count_rows(cursor, self.target)
-        finally:
-            self.conn.autocommit = True
+        with transaction(self.conn, read_only_snapshot=True) as cursor:
+            stats = table_stats(cursor, self.sources, self.params['updated_at_column'])
+            self.result['target_rows_after'] = count_rows(cursor, self.target)
         return stats
 
     def _watermark_document(self, stats):
@@ -373,10 +420,16 @@ def run(params, check_mode=False, warn=None):
     """Connect with the module parameters and do one run of :class:`UnloggedRebuild`.
 
     :returns: the module result dict.
-    :raises PgopsError: for bad input (missing table or function, malformed name), connection failures,
-        a failed rebuild (rolled back), and a failed watermark upload when ``watermark_required`` is true.
+    :raises PgopsError: for bad input (missing table or function, malformed name, invalid S3 endpoint or
+        region), connection failures, a PostgreSQL error in any step (named in the message), a failed
+        rebuild (rolled back), and, when ``watermark_required`` is true, a watermark that cannot be read or
+        written (the message says whether the rebuild was committed).
     """
-    conn = connect(params, autocommit=True)
+    try:
+        conn = connect(params, autocommit=True)
+    except StandbyRefusesConnections as exc:
+        result = UnloggedRebuild(None, params)._finish(is_primary=False, skipped_reason='standby', reason=exc.msg)  # pylint: disable=protected-access
+        return result
     try:
         return UnloggedRebuild(conn, params, check_mode, warn).run()
     finally:

@@ -60,6 +60,13 @@ options:
       - Key of the advisory lock (a signed 64-bit integer) that serialises rebuilds.
       - Defaults to a key derived from the resolved schema and name of O(target_table), the same on every host.
     type: int
+  lock_timeout:
+    description:
+      - Seconds to wait for a table lock (PostgreSQL C(lock_timeout)) in the check and in the rebuild, for
+        example while another session holds an exclusive lock on a table. V(0) waits for ever.
+      - When it expires, nothing is changed and the task fails naming the step.
+    type: int
+    default: 30
   updated_at_column:
     description:
       - Column whose maximum the watermark records for each source table (C(max_updated_at)); tables
@@ -121,8 +128,9 @@ attributes:
     support: none
 notes:
   - Run it against the primary's service address. A run against a standby is harmless and reports RV(skipped_reason=standby).
-  - Reading C(system_identifier) needs the right to execute the function C(pg_control_system); without it the value is C(null)
-    and a change of cluster is not detected.
+  - Where EXECUTE on the function C(pg_control_system) was revoked from the connecting role (it is granted to PUBLIC by
+    default), C(system_identifier) is C(null) and a change of cluster is not detected.
+  - A standby that refuses connections (C(hot_standby=off)) is reported as a standby too.
 seealso:
   - name: PostgreSQL CREATE TABLE, UNLOGGED
     description: Why UNLOGGED tables are empty after a crash and on standbys.
@@ -277,14 +285,15 @@ watermark:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pgops.resilience.plugins.module_utils.common import run_module
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import postgres_argument_spec
+from ansible_collections.pgops.resilience.plugins.module_utils.postgres import connection_secrets, postgres_argument_spec
 from ansible_collections.pgops.resilience.plugins.module_utils import unlogged_rebuild
 
 
 def main():
     argument_spec = postgres_argument_spec()
     argument_spec.update(unlogged_rebuild.argument_spec())
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec, required_if=unlogged_rebuild.REQUIRED_IF, supports_check_mode=True)
+    module.no_log_values.update(connection_secrets(module.params))
     run_module(module, lambda: unlogged_rebuild.run(module.params, check_mode=module.check_mode, warn=module.warn))
 
 

@@ -21,7 +21,7 @@ import os
 import secrets
 import shutil
 
-from ._util import DEFAULT_TIMEOUT, LOOPBACK, conninfo_value, free_port, read_json, write_private_file
+from ._util import DEFAULT_TIMEOUT, LOOPBACK, conninfo_value, free_port, read_json, wait_for, write_private_file
 from .errors import SandboxError
 from .node import SUPERUSER, Node
 from .pgbin import find_bindir, program
@@ -468,6 +468,16 @@ class Sandbox:  # pylint: disable=too-many-instance-attributes
         """
         with self._locked():
             return self.node(name).promote(wait=wait)
+
+    def wait_for_replay(self, source="primary", timeout=None):
+        """Wait until the standby has replayed all WAL that node ``source`` has written so far.
+
+        :param timeout: seconds (default: the sandbox timeout).
+        :raises SandboxError: when it has not within ``timeout``.
+        """
+        target = self.node(source).execute("SELECT pg_current_wal_lsn()::text")[0][0]
+        wait_for(lambda: self.standby.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [target])[0][0],
+                 "the standby to replay WAL up to %s" % target, timeout=timeout or self.timeout)
 
     def rebuild_standby(self, source="primary"):
         """Re-create the standby from node ``source``: stop it, delete only its data directory, pg_basebackup, start.

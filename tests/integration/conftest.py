@@ -18,8 +18,6 @@ from pgops_sandbox import Sandbox, SandboxError
 from pgops_sandbox.pgbin import find_bindir
 from pgops_sandbox.rem_schema import create_rem_schema
 
-from .helpers import wait_for_replay
-
 REQUIRE_TOOLS = os.environ.get('PGOPS_REQUIRE_TOOLS') == '1'
 
 
@@ -70,7 +68,7 @@ def rem_db(healthy):
         create_rem_schema(conn, rows=2000)
     finally:
         conn.close()
-    wait_for_replay(healthy)
+    healthy.wait_for_replay()
     return name
 
 

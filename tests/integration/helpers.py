@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""Helpers shared by the integration tests: module parameters for a sandbox node, replay waits, playbook runs."""
+"""Helpers shared by the integration tests: module parameters for a sandbox node, playbook runs."""
 
 from __future__ import annotations
 
@@ -8,16 +8,6 @@ import os
 import subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def wait_for_replay(sandbox, timeout=30):
-    """Wait until the standby has replayed everything the primary has written."""
-    lsn = sandbox.primary.execute('SELECT pg_current_wal_lsn()::text')[0][0]
-    sandbox.standby.execute(
-        "DO $$ BEGIN FOR i IN 1..%d LOOP EXIT WHEN pg_last_wal_replay_lsn() >= '%s'::pg_lsn; PERFORM pg_sleep(0.1); END LOOP; END $$"
-        % (timeout * 10, lsn))
-    replayed = sandbox.standby.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn])[0][0]
-    assert replayed, 'standby did not replay up to %s within %s s' % (lsn, timeout)
 
 
 def params_for(sandbox, node, dbname, watermark_key=None, **overrides):
@@ -36,13 +26,15 @@ def params_for(sandbox, node, dbname, watermark_key=None, **overrides):
     return params
 
 
-def run_playbook(sandbox, playbook, extra_vars=None, env=None, check=False):
+def run_playbook(sandbox, playbook, extra_vars=None, env=None, check=False, verbose=False):
     """Run ``ansible-playbook <playbook>`` (an FQCN or a path) as a user would; return the CompletedProcess."""
     command = ['ansible-playbook', playbook]
     for name, value in (extra_vars or {}).items():
         command += ['-e', json.dumps({name: value})]
     if check:
         command.append('--check')
+    if verbose:
+        command.append('-vvv')
     full_env = dict(os.environ)
     full_env.update(sandbox.env('primary'))
     full_env.update(ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'), ANSIBLE_NOCOLOR='1',

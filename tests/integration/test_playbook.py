@@ -21,7 +21,8 @@ def _vars(db, key=None, **more):
 
 def test_playbook_rebuilds_after_failover_then_changes_nothing(healthy, rem_db, bucket_key):
     sandbox = healthy
-    run_playbook(sandbox, PLAYBOOK, _vars(rem_db, bucket_key), env={'PGDATABASE': rem_db})  # baseline watermark
+    baseline = run_playbook(sandbox, PLAYBOOK, _vars(rem_db, bucket_key), env={'PGDATABASE': rem_db})
+    assert baseline.returncode == 0 and 'changed=1' in baseline.stdout  # the first watermark
     sandbox.stop_node('primary', mode='immediate')
     sandbox.promote('standby')
     env = {'PGPORT': str(sandbox.standby.port), 'PGDATABASE': rem_db}
@@ -48,7 +49,7 @@ def test_check_mode_reports_and_changes_nothing(healthy, rem_db):
     healthy.primary.execute('TRUNCATE kv_store', dbname=rem_db)
     done = run_playbook(healthy, PLAYBOOK, _vars(rem_db), env={'PGDATABASE': rem_db}, check=True)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert 'changed=1' in done.stdout
+    assert 'changed=1' in done.stdout and 'would rebuild: kv_store is empty' in done.stdout
     assert kv_count(healthy.primary, rem_db) == 0
 
 
@@ -104,3 +105,38 @@ def test_module_defaults_group(healthy, rem_db, tmp_path):
     }]))
     done = run_playbook(healthy, str(playbook), env={'PGPORT': str(healthy.primary.port)})
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _adhoc_playbook(tmp_path, task, module_defaults=None):
+    playbook = tmp_path / 'adhoc.yml'
+    play = {'name': 'ad hoc', 'hosts': 'localhost', 'connection': 'local', 'gather_facts': False,
+            'tasks': [dict(task, register='out'), {'ansible.builtin.debug': {'var': 'out'}}]}
+    if module_defaults:
+        play['module_defaults'] = module_defaults
+    playbook.write_text(json.dumps([play]))
+    return str(playbook)
+
+
+def test_snapshot_needs_a_watermark(healthy, rem_db, tmp_path):
+    task = {'pgops.resilience.pg_unlogged_rebuild': {'state': 'snapshot', 'source_tables': ['resources'], 'login_db': rem_db}}
+    done = run_playbook(healthy, _adhoc_playbook(tmp_path, task))
+    assert done.returncode != 0
+    assert 'state is snapshot but all of the following are missing: watermark' in done.stdout
+
+
+def test_no_secret_in_verbose_output(healthy, rem_db, bucket_key, tmp_path):
+    """-vvv prints module arguments and results: every secret must be masked, wherever it was given."""
+    healthy.primary.execute("CREATE ROLE verbose LOGIN SUPERUSER PASSWORD 'Verbose-Secret-987'")
+    try:
+        task = {'pgops.resilience.pg_unlogged_rebuild': {
+            'state': 'rebuilt', 'source_tables': ['resources'], 'login_db': rem_db, 'login_user': 'verbose',
+            'connect_params': {'password': 'Verbose-Secret-987'},
+            'watermark': {'bucket': healthy.s3.bucket, 'key': bucket_key, 'secret_key': 'S3-Secret-Key-654'}}}
+        done = run_playbook(healthy, _adhoc_playbook(tmp_path, task), verbose=True,
+                            env={'PGPASSFILE': '/nonexistent', 'AWS_SECRET_ACCESS_KEY': 'S3-Secret-Key-654'})
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, output
+        assert '"rebuilt": true' in output and '"written": true' in output
+        assert 'Verbose-Secret-987' not in output and 'S3-Secret-Key-654' not in output
+    finally:
+        healthy.primary.execute('DROP ROLE verbose')

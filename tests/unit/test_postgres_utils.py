@@ -11,8 +11,9 @@ from ansible_collections.pgops.resilience.plugins.module_utils.postgres import (
     connection_kwargs,
     describe_server,
     display_name,
-    lsn_text,
     parse_qualified_name,
+    function_shape,
+    validate_lock_key,
     walfile_timeline,
 )
 
@@ -63,12 +64,33 @@ def test_advisory_lock_key_is_stable_signed_64_bit():
     assert key != advisory_lock_key('pgops.resilience', 'pg_unlogged_rebuild', 'public', 'rate_limits')
 
 
-def test_walfile_timeline_and_lsn_text():
+def test_walfile_timeline():
     assert walfile_timeline('000000020000000000000003') == 2
     assert walfile_timeline('0000000A0000000100000003') == 10
-    assert lsn_text(0x100000028) == '1/28'
-    assert lsn_text('0/3000148') == '0/3000148'
-    assert lsn_text(None) is None
+
+
+def test_unquoted_names_fold_ascii_only_like_postgresql():
+    assert parse_qualified_name('Ümlaut') == (None, 'Ümlaut')
+    assert parse_qualified_name('ÄBC') == (None, 'Äbc')
+
+
+@pytest.mark.parametrize('returns_set, return_type, type_kind, shape', [
+    (False, 'void', 'p', 'void'),
+    (False, 'bigint', 'b', 'count'),
+    (False, 'integer', 'b', 'count'),
+    (True, 'record', 'p', 'rows'),      # RETURNS TABLE (...)
+    (True, 'bigint', 'b', 'rows'),      # RETURNS SETOF bigint
+    (False, 'record', 'p', 'rows'),     # OUT parameters
+    (False, 'rebuild_report', 'c', 'rows'),  # a composite type
+])
+def test_function_shape(returns_set, return_type, type_kind, shape):
+    assert function_shape(returns_set, return_type, type_kind) == shape
+
+
+def test_validate_lock_key():
+    assert validate_lock_key(-2 ** 63) == -2 ** 63
+    with pytest.raises(PgopsError, match='lock_key 9223372036854775808 is outside the bigint range'):
+        validate_lock_key(2 ** 63)
 
 
 def _params(**overrides):
