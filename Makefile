@@ -1,5 +1,7 @@
 # pgops.resilience — `make demo` and `make test` do all their own set-up on a fresh machine.
 SHELL := /bin/bash
+# A failing command anywhere in a pipe fails the recipe (the sanity copy pipes git into cp).
+.SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
@@ -65,7 +67,7 @@ test: setup sanity lint pytest
 # (hacking/ansible-test-get-pip.py, see its docstring) in its cache.
 sanity: setup test-tools
 	rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
-	git ls-files -co --exclude-standard -z | grep -zv '^hacking/ansible-test-get-pip.py$$' \
+	git -c safe.directory=$(CURDIR) ls-files -co --exclude-standard -z | grep -zv '^hacking/ansible-test-get-pip.py$$' \
 	  | xargs -0 -I{} cp --parents {} $(SANITY_ROOT)/
 	mkdir -p ~/.ansible/test/cache
 	cp hacking/ansible-test-get-pip.py ~/.ansible/test/cache/get_pip_24_2.py

@@ -27,6 +27,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -q
   # postgresql-15's own cluster is not used: the sandbox runs its own servers on other ports.
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
-  pg_bindir=/usr/lib/postgresql/15/bin
+  [ -n "$pg_bindir" ] || pg_bindir=/usr/lib/postgresql/15/bin
 fi
 echo "PostgreSQL server binaries: $pg_bindir ($("$pg_bindir/postgres" --version))"

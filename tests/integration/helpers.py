@@ -7,21 +7,28 @@ import json
 import os
 import subprocess
 
+from ansible_collections.pgops.resilience.plugins.module_utils import unlogged_rebuild
+from ansible_collections.pgops.resilience.plugins.module_utils.postgres import postgres_argument_spec
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _defaults(spec):
+    return dict((name, option.get('default')) for name, option in spec.items())
+
+
 def params_for(sandbox, node, dbname, watermark_key=None, **overrides):
-    """Module parameters (as AnsibleModule would pass them) for a run against ``node`` of the sandbox."""
-    params = dict(login_host='127.0.0.1', login_port=getattr(sandbox, node).port, login_user='postgres',
-                  login_password=sandbox.password, login_db=dbname, ssl_mode='disable', ca_cert=None,
-                  connect_timeout=5, connect_params={}, conninfo=None,
-                  state='checked', target_table='kv_store', source_tables=['resources', 'moments'],
-                  rebuild_function='rebuild_kv_store', lock_key=None, updated_at_column='updated_at',
-                  watermark=None, watermark_required=False)
+    """Module parameters for a run against ``node`` of the sandbox: the argument spec's defaults, as
+    AnsibleModule would fill them in, plus the sandbox's connection and S3 settings."""
+    spec = postgres_argument_spec()
+    spec.update(unlogged_rebuild.argument_spec())
+    params = _defaults(spec)
+    params.update(login_host='127.0.0.1', login_port=getattr(sandbox, node).port, login_password=sandbox.password,
+                  login_db=dbname, ssl_mode='disable', connect_timeout=5, source_tables=['resources', 'moments'])
     if watermark_key:
-        params['watermark'] = dict(bucket=sandbox.s3.bucket, key=watermark_key, endpoint_url=sandbox.s3.endpoint_url,
-                                   region=sandbox.s3.region, access_key=sandbox.s3.access_key,
-                                   secret_key=sandbox.s3.secret_key, session_token=None, validate_certs=True)
+        params['watermark'] = _defaults(spec['watermark']['options'])
+        params['watermark'].update(bucket=sandbox.s3.bucket, key=watermark_key, endpoint_url=sandbox.s3.endpoint_url,
+                                   region=sandbox.s3.region, access_key=sandbox.s3.access_key, secret_key=sandbox.s3.secret_key)
     params.update(overrides)
     return params
 
