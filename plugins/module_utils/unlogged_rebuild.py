@@ -239,7 +239,7 @@ class UnloggedRebuild:
         self.result.update(is_primary=identity['is_primary'], server=self.identity)
         if not identity['is_primary']:
             # A standby cannot read UNLOGGED tables at all, and must never be written to.
-            return self._finish(reason='connected to a standby (pg_is_in_recovery() is true)', skipped_reason='standby')
+            return self.finish(reason='connected to a standby (pg_is_in_recovery() is true)', skipped_reason='standby')
         self.store = watermark_store(self.params.get('watermark'))
         with pg_errors('looking up target_table, source_tables and rebuild_function'):
             self._resolve()
@@ -256,13 +256,13 @@ class UnloggedRebuild:
         if needed:
             outcome = self._rebuild(forced=(state == 'rebuilt'))
             if outcome.get('skipped_reason'):
-                return self._finish(**outcome)  # the run holding the lock writes the watermark
+                return self.finish(**outcome)  # the run holding the lock writes the watermark
             stats = outcome.pop('stats')
             self.result.update(outcome)
         previous = self._compare_with_previous_watermark()
         if self.result['rebuilt'] or self._watermark_due(previous):
             return self._finish_with_watermark(reason=reason, stats=stats)
-        return self._finish()
+        return self.finish()
 
     def _resolve(self):
         with self.conn.cursor() as cursor:
@@ -334,7 +334,7 @@ class UnloggedRebuild:
         except PgopsError as exc:
             message = '%sCould not read the previous watermark: %s' % (self._committed_note(), exc.msg)
             if self.params.get('watermark_required'):
-                raise PgopsError(message, **self._finish(changed=self.result['rebuilt']))
+                raise PgopsError(message, **self.finish(changed=self.result['rebuilt']))
             self.warn(message + ' Failovers and restarts are not detected in this run.')
             self.watermark_read_failed = True
             return None
@@ -357,17 +357,17 @@ class UnloggedRebuild:
         watermark_due = self.store is not None and (needed or self._watermark_due(previous))
         if watermark_due:
             self.result['watermark'] = dict(bucket=self.store.bucket, key=self.store.key, written=False, document=None)
-        return self._finish(changed=needed or watermark_due)
+        return self.finish(changed=needed or watermark_due)
 
     def _finish_with_watermark(self, reason, stats):
         """Write the watermark (after the data it describes is committed) and finish."""
         self.result['reason'] = self.result['reason'] or reason
         if self.store is None:
-            return self._finish(changed=self.result['rebuilt'])
+            return self.finish(changed=self.result['rebuilt'])
         info = dict(bucket=self.store.bucket, key=self.store.key, written=False, document=None)
         self.result['watermark'] = info
         if self.check_mode:
-            return self._finish(changed=True)
+            return self.finish(changed=True)
         if stats is None:
             with pg_errors('counting rows for the watermark'):
                 stats = self._read_stats()
@@ -377,12 +377,12 @@ class UnloggedRebuild:
         except PgopsError as exc:
             message = '%sThe watermark was not written: %s' % (self._committed_note(), exc.msg)
             if self.params.get('watermark_required'):
-                raise PgopsError(message, **self._finish(changed=self.result['rebuilt']))
+                raise PgopsError(message, **self.finish(changed=self.result['rebuilt']))
             self.warn(message)
             info['error'] = exc.msg
-            return self._finish(changed=self.result['rebuilt'])
+            return self.finish(changed=self.result['rebuilt'])
         info.update(written=True, document=document)
-        return self._finish(changed=True)
+        return self.finish(changed=True)
 
     def _read_stats(self):
         """Counts for the watermark in one consistent snapshot, read-only."""
@@ -410,7 +410,8 @@ class UnloggedRebuild:
     def _elapsed_ms(self):
         return int((time.monotonic() - self.started) * 1000)
 
-    def _finish(self, **updates):
+    def finish(self, **updates):
+        """Update the result with ``updates``, stamp ``duration_ms`` and return the result dict."""
         self.result.update(updates)
         self.result['duration_ms'] = self._elapsed_ms()
         return self.result
@@ -428,8 +429,7 @@ def run(params, check_mode=False, warn=None):
     try:
         conn = connect(params, autocommit=True)
     except StandbyRefusesConnections as exc:
-        result = UnloggedRebuild(None, params)._finish(is_primary=False, skipped_reason='standby', reason=exc.msg)  # pylint: disable=protected-access
-        return result
+        return UnloggedRebuild(None, params).finish(is_primary=False, skipped_reason='standby', reason=exc.msg)
     try:
         return UnloggedRebuild(conn, params, check_mode, warn).run()
     finally:
