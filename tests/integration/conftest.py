@@ -24,7 +24,7 @@ REQUIRE_TOOLS = os.environ.get('PGOPS_REQUIRE_TOOLS') == '1'
 def _tool_missing(message):
     if REQUIRE_TOOLS:
         pytest.fail('%s (PGOPS_REQUIRE_TOOLS=1: a missing tool fails the run)' % message)
-    pytest.skip(message)
+    pytest.skip(message + ' (PGOPS_REQUIRE_TOOLS=1 makes this a failure)')
 
 
 @pytest.fixture(scope='session')
