@@ -245,13 +245,16 @@ class UnloggedRebuild:
             self._resolve()
         state = self.params['state']
         if state == 'snapshot':
+            self.result['reason'] = 'snapshot requested (state=snapshot)'
+            if self.check_mode:
+                return self._finish_check_mode(would_write=True)
             self._compare_with_previous_watermark()
-            return self._finish_with_watermark(reason='snapshot requested (state=snapshot)', stats=None)
+            return self._finish_with_watermark(reason=self.result['reason'], stats=None)
         with pg_errors('checking whether %s is empty' % self.target.display):
             needed, reason = self._decide(state)
         self.result.update(rebuild_needed=needed, reason=reason)
         if self.check_mode:
-            return self._finish_check_mode(needed)
+            return self._finish_check_mode(would_write=needed)
         stats = None
         if needed:
             outcome = self._rebuild(forced=(state == 'rebuilt'))
@@ -351,13 +354,14 @@ class UnloggedRebuild:
             return False
         return previous is None or bool(self.result['events'])
 
-    def _finish_check_mode(self, needed):
-        """Report what a real run would do: rebuild, and write a watermark; touch nothing."""
+    def _finish_check_mode(self, would_write):
+        """Report what a real run would change, touching nothing: ``would_write`` is true when it would
+        rebuild or (``state=snapshot``) write the watermark whatever the previous one says."""
         previous = self._compare_with_previous_watermark()
-        watermark_due = self.store is not None and (needed or self._watermark_due(previous))
+        watermark_due = self.store is not None and (would_write or self._watermark_due(previous))
         if watermark_due:
             self.result['watermark'] = dict(bucket=self.store.bucket, key=self.store.key, written=False, document=None)
-        return self.finish(changed=needed or watermark_due)
+        return self.finish(changed=would_write or watermark_due)
 
     def _finish_with_watermark(self, reason, stats):
         """Write the watermark (after the data it describes is committed) and finish."""
@@ -366,8 +370,6 @@ class UnloggedRebuild:
             return self.finish(changed=self.result['rebuilt'])
         info = dict(bucket=self.store.bucket, key=self.store.key, written=False, document=None)
         self.result['watermark'] = info
-        if self.check_mode:
-            return self.finish(changed=True)
         if stats is None:
             with pg_errors('counting rows for the watermark'):
                 stats = self._read_stats()
