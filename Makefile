@@ -44,9 +44,11 @@ test-tools:
 	@hacking/ensure-system-packages.sh --with-test-tools
 
 # The playbooks are run by FQCN (ansible-playbook pgops.resilience.<name>) from this checkout.
-collection:
+# kubernetes.core (galaxy.yml's dependency) is installed beside it, from Galaxy or from PyPI's ansible package.
+collection: venv
 	@mkdir -p $(COLLECTIONS)/ansible_collections/pgops
 	@ln -sfn $(CURDIR) $(COLLECTIONS)/ansible_collections/pgops/resilience
+	@hacking/install-collections.sh $(COLLECTIONS) $(PY)
 
 demo: setup
 	$(PY) -m pgops_sandbox --workdir $(SANDBOX_DIR) demo
