@@ -19,11 +19,11 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export PYTHONPATH := $(CURDIR)/sandbox
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup venv postgres test-tools collection demo test sanity lint pytest unit integration sandbox-up sandbox-down sandbox-status benchmark clean
+.PHONY: help setup venv postgres test-tools collection demo test sanity lint molecule pytest unit integration sandbox-up sandbox-down sandbox-status benchmark clean
 
 help:
 	@echo "make demo      set up, start the sandbox, and repair a real failover (the main job)"
-	@echo "make test      set up, then ansible-test sanity, ansible-lint, unit and integration tests"
+	@echo "make test      set up, then ansible-test sanity, ansible-lint, unit and integration tests, molecule"
 	@echo "make sandbox-up / sandbox-status / sandbox-down    the embedded PostgreSQL + S3 sandbox ($(SANDBOX_DIR))"
 	@echo "make benchmark the check's latency at 10 thousand and 10 million rows (not part of make test)"
 
@@ -62,7 +62,7 @@ sandbox-status: venv
 sandbox-down: venv
 	$(PY) -m pgops_sandbox --workdir $(SANDBOX_DIR) down
 
-test: setup sanity lint pytest
+test: setup sanity lint pytest molecule
 
 # ansible-test wants the collection under ansible_collections/<namespace>/<name>; it gets a copy of the
 # files git would ship (tracked and untracked-but-not-ignored), and an offline pip bootstrap script
@@ -76,7 +76,14 @@ sanity: setup test-tools
 	cd $(SANITY_ROOT) && $(BIN)/ansible-test sanity --python $$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])') --color no
 
 lint: setup
-	$(BIN)/ansible-lint --profile production playbooks/
+	$(BIN)/ansible-lint --profile production playbooks/ roles/
+
+# Every role with a molecule scenario converges into a directory on localhost (no cluster) and is verified.
+molecule: setup
+	for scenario in roles/*/molecule/default; do \
+	  role=$${scenario%/molecule/default}; \
+	  (cd $$role && $(BIN)/molecule test) || exit 1; \
+	done
 
 # One pytest run, so its closing line counts every test. PGOPS_REQUIRE_TOOLS=1 turns a missing
 # PostgreSQL into a failure instead of a skip (CI sets it).

@@ -311,4 +311,3 @@ def validate_paths(paths, crd_dir, kubernetes_version=DEFAULT_KUBERNETES_VERSION
         errors += ['%s: %s' % (os.path.join(directory, KUSTOMIZATION_FILE), e)
                    for e in _kustomization_errors(directory, object_files)]
     return {'valid': not errors, 'kubernetes_version': kubernetes_version, 'objects': objects, 'errors': errors}
-
