@@ -202,3 +202,28 @@ def test_validate_manifests_playbook_fails_on_a_typo(tmp_path, default_render, f
     proc = run_ansible_playbook('pgops.resilience.validate_manifests', {'validate_manifests_paths': [str(broken)]})
     assert proc.returncode != 0
     assert expected in proc.stdout, proc.stdout
+
+
+def test_apply_true_hands_the_rendered_files_to_kubernetes_core(tmp_path):
+    # No cluster runs here: the kubeconfig points at a closed port, so the first apply fails. What this shows is
+    # that rendering finished first and that unlogged_restorer_apply reaches kubernetes.core.k8s with that file.
+    kubeconfig = tmp_path / 'kubeconfig'
+    kubeconfig.write_text(yaml.safe_dump({
+        'apiVersion': 'v1', 'kind': 'Config', 'current-context': 'nowhere',
+        'clusters': [{'name': 'nowhere', 'cluster': {'server': 'http://127.0.0.1:9'}}],
+        'contexts': [{'name': 'nowhere', 'context': {'cluster': 'nowhere', 'user': 'nobody'}}],
+        'users': [{'name': 'nobody', 'user': {'token': 'not-a-real-token'}}]}))
+    out = tmp_path / 'out'
+    proc = render_role(tmp_path, 'unlogged_restorer', dict(
+        BASE_VARS, unlogged_restorer_manifests_dir=str(out), unlogged_restorer_apply=True,
+        unlogged_restorer_kubeconfig=str(kubeconfig)))
+    assert proc.returncode != 0
+    assert 'TASK [pgops.resilience.k8s_manifests : Apply the manifests]' in proc.stdout
+    assert 'serviceaccount.yaml' in proc.stdout and '127.0.0.1' in proc.stdout, proc.stdout
+    assert_valid(out)
+
+
+def test_apply_false_never_contacts_a_cluster(default_render, tmp_path):
+    proc = render_role(tmp_path, 'unlogged_restorer', dict(BASE_VARS, unlogged_restorer_manifests_dir=str(default_render)))
+    assert proc.returncode == 0
+    assert 'skipping: [localhost] => (item=serviceaccount.yaml)' in proc.stdout, proc.stdout
