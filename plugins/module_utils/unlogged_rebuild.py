@@ -32,14 +32,13 @@ from ansible_collections.pgops.resilience.plugins.module_utils.postgres import (
     try_advisory_lock,
     validate_lock_key,
 )
-from ansible_collections.pgops.resilience.plugins.module_utils.s3 import JsonObject, client_from_params, s3_connection_spec
+from ansible_collections.pgops.resilience.plugins.module_utils.watermark import PRIMARY_FIELD, watermark_spec, watermark_store
 
 try:
     import psycopg2
 except ImportError:  # pragma: no cover - connect() reports it
     psycopg2 = None
 
-DEFAULT_WATERMARK_KEY = 'state/unlogged-watermark.json'
 WATERMARK_FORMAT = 1
 STATES = ('checked', 'rebuilt', 'snapshot')
 # Identity fields compared between runs, and the event a change of each one means, most telling first.
@@ -57,9 +56,7 @@ REQUIRED_IF = [('state', 'snapshot', ['watermark'])]
 def argument_spec():
     """The module-specific options of ``pg_unlogged_rebuild`` (the connection options come from
     :func:`~ansible_collections.pgops.resilience.plugins.module_utils.postgres.postgres_argument_spec`)."""
-    watermark_options = dict(bucket=dict(type='str', required=True), key=dict(type='str', default=DEFAULT_WATERMARK_KEY, no_log=False))
-    watermark_options.update(s3_connection_spec())
-    return dict(
+    spec = dict(
         state=dict(type='str', default='checked', choices=list(STATES)),
         target_table=dict(type='str', default='kv_store'),
         source_tables=dict(type='list', elements='str', required=True),
@@ -67,9 +64,11 @@ def argument_spec():
         lock_key=dict(type='int', no_log=False),
         lock_timeout=dict(type='int', default=30),
         updated_at_column=dict(type='str', default='updated_at'),
-        watermark=dict(type='dict', options=watermark_options),
         watermark_required=dict(type='bool', default=False),
+        current_primary=dict(type='str'),
     )
+    spec.update(watermark_spec())
+    return spec
 
 
 def default_lock_key(target):
@@ -106,10 +105,13 @@ def detect_events(previous, current):
     """What happened to the server since the previous watermark.
 
     :param previous: the previous watermark (dict) or ``None``; fields it lacks (older formats) are not compared.
-    :param current: :func:`identity_record` of now.
+    :param current: :func:`identity_record` of now, plus ``current_primary`` (str or ``None``) when the
+        orchestrator's name of the primary is known.
     :returns: list of str, from ``system_changed``, ``failover`` (timeline changed), ``restart`` (postmaster
-        start time changed on the same timeline) and ``primary_changed`` (the address serving as primary
-        changed). ``[]`` when nothing changed or there is no previous watermark.
+        start time changed on the same timeline) and ``primary_changed``: the address serving as primary
+        changed, or both the previous watermark and this run name the orchestrator's primary
+        (``current_primary``, such as CloudNativePG's ``status.currentPrimary`` pod) and the names differ.
+        ``[]`` when nothing changed or there is no previous watermark.
     """
     if not previous:
         return []
@@ -119,7 +121,11 @@ def detect_events(previous, current):
         if before is not None and now is not None and str(before) != str(now):
             events.append(event)
             break  # the most telling change explains the others (a failover also restarts a postmaster)
-    if previous.get('primary_instance') and previous.get('primary_instance') != current.get('primary_instance'):
+    address_changed = previous.get('primary_instance') and previous.get('primary_instance') != current.get('primary_instance')
+    # Behind a stable service address (CloudNativePG's <cluster>-rw) only the orchestrator's name changes.
+    before, now = previous.get(PRIMARY_FIELD), current.get(PRIMARY_FIELD)
+    name_changed = before and now and str(before) != str(now)
+    if address_changed or name_changed:
         events.append('primary_changed')
     return events
 
@@ -191,16 +197,6 @@ def call_rebuild_function(cursor, function):
     return None, [dict(zip(names, (jsonable(v) for v in row))) for row in rows]
 
 
-def watermark_store(options):
-    """The :class:`JsonObject` for the ``watermark`` option, or ``None`` when no watermark is configured.
-
-    :raises PgopsError: when ``endpoint_url`` or ``region`` is not valid.
-    """
-    if not options:
-        return None
-    return JsonObject(client_from_params(options), options['bucket'], options['key'], options.get('endpoint_url'))
-
-
 class UnloggedRebuild:
     """One run of ``pg_unlogged_rebuild`` over an open connection.
 
@@ -226,7 +222,7 @@ class UnloggedRebuild:
         self.result = dict(changed=False, rebuild_needed=False, rebuilt=False, reason=None, skipped_reason=None,
                            is_primary=None, target_rows_before=None, target_rows_after=None, tables=[],
                            function_result=None, duration_ms=0, watermark=None, events=[], server=None,
-                           previous_watermark=None)
+                           previous_watermark=None, current_primary=params.get('current_primary') or None)
 
     def run(self):
         """Do the run; return the module result dict (see the module's RETURN).
@@ -342,9 +338,10 @@ class UnloggedRebuild:
             self.watermark_read_failed = True
             return None
         if previous:
-            keys = ('snapshot_ts', 'primary_instance', 'timeline', 'system_identifier', 'postmaster_start_time', 'kv_store_count')
+            keys = ('snapshot_ts', 'primary_instance', 'timeline', 'system_identifier', 'postmaster_start_time', 'kv_store_count',
+                    PRIMARY_FIELD)
             self.result['previous_watermark'] = dict((k, previous.get(k)) for k in keys)
-        self.result['events'] = detect_events(previous, self.identity)
+        self.result['events'] = detect_events(previous, dict(self.identity, **{PRIMARY_FIELD: self.result['current_primary']}))
         return previous
 
     def _watermark_due(self, previous):
@@ -407,6 +404,8 @@ class UnloggedRebuild:
                           duration_ms=self._elapsed_ms()),
         )
         document.update(self.identity)
+        if self.result['current_primary']:
+            document[PRIMARY_FIELD] = self.result['current_primary']
         return document
 
     def _elapsed_ms(self):

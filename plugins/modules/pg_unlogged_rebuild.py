@@ -26,6 +26,7 @@ author:
   - pgops.resilience maintainers (@pgops)
 extends_documentation_fragment:
   - pgops.resilience.postgres
+  - pgops.resilience.watermark
 options:
   state:
     description:
@@ -78,46 +79,23 @@ options:
       - Where to keep the watermark. Without it, nothing is written to S3 and events are not detected.
       - The watermark is written after a rebuild commits, for O(state=snapshot), on the first run, and when
         the server changed (an event); a run that finds nothing to do writes nothing.
+      - M(pgops.resilience.cnpg_cluster_info) reads the same location to tell whether the primary changed.
     type: dict
-    suboptions:
-      bucket:
-        description: Bucket name.
-        type: str
-        required: true
-      key:
-        description: Object key.
-        type: str
-        default: state/unlogged-watermark.json
-      endpoint_url:
-        description:
-          - URL of an S3-compatible endpoint; unset for AWS S3. With an endpoint, path-style addressing is
-            used and optional checksums are only sent when required.
-          - Falls back to E(AWS_ENDPOINT_URL_S3), then E(AWS_ENDPOINT_URL).
-        type: str
-      region:
-        description: Region of the bucket. Falls back to E(AWS_REGION), then E(AWS_DEFAULT_REGION).
-        type: str
-        default: us-east-1
-      access_key:
-        description:
-          - Access key ID. Falls back to E(AWS_ACCESS_KEY_ID); when neither is set, boto3's credential chain is used.
-        type: str
-      secret_key:
-        description: Secret access key, never shown. Falls back to E(AWS_SECRET_ACCESS_KEY).
-        type: str
-      session_token:
-        description: Session token of temporary credentials. Falls back to E(AWS_SESSION_TOKEN).
-        type: str
-      validate_certs:
-        description: Whether to verify the endpoint's TLS certificate.
-        type: bool
-        default: true
   watermark_required:
     description:
       - When V(false), a watermark that cannot be read or written is a warning, and the rebuild result stands.
       - When V(true), a failed upload fails the task; the message says that the rebuild itself was committed.
     type: bool
     default: false
+  current_primary:
+    description:
+      - The name the orchestrator gives the primary, for example CloudNativePG's C(status.currentPrimary) pod
+        name, as returned by M(pgops.resilience.cnpg_cluster_info) in RV(pgops.resilience.cnpg_cluster_info#module:current_primary).
+      - Stored in the watermark as C(current_primary) (only when given) and returned.
+      - When the previous watermark and this run both name a primary and the names differ, the event
+        C(primary_changed) is reported, also where the service address the module connects to
+        (C(<cluster>-rw)) stays the same across a failover.
+    type: str
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -158,6 +136,22 @@ EXAMPLES = r'''
     target_table: cache."Documents"
     source_tables: [app.documents]
     rebuild_function: cache.rebuild_documents
+
+- name: Read the CloudNativePG Cluster, then record its primary with the watermark
+  pgops.resilience.cnpg_cluster_info:
+    name: rem-db
+    namespace: rem
+    watermark:
+      bucket: rem-io-prod
+  register: cnpg
+
+- name: Rebuild if needed; primary_changed is reported when the Cluster's primary changed
+  pgops.resilience.pg_unlogged_rebuild:
+    conninfo: "{{ lookup('ansible.builtin.env', 'DATABASE_URL') }}"
+    source_tables: [resources, moments]
+    current_primary: "{{ cnpg.current_primary }}"
+    watermark:
+      bucket: rem-io-prod
 
 - name: Only write the watermark, against an S3-compatible store
   pgops.resilience.pg_unlogged_rebuild:
@@ -231,7 +225,8 @@ duration_ms:
 events:
   description:
     - What happened to the server since the previous watermark, from C(system_changed), C(failover)
-      (timeline changed), C(restart) (postmaster start time changed) and C(primary_changed).
+      (timeline changed), C(restart) (postmaster start time changed) and C(primary_changed) (the address
+      of the primary changed, or O(current_primary) differs from the one recorded in the watermark).
   returned: always
   type: list
   elements: str
@@ -257,9 +252,16 @@ server:
       description: Address and port of the server as this connection reached it.
       type: str
 previous_watermark:
-  description: The main fields of the watermark found at the start of the run, or C(null).
+  description:
+    - The main fields of the watermark found at the start of the run (C(snapshot_ts), C(primary_instance),
+      C(timeline), C(system_identifier), C(postmaster_start_time), C(kv_store_count), C(current_primary)), or C(null).
   returned: always
   type: dict
+current_primary:
+  description: The value of O(current_primary), or C(null) when it was not given.
+  returned: always
+  type: str
+  sample: rem-db-2
 watermark:
   description: Where the watermark is kept, whether it was written, and the document written.
   returned: when O(watermark) is set and a watermark was due
@@ -275,7 +277,9 @@ watermark:
       description: Whether the document was uploaded.
       type: bool
     document:
-      description: The watermark document (C(snapshot_ts), C(primary_instance), C(kv_store_count), C(tables), identity fields).
+      description:
+        - The watermark document (C(snapshot_ts), C(primary_instance), C(kv_store_count), C(tables), identity
+          fields, and C(current_primary) when O(current_primary) was given).
       type: dict
     error:
       description: Why the upload failed, when it failed and O(watermark_required=false).

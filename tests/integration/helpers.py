@@ -34,7 +34,9 @@ def params_for(sandbox, node, dbname, watermark_key=None, **overrides):
 
 
 def run_playbook(sandbox, playbook, extra_vars=None, env=None, check=False, verbose=False):
-    """Run ``ansible-playbook <playbook>`` (an FQCN or a path) as a user would; return the CompletedProcess."""
+    """Run ``ansible-playbook <playbook>`` (an FQCN or a path) as a user would; return the CompletedProcess.
+
+    With a ``sandbox``, libpq and the AWS variables point at its primary and S3 endpoint; ``None`` adds none."""
     command = ['ansible-playbook', playbook]
     for name, value in (extra_vars or {}).items():
         command += ['-e', json.dumps({name: value})]
@@ -43,7 +45,8 @@ def run_playbook(sandbox, playbook, extra_vars=None, env=None, check=False, verb
     if verbose:
         command.append('-vvv')
     full_env = dict(os.environ)
-    full_env.update(sandbox.env('primary'))
+    if sandbox is not None:
+        full_env.update(sandbox.env('primary'))
     full_env.update(ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'), ANSIBLE_NOCOLOR='1',
                     ANSIBLE_LOCALHOST_WARNING='false', ANSIBLE_INVENTORY_UNPARSED_WARNING='false')
     full_env.update(env or {})

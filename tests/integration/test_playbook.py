@@ -99,7 +99,7 @@ def test_module_defaults_group(healthy, rem_db, tmp_path):
     playbook = tmp_path / 'group.yml'
     playbook.write_text(json.dumps([{
         'name': 'module_defaults group', 'hosts': 'localhost', 'connection': 'local', 'gather_facts': False,
-        'module_defaults': {'group/pgops.resilience.all': {'login_port': healthy.standby.port, 'login_db': rem_db}},
+        'module_defaults': {'group/pgops.resilience.postgres': {'login_port': healthy.standby.port, 'login_db': rem_db}},
         'tasks': [{'pgops.resilience.pg_unlogged_rebuild': {'source_tables': ['resources']}, 'register': 'out'},
                   {'ansible.builtin.assert': {'that': ["out.skipped_reason == 'standby'"]}}],
     }]))

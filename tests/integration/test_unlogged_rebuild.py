@@ -353,3 +353,27 @@ def test_a_previous_watermark_that_is_not_an_object(healthy, rem_db, bucket_key)
     assert any('holds JSON but not an object' in w for w in result['warnings'])
     with pytest.raises(PgopsError, match='holds JSON but not an object'):
         run(healthy, 'primary', rem_db, bucket_key, watermark_required=True)
+
+
+def test_current_primary_is_recorded_and_a_change_is_an_event(healthy, rem_db, bucket_key):
+    """Behind CloudNativePG's <cluster>-rw the address stays the same; the orchestrator's name of the primary tells."""
+    first = run(healthy, 'primary', rem_db, bucket_key, current_primary='rem-db-1')
+    assert first['changed'] is True and first['current_primary'] == 'rem-db-1' and first['events'] == []
+    assert read_watermark(healthy, bucket_key)['current_primary'] == 'rem-db-1'
+
+    same = run(healthy, 'primary', rem_db, bucket_key, current_primary='rem-db-1')
+    assert same['changed'] is False and same['events'] == [] and same['watermark'] is None
+
+    moved = run(healthy, 'primary', rem_db, bucket_key, current_primary='rem-db-2')
+    assert moved['events'] == ['primary_changed']  # same server, address and timeline: only the name changed
+    assert moved['previous_watermark']['current_primary'] == 'rem-db-1'
+    assert moved['changed'] is True and moved['rebuilt'] is False and moved['watermark']['written'] is True
+    document = read_watermark(healthy, bucket_key)
+    assert document['current_primary'] == 'rem-db-2' and document['last_run']['events'] == ['primary_changed']
+
+    checked = run(healthy, 'primary', rem_db, bucket_key, check_mode=True, current_primary='rem-db-3')
+    assert checked['events'] == ['primary_changed'] and checked['changed'] is True
+    assert read_watermark(healthy, bucket_key)['current_primary'] == 'rem-db-2'  # check mode wrote nothing
+
+    unnamed = run(healthy, 'primary', rem_db, bucket_key)
+    assert unnamed['events'] == [] and unnamed['current_primary'] is None and unnamed['changed'] is False

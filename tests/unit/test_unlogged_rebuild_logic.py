@@ -51,3 +51,22 @@ def test_jsonable():
     assert jsonable(decimal.Decimal('1.5')) == 1.5
     assert jsonable(stamp) == '2025-01-29T10:25:00Z'
     assert jsonable({'a': [stamp, None]}) == {'a': ['2025-01-29T10:25:00Z', None]}
+
+
+def test_the_orchestrators_primary_name_changed_behind_the_same_address():
+    """CloudNativePG's <cluster>-rw service keeps its address across a failover; current_primary tells."""
+    before = dict(BASE, current_primary='rem-db-1')
+    assert detect_events(before, _now(current_primary='rem-db-2')) == ['primary_changed']
+    assert detect_events(before, _now(current_primary='rem-db-1')) == []
+
+
+def test_primary_name_is_only_compared_when_both_runs_have_one():
+    assert detect_events(dict(BASE), _now(current_primary='rem-db-2')) == []
+    assert detect_events(dict(BASE, current_primary='rem-db-1'), _now(current_primary=None)) == []
+    assert detect_events(dict(BASE, current_primary='rem-db-1'), _now()) == []
+
+
+def test_address_and_name_changing_together_is_one_event():
+    events = detect_events(dict(BASE, current_primary='rem-db-1'),
+                           _now(timeline=2, primary_instance='10.0.1.6:5432', current_primary='rem-db-2'))
+    assert events == ['failover', 'primary_changed']
