@@ -227,3 +227,12 @@ def test_apply_false_never_contacts_a_cluster(default_render, tmp_path):
     proc = render_role(tmp_path, 'unlogged_restorer', dict(BASE_VARS, unlogged_restorer_manifests_dir=str(default_render)))
     assert proc.returncode == 0
     assert 'skipping: [localhost] => (item=serviceaccount.yaml)' in proc.stdout, proc.stdout
+
+
+def test_check_mode_shows_the_diff_and_writes_nothing(tmp_path):
+    out = tmp_path / 'out'
+    proc = render_role(tmp_path, 'unlogged_restorer', dict(BASE_VARS, unlogged_restorer_manifests_dir=str(out)),
+                       check=True, diff=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert '+kind: CronJob' in proc.stdout and '+kind: Sensor' in proc.stdout
+    assert not out.exists()
