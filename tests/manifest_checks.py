@@ -30,8 +30,11 @@ def ansible_env(**extra):
     return env
 
 
-def run_ansible_playbook(playbook, extra_vars=None, check=False, diff=False):
-    """Run ``ansible-playbook`` (FQCN or path) with JSON extra vars; return the CompletedProcess."""
+def run_ansible_playbook(playbook, extra_vars=None, check=False, diff=False, verbose=False, env=None):
+    """Run ``ansible-playbook`` (FQCN or path) with JSON extra vars; return the CompletedProcess.
+
+    :param env: variables added to :func:`ansible_env` (for example a sandbox's libpq and AWS settings).
+    """
     # The ansible-playbook installed beside the Python running the tests (the project's virtualenv).
     command = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), playbook]
     if extra_vars:
@@ -40,7 +43,10 @@ def run_ansible_playbook(playbook, extra_vars=None, check=False, diff=False):
         command.append('--check')
     if diff:
         command.append('--diff')
-    return subprocess.run(command, env=ansible_env(), capture_output=True, text=True, timeout=300, check=False)
+    if verbose:
+        command.append('-vvv')
+    return subprocess.run(command, env=ansible_env(**(env or {})), capture_output=True, text=True, timeout=300,
+                          check=False)
 
 
 def render_role(tmp_path, role, role_vars, check=False, diff=False):

@@ -156,7 +156,6 @@ class SchemaCatalog(object):
                 raise PgopsError('%s: the CRD in %s does not serve version %s' % (key, entry['file'], version))
             schema = strict_schema(served[0]['schema']['openAPIV3Schema'])
             # metadata is checked on its own against ObjectMeta (see validate_object).
-            schema.get('properties', {}).pop('metadata', None)
             schema.setdefault('properties', {})['metadata'] = {'type': 'object'}
             # OpenAPI 3.0 keeps draft 4's boolean exclusiveMinimum / exclusiveMaximum.
             self._crd_validators[key] = jsonschema.Draft4Validator(schema)

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 
 from ansible_collections.pgops.resilience.plugins.module_utils import unlogged_rebuild
 from ansible_collections.pgops.resilience.plugins.module_utils.postgres import postgres_argument_spec
+from tests.manifest_checks import run_ansible_playbook
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -37,17 +36,6 @@ def run_playbook(sandbox, playbook, extra_vars=None, env=None, check=False, verb
     """Run ``ansible-playbook <playbook>`` (an FQCN or a path) as a user would; return the CompletedProcess.
 
     With a ``sandbox``, libpq and the AWS variables point at its primary and S3 endpoint; ``None`` adds none."""
-    command = ['ansible-playbook', playbook]
-    for name, value in (extra_vars or {}).items():
-        command += ['-e', json.dumps({name: value})]
-    if check:
-        command.append('--check')
-    if verbose:
-        command.append('-vvv')
-    full_env = dict(os.environ)
-    if sandbox is not None:
-        full_env.update(sandbox.env('primary'))
-    full_env.update(ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'), ANSIBLE_NOCOLOR='1',
-                    ANSIBLE_LOCALHOST_WARNING='false', ANSIBLE_INVENTORY_UNPARSED_WARNING='false')
+    full_env = dict(sandbox.env('primary')) if sandbox is not None else {}
     full_env.update(env or {})
-    return subprocess.run(command, env=full_env, capture_output=True, text=True, timeout=300, check=False)
+    return run_ansible_playbook(playbook, extra_vars, check=check, verbose=verbose, env=full_env)
