@@ -494,3 +494,41 @@ def pg_error_text(exc):
         if value:
             parts.append('%s: %s' % (label, value))
     return '; '.join(parts)
+
+
+class Column:
+    """A live column of a table: ``name``, ``type`` (``format_type`` text such as ``numeric(10,2)`` or
+    ``timestamp with time zone``), ``identity`` (``a`` GENERATED ALWAYS, ``d`` BY DEFAULT, ``''`` none) and
+    ``generated`` (True for a stored generated column, which cannot be written)."""
+
+    def __init__(self, name, type_, identity='', generated=False):
+        self.name = name
+        self.type = type_
+        self.identity = identity
+        self.generated = generated
+
+
+def table_columns(cursor, relation):
+    """The live columns of ``relation`` (a :class:`Relation`) in table order.
+
+    :returns: list of :class:`Column`.
+    """
+    cursor.execute('SELECT attname, pg_catalog.format_type(atttypid, atttypmod), attidentity, attgenerated <> %s'
+                   ' FROM pg_catalog.pg_attribute WHERE attrelid = pg_catalog.to_regclass(%s) AND attnum > 0'
+                   ' AND NOT attisdropped ORDER BY attnum', ['', relation.ident.as_string(cursor)])
+    return [Column(*row) for row in cursor.fetchall()]
+
+
+def primary_key(cursor, relation):
+    """Column names of the primary key of ``relation`` in key order, or ``[]`` when it has none."""
+    cursor.execute('SELECT a.attname FROM pg_catalog.pg_index i'
+                   ' CROSS JOIN LATERAL pg_catalog.unnest(i.indkey) WITH ORDINALITY AS k(attnum, position)'
+                   ' JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum'
+                   ' WHERE i.indrelid = pg_catalog.to_regclass(%s) AND i.indisprimary ORDER BY k.position',
+                   [relation.ident.as_string(cursor)])
+    return [row[0] for row in cursor.fetchall()]
+
+
+def resolve_schema_table(cursor, schema, table, option='table'):
+    """:func:`resolve_table` for a schema and a table given as exact catalog names (not SQL text)."""
+    return resolve_table(cursor, sql.Identifier(schema, table).as_string(cursor), option)

@@ -1,0 +1,385 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgops.resilience contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The row archive format that ``table_archive`` writes and ``archive_restore`` reads.
+
+Specified in ``docs/archive-format.md``. In short: one gzip-compressed JSON Lines object per batch at
+``{prefix}/{database}/{table}/year=YYYY/month=MM/day=DD/{table}_{YYYYMMDDTHHMMSSZ}_batch_{NNN}.jsonl.gz``,
+one JSON object per row, values as PostgreSQL's ``row_to_json`` renders them (PostgreSQL docs, "JSON
+Functions and Operators", ``to_json``), plus the metadata fields of :data:`METADATA_COLUMNS`; beside it a
+sidecar ``<key>.meta.json`` with the sha256, the size and the columns.
+
+Reading turns each line into a line of PostgreSQL's COPY text format (PostgreSQL docs, "COPY", "Text
+Format") without going through Python floats, so ``numeric`` and ``bigint`` keep every digit. The hot
+loop is generated per column list (:func:`copy_converter`) because a function call per value would cost
+more than the decoding itself.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import gzip
+import hashlib
+import re
+import zlib
+from typing import Optional
+
+try:
+    import msgspec
+except ImportError:  # reported by require_msgspec()
+    msgspec = None
+
+from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+
+FORMAT = 'pgops.resilience.archive/1'
+DEFAULT_PREFIX = 'archives'
+METADATA_COLUMNS = ('_archived_at', '_batch_id', '_source_database', '_source_table')
+SIDECAR_SUFFIX = '.meta.json'
+PENDING_SUFFIX = '.pending'
+DATA_SUFFIX = '.jsonl.gz'
+WATERMARK_NAME = '.restore_watermark.json'
+# The key's date partition and file name (the guide's layout); older archivers' names may differ after the date.
+_KEY_RE = re.compile(r'/year=(?P<y>\d{4})/month=(?P<m>\d{2})/day=(?P<d>\d{2})/(?P<name>[^/]+)\.jsonl\.gz\Z')
+_NAME_RE = re.compile(r'_(?P<ts>\d{8}T\d{6}Z)_batch_(?P<batch>\d+)\Z')
+
+# Type kinds that decide how a JSON value becomes COPY text.
+INT_TYPES = frozenset(['smallint', 'integer', 'bigint', 'oid'])
+JSON_TYPES = frozenset(['json', 'jsonb'])
+NULL = b'\\N'
+
+
+def require_msgspec():
+    """Raise :class:`PgopsError` saying how to install msgspec when it cannot be imported."""
+    if msgspec is None:
+        raise PgopsError('The msgspec Python library is required on the host that runs this module: pip install msgspec.')
+
+
+# --- keys -------------------------------------------------------------------------------------------
+
+def table_prefix(prefix, database, table):
+    """``{prefix}/{database}/{table}/``: where every object of one table lives (str)."""
+    return '%s/%s/%s/' % (prefix.strip('/'), database, table)
+
+
+def batch_key(prefix, database, table, archived_at, batch_number):
+    """The object key of one batch.
+
+    :param archived_at: aware ``datetime`` of the run (its UTC date partitions the key).
+    :param batch_number: int from 1; three digits at least (``batch_001``).
+    :returns: str such as ``archives/db/t/year=2026/month=01/day=04/t_20260104T052021Z_batch_001.jsonl.gz``.
+    """
+    when = archived_at.astimezone(datetime.timezone.utc)
+    return '%syear=%s/month=%s/day=%s/%s_%s_batch_%03d%s' % (
+        table_prefix(prefix, database, table), when.strftime('%Y'), when.strftime('%m'), when.strftime('%d'),
+        table, when.strftime('%Y%m%dT%H%M%SZ'), batch_number, DATA_SUFFIX)
+
+
+def parse_key(key):
+    """Date and order of an archive object key.
+
+    :returns: dict with ``date`` (``datetime.date`` from year=/month=/day=) and ``order`` (a tuple that sorts
+        keys in the order they were archived: date, run timestamp, batch number, key), or ``None`` when
+        ``key`` is not a ``.jsonl.gz`` object under a year=/month=/day= partition.
+    """
+    match = _KEY_RE.search(key)
+    if not match:
+        return None
+    try:
+        day = datetime.date(int(match.group('y')), int(match.group('m')), int(match.group('d')))
+    except ValueError:
+        return None
+    name = _NAME_RE.search(match.group('name'))
+    stamp, batch = (name.group('ts'), int(name.group('batch'))) if name else ('', 0)
+    return dict(date=day, order=(day.isoformat(), stamp, batch, key))
+
+
+# --- writing -----------------------------------------------------------------------------------------
+
+def metadata_suffix(archived_at, batch_id, database, table):
+    """The metadata fields appended to each row's JSON object, as text starting with a comma (str)."""
+    return ',' + ','.join('%s:%s' % (json_text(name), json_text(value)) for name, value in (
+        ('_archived_at', archived_at), ('_batch_id', batch_id), ('_source_database', database), ('_source_table', table)))
+
+
+def json_text(value):
+    """Compact JSON for ``value`` (str, number, list, dict), non-ASCII kept as UTF-8."""
+    require_msgspec()
+    return msgspec.json.encode(value).decode('utf-8')
+
+
+def encode_batch(json_rows, suffix):
+    """gzip the JSON Lines of one batch.
+
+    :param json_rows: iterable of str, each a JSON object from ``row_to_json`` (``{...}``).
+    :param suffix: str from :func:`metadata_suffix`, inserted before each closing brace.
+    :returns: tuple ``(body bytes, record count)``.
+    """
+    lines = []
+    for row in json_rows:
+        if '\n' in row or '\r' in row:
+            # A json (not jsonb) column keeps its whitespace verbatim; re-encode so the row stays one line.
+            row = json_text(msgspec.json.decode(row.encode('utf-8')))
+        lines.append(row[:-1] + suffix + '}')
+    text = '\n'.join(lines) + '\n' if lines else ''
+    # mtime=0: the same rows give the same bytes, so a re-upload has the same checksum.
+    return gzip.compress(text.encode('utf-8'), compresslevel=6, mtime=0), len(lines)
+
+
+def sha256_hex(body):
+    """Hex sha256 of ``body`` (bytes)."""
+    return hashlib.sha256(body).hexdigest()
+
+
+def sidecar_document(key, body, record_count, columns, source, batch_id, archived_at, date_column=None,
+                     date_min=None, date_max=None, key_columns=()):
+    """The ``<key>.meta.json`` document of one batch (see docs/archive-format.md).
+
+    :param columns: list of ``(name, type)`` with the PostgreSQL type as ``format_type`` writes it.
+    :param source: dict with ``database``, ``schema``, ``table``.
+    :returns: dict.
+    """
+    return dict(format=FORMAT, key=key, sha256=sha256_hex(body), size_bytes=len(body), record_count=record_count,
+                columns=[dict(name=name, type=type_) for name, type_ in columns], key_columns=list(key_columns),
+                date_column=date_column, date_min=date_min, date_max=date_max, batch_id=batch_id,
+                archived_at=archived_at, source=source)
+
+
+# --- reading -----------------------------------------------------------------------------------------
+
+class ArchiveFileError(PgopsError):
+    """One archive object cannot be restored (checksum, gzip, JSON, columns); the others go on."""
+
+
+def verify_body(key, body, sidecar):
+    """Check ``body`` against its sidecar before any row is written.
+
+    :raises ArchiveFileError: when the size or the sha256 differ.
+    """
+    if sidecar is None:
+        return
+    if sidecar.get('size_bytes') is not None and int(sidecar['size_bytes']) != len(body):
+        raise ArchiveFileError('%s: size is %d bytes, its sidecar says %s; the object is damaged or was replaced.'
+                               % (key, len(body), sidecar['size_bytes']))
+    if sidecar.get('sha256') and sidecar['sha256'] != sha256_hex(body):
+        raise ArchiveFileError('%s: sha256 differs from its sidecar (%s); the object is damaged or was replaced. '
+                               'No row of it was written.' % (key, sidecar['sha256']))
+
+
+def decompress(key, body):
+    """gunzip ``body``; a truncated or corrupt object raises :class:`ArchiveFileError`."""
+    try:
+        return gzip.decompress(body)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise ArchiveFileError('%s is not a complete gzip file (%s); it may be truncated. No row of it was written.'
+                               % (key, exc))
+
+
+def split_lines(key, text):
+    """The JSON lines of a decompressed object: a trailing newline is allowed, an empty line is not.
+
+    :returns: list of bytes.
+    """
+    if not text:
+        return []
+    lines = text.split(b'\n')
+    if lines[-1] == b'':
+        lines.pop()
+    return lines
+
+
+def first_line_columns(key, lines):
+    """Column names of an archive without a sidecar: the keys of its first row minus the metadata fields."""
+    if not lines:
+        return []
+    row = _decode_object(key, lines[0], 1)
+    return [name for name in row if name not in METADATA_COLUMNS]
+
+
+def key_values(key, lines, names):
+    """The values of columns ``names`` in every line, as text the way PostgreSQL would print them.
+
+    :returns: list with one list per name, each holding str or ``None`` per line.
+    :raises ArchiveFileError: for a line that is not a JSON object.
+    """
+    columns = [[] for _ in names]
+    for number, line in enumerate(lines, 1):
+        row = _decode_object(key, line, number)
+        for index, name in enumerate(names):
+            raw = bytes(row[name]) if name in row else b'null'
+            columns[index].append(None if raw == b'null' else
+                                  msgspec.json.decode(raw) if raw[:1] == b'"' else raw.decode('utf-8'))
+    return columns
+
+
+def _decode_object(key, line, number):
+    try:
+        row = msgspec.json.decode(line, type=dict[str, msgspec.Raw])
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        what = 'is empty' if not line.strip() else 'is not a JSON object (%s)' % exc
+        raise ArchiveFileError('%s: line %d %s. No row of this file was written.' % (key, number, what))
+    return row
+
+
+def type_kind(pg_type):
+    """How values of a PostgreSQL type (``format_type`` text) are read: int, bool, json, number, array or text."""
+    base = pg_type.split('(')[0].strip()
+    if base.endswith('[]'):
+        return 'array'
+    if base in INT_TYPES:
+        return 'int'
+    if base == 'boolean':
+        return 'bool'
+    if base in JSON_TYPES:
+        return 'json'
+    if base in ('numeric', 'real', 'double precision'):
+        return 'number'
+    return 'text'
+
+
+def copy_escape(text):
+    """Escape ``text`` (str) for COPY's text format: backslash, newline, carriage return and tab."""
+    return text.replace('\\', '\\\\').replace('\n', '\\n').replace('\r', '\\r').replace('\t', '\\t')
+
+
+def _copy_escape_bytes(data):
+    if b'\\' in data or b'\t' in data or b'\n' in data or b'\r' in data:
+        return data.replace(b'\\', b'\\\\').replace(b'\n', b'\\n').replace(b'\r', b'\\r').replace(b'\t', b'\\t')
+    return data
+
+
+def _array_element(value, element_json):
+    """One element of an array literal (PostgreSQL docs, "Arrays", "Array Value Input")."""
+    if value is None:
+        return 'NULL'
+    if isinstance(value, list) and not element_json:
+        return '{' + ','.join(_array_element(item, False) for item in value) + '}'
+    if isinstance(value, bool) and not element_json:
+        return 'true' if value else 'false'
+    if isinstance(value, (int, decimal.Decimal)) and not element_json:
+        return str(value)
+    text = value if isinstance(value, str) and not element_json else json_text(value)
+    return '"' + text.replace('\\', '\\\\').replace('"', '\\"') + '"'
+
+
+def array_literal(raw, element_json=False):
+    """Turn a JSON array (bytes) into a PostgreSQL array literal (str).
+
+    Nested JSON arrays become dimensions, except in arrays of json/jsonb (``element_json``), where each
+    element is one JSON value. Numbers keep every digit (decoded as ``Decimal``).
+
+    :raises ValueError: when ``raw`` is not a JSON array.
+    """
+    value = msgspec.json.Decoder(float_hook=decimal.Decimal).decode(raw)
+    if not isinstance(value, list):
+        raise ValueError('expected a JSON array for an array column')
+    return '{' + ','.join(_array_element(item, element_json) for item in value) + '}'
+
+
+def value_to_copy(raw, kind, element_json=False):
+    """One JSON value (bytes) as a COPY text field (bytes): the slow path, right for every kind.
+
+    Numbers, ``true`` and ``false`` pass through as written (every digit kept); strings are unescaped
+    from JSON and escaped for COPY; objects and arrays stay JSON text, except for array columns, whose
+    JSON arrays become array literals.
+    """
+    raw = bytes(raw).strip()
+    if raw == b'null':
+        return NULL
+    if kind == 'json':
+        return _copy_escape_bytes(raw)
+    first = raw[:1]
+    if first == b'"':
+        return copy_escape(msgspec.json.decode(raw)).encode('utf-8')
+    if first == b'[' and kind == 'array':
+        return copy_escape(array_literal(raw, element_json)).encode('utf-8')
+    return _copy_escape_bytes(raw)
+
+
+class CopyConverter:
+    """Turns the JSON lines of one archive into COPY text rows for a fixed list of columns.
+
+    :param columns: list of ``(name, pg_type)``: the columns to load, in COPY's column order, with the type
+        that decides how values are read (the archived type when it is known, else the table's).
+    Rows missing a column give SQL NULL there; fields not in ``columns`` (metadata, dropped columns) are ignored.
+    """
+
+    def __init__(self, columns):
+        require_msgspec()
+        self.columns = list(columns)
+        self.kinds = [type_kind(pg_type) for _, pg_type in self.columns]
+        self.element_json = [pg_type.split('[')[0].strip() in JSON_TYPES for _, pg_type in self.columns]
+        self._fast = self._compile()
+
+    def _compile(self):
+        """Generate the per-row loop for these columns: a typed msgspec struct and one formatting expression."""
+        fields, exprs, rename = [], [], {}
+        for index, kind in enumerate(self.kinds):
+            name = 'f%d' % index
+            rename[name] = self.columns[index][0]
+            field_type, expr = _FAST[kind]
+            fields.append((name, field_type, msgspec.Raw(b'null') if field_type is msgspec.Raw else None))
+            exprs.append(expr.replace('V', 'r.' + name).replace('SLOW', 'slow%d' % index))
+        row_type = msgspec.defstruct('ArchiveRow', fields, rename=rename)
+        namespace = dict(decode=msgspec.json.Decoder(row_type).decode, errors=(msgspec.DecodeError, msgspec.ValidationError),
+                         N=NULL, NULLRAW=msgspec.Raw(b'null'), esc=copy_escape, escb=_copy_escape_bytes)
+        for index, kind in enumerate(self.kinds):
+            namespace['slow%d' % index] = _slow_value(kind, self.element_json[index])
+        source = ('def convert(lines, fallback):\n'
+                  '    out = []\n'
+                  '    append = out.append\n'
+                  '    for line in lines:\n'
+                  '        try:\n'
+                  '            r = decode(line)\n'
+                  '        except errors:\n'
+                  '            append(fallback(line, len(out) + 1))\n'
+                  '            continue\n'
+                  '        append(b"%s" %% (%s,))\n'
+                  '    return out\n') % ('\\t'.join(['%s'] * len(exprs)), ', '.join(exprs))
+        exec(compile(source, '<archive row converter>', 'exec'), namespace)  # pylint: disable=exec-used
+        return namespace['convert']
+
+    def convert(self, key, lines):
+        """COPY text for ``lines`` (list of bytes).
+
+        :returns: bytes, one row per line, each ending with a newline.
+        :raises ArchiveFileError: naming ``key`` and the line number of a line that is not a JSON object or
+            whose value cannot be read for its column.
+        """
+        def fallback(line, number):
+            return self._slow_row(key, line, number)
+        rows = self._fast(lines, fallback)
+        return b'\n'.join(rows) + b'\n' if rows else b''
+
+    def _slow_row(self, key, line, number):
+        row = _decode_object(key, line, number)
+        fields = []
+        for (name, _), kind, element_json in zip(self.columns, self.kinds, self.element_json):
+            raw = row.get(name)
+            try:
+                fields.append(NULL if raw is None else value_to_copy(raw, kind, element_json))
+            except (ValueError, msgspec.DecodeError) as exc:
+                raise ArchiveFileError('%s: line %d, column %s: %s. No row of this file was written.'
+                                       % (key, number, name, exc))
+        return b'\t'.join(fields)
+
+
+def _slow_value(kind, element_json):
+    def convert(raw):
+        return value_to_copy(raw, kind, element_json)
+    return convert
+
+
+# Per kind: the msgspec field type of the fast path and the expression that formats it (V is the value).
+# A value of another JSON type fails the typed decode, and that line goes through the slow path instead.
+_FAST = dict(
+    int=(Optional[int], 'N if V is None else b"%d" % V'),
+    bool=(Optional[bool], 'N if V is None else (b"t" if V else b"f")'),
+    text=(Optional[str], 'N if V is None else (V if "\\\\" not in V and V.isprintable() else esc(V)).encode()'),
+    # JSON text from row_to_json holds no raw newline; a backslash or tab needs COPY escaping.
+    json=(None, 'N if V == NULLRAW else (B if b"\\\\" not in (B := bytes(V)) and b"\\t" not in B else escb(B))'),
+    number=(None, 'SLOW(V)'),
+    array=(None, 'SLOW(V)'),
+)
+if msgspec is not None:
+    _FAST = {kind: (msgspec.Raw if field_type is None else field_type, expr) for kind, (field_type, expr) in _FAST.items()}

@@ -1,0 +1,260 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgops.resilience contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: archive_restore
+short_description: Restore rows archived to S3 by table_archive back into PostgreSQL
+version_added: 0.1.0
+description:
+  - The Restore Guide's utility as a module; options are named after the guide's flags.
+  - Without O(s3_key) and O(restore_all) it lists the table's archives. With O(s3_key) it restores one
+    archive; with O(restore_all) every archive of the table, optionally between O(start_date) and
+    O(end_date) (the date in the key), skipping those the restore watermark says are restored.
+  - Each archive is checked against its C(.meta.json) sidecar (size and sha256) before any of its rows is
+    written. Archives without a sidecar (older archivers) are restored and reported as unverified.
+  - Each archive is loaded with C(COPY ... FROM STDIN) under its own savepoint. A bad archive is rolled back
+    and reported and the others go on; the task fails at the end when any archive failed.
+  - While one archive is copied, the next ones are downloaded, verified and converted in a background thread.
+  - The metadata fields C(_archived_at), C(_batch_id), C(_source_database) and C(_source_table) are not restored.
+author:
+  - pgops.resilience maintainers (@pgops)
+extends_documentation_fragment:
+  - pgops.resilience.postgres
+  - pgops.resilience.s3
+options:
+  database:
+    description:
+      - The C({database}) part of the archive keys. Also the database connected to, unless O(login_db) is given.
+    type: str
+    required: true
+  table:
+    description: Table to restore into, exactly as in the catalog; also the C({table}) part of the keys.
+    type: str
+    required: true
+  schema:
+    description: Schema of O(table).
+    type: str
+    default: public
+  bucket:
+    description: Bucket holding the archives.
+    type: str
+    required: true
+  prefix:
+    description: First part of the archive keys.
+    type: str
+    default: archives
+  s3_key:
+    description: Restore this one archive (the full object key).
+    type: str
+  restore_all:
+    description: Restore every archive of the table (within O(start_date) and O(end_date) when given).
+    type: bool
+    default: false
+  start_date:
+    description: With O(restore_all), the first key date (C(YYYY-MM-DD)) to restore.
+    type: str
+  end_date:
+    description: With O(restore_all), the last key date (C(YYYY-MM-DD)) to restore.
+    type: str
+  conflict_strategy:
+    description:
+      - V(skip) leaves existing rows alone (C(ON CONFLICT DO NOTHING)); an archive is first copied straight
+        into the table and only goes through a staging table when that meets a duplicate key.
+      - V(overwrite) replaces the archived columns of existing rows (C(ON CONFLICT DO UPDATE)).
+      - V(upsert) updates existing rows whose archived values differ and inserts new ones
+        (C(ON CONFLICT DO UPDATE ... WHERE ... IS DISTINCT FROM)); unchanged rows count as skipped.
+      - V(fail) fails the archive on the first duplicate key (no C(ON CONFLICT) clause).
+    type: str
+    default: skip
+    choices: [skip, overwrite, fail, upsert]
+  conflict_columns:
+    description:
+      - The conflict target of C(ON CONFLICT). Defaults to the primary key; V(overwrite) and V(upsert) need
+        one or the other.
+    type: list
+    elements: str
+  schema_migration_strategy:
+    description:
+      - V(strict) fails an archive whose columns (names, and types when the sidecar has them) differ from the table's.
+      - V(lenient) restores the columns both have; table columns missing from the archive get their defaults
+        and archived columns the table lacks are dropped (reported per file).
+      - V(transform) does what V(lenient) does and casts columns whose archived type differs to the table's
+        type; a value that does not cast fails the archive, naming the column.
+      - V(none) loads the archive's columns as they are; PostgreSQL's errors tell what does not match.
+    type: str
+    default: strict
+    choices: [strict, lenient, transform, none]
+  drop_indexes:
+    description:
+      - Drop the table's indexes that are neither unique nor behind a constraint before loading, and recreate
+        them afterwards, also after a failure. Primary keys and unique indexes stay, since conflicts need them.
+    type: bool
+    default: false
+  commit_frequency:
+    description: Archives per transaction.
+    type: int
+    default: 1
+  dry_run:
+    description: List what would be restored (with record counts from the sidecars) and write nothing. Check mode does the same.
+    type: bool
+    default: false
+  restore_watermark:
+    description:
+      - Track restored archives with the restore watermark (O(restore_all) only), at
+        C({prefix}/{database}/{table}/.restore_watermark.json) in S3 and/or in the table C(restore_watermarks),
+        created in O(schema) when needed.
+    type: bool
+    default: true
+  storage_type:
+    description:
+      - Where the watermark is kept, V(s3), V(database) or V(both). The database copy is written in the
+        transaction of the archives it covers; the S3 copy right after that transaction commits.
+    type: str
+    default: s3
+    choices: [s3, database, both]
+  update_after_each_archive:
+    description: Move the watermark after each commit; otherwise only at the end of the run.
+    type: bool
+    default: true
+  ignore_watermark:
+    description:
+      - Restore archives the watermark says are restored already. The watermark is still updated at the end.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+    description: Same as O(dry_run).
+  diff_mode:
+    support: none
+    description: Not supported.
+notes:
+  - The watermark only moves over archives restored with no failed or pending archive before them, so a
+    re-run retries the failed one; with V(skip) the archives after it are skipped row by row.
+  - Archives a C(table_archive) run was interrupted on (a C(.pending) marker beside them) are skipped and reported.
+requirements:
+  - psycopg2
+  - boto3
+  - msgspec
+seealso:
+  - module: pgops.resilience.table_archive
+'''
+
+EXAMPLES = r'''
+- name: List the archives of a table
+  pgops.resilience.archive_restore:
+    database: production_db
+    table: audit_logs
+    bucket: company-archives
+  register: listing
+
+- name: Restore January, skipping rows that are already there
+  pgops.resilience.archive_restore:
+    database: production_db
+    table: audit_logs
+    bucket: company-archives
+    restore_all: true
+    start_date: "2026-01-01"
+    end_date: "2026-01-31"
+    conflict_strategy: skip
+
+- name: Restore one batch into a table whose columns changed since
+  pgops.resilience.archive_restore:
+    database: production_db
+    table: audit_logs
+    bucket: company-archives
+    s3_key: archives/production_db/audit_logs/year=2026/month=01/day=15/audit_logs_20260115T020000Z_batch_001.jsonl.gz
+    schema_migration_strategy: lenient
+'''
+
+RETURN = r'''
+mode:
+  description: V(list), V(s3_key) or V(restore_all).
+  returned: always
+  type: str
+table:
+  description: The table, as SQL writes it.
+  returned: always
+  type: str
+archives:
+  description: The table's archives, oldest first, each with C(key), C(date), C(size_bytes), C(has_sidecar), C(pending) and C(restored) (per the watermark).
+  returned: in list mode
+  type: list
+  elements: dict
+files_processed:
+  description: Archives attempted (restored or failed).
+  returned: when restoring
+  type: int
+files_failed:
+  description: Archives rolled back because of an error.
+  returned: when restoring
+  type: int
+files_skipped:
+  description: Archives skipped because the watermark covers them or a table_archive run is pending on them.
+  returned: when restoring
+  type: int
+records_restored:
+  description: Rows inserted or updated.
+  returned: when restoring
+  type: int
+records_skipped:
+  description: Rows left alone because of a conflict (or unchanged, with V(upsert)).
+  returned: when restoring
+  type: int
+records_failed:
+  description: Rows in archives that failed.
+  returned: when restoring
+  type: int
+files:
+  description:
+    - Per archive, C(key), C(status) (V(restored), V(failed), V(skipped), V(would_restore)), C(verified) (a sidecar
+      was checked), C(records), C(restored), C(skipped), C(error), C(reason), C(dropped_columns), C(defaulted_columns).
+  returned: when restoring
+  type: list
+  elements: dict
+watermark:
+  description: C(previous) and C(current) watermark documents, C(storage_type) and whether it was C(written).
+  returned: with O(restore_all)
+  type: dict
+indexes_dropped:
+  description: Indexes dropped for the load (O(drop_indexes)).
+  returned: when restoring
+  type: list
+  elements: str
+indexes_recreated:
+  description: Indexes recreated after the load.
+  returned: when restoring
+  type: list
+  elements: str
+dry_run:
+  description: Whether nothing was written (O(dry_run) or check mode).
+  returned: always
+  type: bool
+duration_ms:
+  description: Duration of the run in milliseconds.
+  returned: when restoring
+  type: int
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pgops.resilience.plugins.module_utils.common import run_module
+from ansible_collections.pgops.resilience.plugins.module_utils.postgres import connection_secrets, postgres_argument_spec
+from ansible_collections.pgops.resilience.plugins.module_utils import archive_restore
+
+
+def main():
+    argument_spec = postgres_argument_spec()
+    argument_spec.update(archive_restore.argument_spec())
+    module = AnsibleModule(argument_spec=argument_spec, mutually_exclusive=archive_restore.MUTUALLY_EXCLUSIVE,
+                           supports_check_mode=True)
+    module.no_log_values.update(connection_secrets(module.params))
+    run_module(module, lambda: archive_restore.run(module.params, check_mode=module.check_mode))
+
+
+if __name__ == '__main__':
+    main()

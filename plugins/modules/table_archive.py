@@ -1,0 +1,211 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgops.resilience contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: table_archive
+short_description: Move rows older than a cutoff from a PostgreSQL table to S3 as verified JSONL.gz batches
+version_added: 0.1.0
+description:
+  - Selects the rows to archive (O(date_column) older than O(older_than) or O(before), and/or a O(where)
+    expression) in key order, O(batch_size) rows per batch, and writes each batch as one gzip-compressed
+    JSON Lines object with a C(.meta.json) sidecar holding its sha256, size, record count and columns.
+    The format is specified in C(docs/archive-format.md) of the collection; M(pgops.resilience.archive_restore) reads it.
+  - Each batch is one transaction. Its rows are locked (C(SELECT ... FOR UPDATE)), uploaded, the upload is
+    verified (Content-MD5, then size and ETag), and only then are the rows deleted and the transaction committed.
+  - A C(.pending) marker is written before a batch is uploaded and removed after its commit. The next run
+    finishes or undoes a batch a crash interrupted, so no row is lost and none is archived twice.
+  - One run per table at a time (a session advisory lock).
+author:
+  - pgops.resilience maintainers (@pgops)
+extends_documentation_fragment:
+  - pgops.resilience.postgres
+  - pgops.resilience.s3
+options:
+  table:
+    description:
+      - Name of the table, exactly as in the catalog (no quoting). Also the C({table}) part of the object keys.
+    type: str
+    required: true
+  schema:
+    description: Schema of O(table).
+    type: str
+    default: public
+  database:
+    description:
+      - The C({database}) part of the object keys. Defaults to the name of the database connected to.
+    type: str
+  bucket:
+    description: Bucket the archives are written to.
+    type: str
+    required: true
+  prefix:
+    description: First part of the object keys, C({prefix}/{database}/{table}/year=YYYY/month=MM/day=DD/...).
+    type: str
+    default: archives
+  date_column:
+    description:
+      - Timestamp or date column compared with O(older_than) or O(before). Its minimum and maximum in each
+        batch are recorded in the sidecar.
+    type: str
+  older_than:
+    description:
+      - Archive rows whose O(date_column) is older than this PostgreSQL interval before now, such as C(90 days).
+    type: str
+  before:
+    description:
+      - Archive rows whose O(date_column) is before this date or timestamp, such as C(2026-01-01).
+    type: str
+  where:
+    description:
+      - An SQL boolean expression over the table's columns (alias C(t)), combined with the date cutoff by AND.
+      - It is inserted into the query as written, like the WHERE clause of a runbook's C(DELETE); only give
+        expressions written by operators. C(true) archives every row.
+    type: str
+  batch_size:
+    description: Rows per archive object.
+    type: int
+    default: 10000
+  max_batches:
+    description: Stop after this many batches (the rest waits for the next run). Unset means until no row matches.
+    type: int
+  key_columns:
+    description:
+      - Columns that identify a row, used to order batches and to delete exactly the archived rows.
+        Defaults to the primary key; a table without one needs this option.
+    type: list
+    elements: str
+  lock_timeout:
+    description: Seconds to wait for row locks held by other sessions before a batch fails.
+    type: int
+    default: 30
+attributes:
+  check_mode:
+    support: full
+    description: Counts the rows and batches that would be archived and lists interrupted batches; writes nothing.
+  diff_mode:
+    support: none
+    description: Not supported.
+notes:
+  - Stored generated columns are not archived; they are computed again when rows are restored.
+  - Values are written as C(row_to_json) renders them, with the session's C(TimeZone) set to UTC,
+    C(bytea_output) to C(hex) and C(extra_float_digits) to 1, so every type round-trips exactly.
+requirements:
+  - psycopg2
+  - boto3
+  - msgspec
+seealso:
+  - module: pgops.resilience.archive_restore
+'''
+
+EXAMPLES = r'''
+- name: Archive audit rows older than 90 days
+  pgops.resilience.table_archive:
+    login_host: db.example.internal
+    login_db: production_db
+    table: audit_logs
+    date_column: created_at
+    older_than: 90 days
+    bucket: company-archives
+    endpoint_url: https://minio.example:9000
+
+- name: Preview (no writes)
+  pgops.resilience.table_archive:
+    login_db: production_db
+    table: audit_logs
+    where: "t.action = 'logout'"
+    bucket: company-archives
+  check_mode: true
+'''
+
+RETURN = r'''
+table:
+  description: The table, as SQL writes it.
+  returned: always
+  type: str
+database:
+  description: The C({database}) part of the keys.
+  returned: always
+  type: str
+prefix:
+  description: Where this table's objects live, C({prefix}/{database}/{table}/).
+  returned: always
+  type: str
+keys:
+  description: Object keys written by this run, in order.
+  returned: always
+  type: list
+  elements: str
+batches:
+  description: One entry per batch written.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    key:
+      description: Object key.
+      type: str
+    records:
+      description: Rows in the batch.
+      type: int
+    sha256:
+      description: Hex sha256 of the object.
+      type: str
+    size_bytes:
+      description: Size of the object in bytes.
+      type: int
+    date_min:
+      description: Smallest O(date_column) value in the batch (ISO 8601), or null.
+      type: str
+    date_max:
+      description: Largest O(date_column) value in the batch (ISO 8601), or null.
+      type: str
+records_archived:
+  description: Rows moved to S3 by this run.
+  returned: always
+  type: int
+recovered:
+  description: Batches an interrupted run left behind and this run finished (C(completed)) or undid (C(rolled_back)).
+  returned: when not in check mode
+  type: list
+  elements: dict
+would_archive_records:
+  description: Rows that would be archived.
+  returned: in check mode
+  type: int
+would_write_batches:
+  description: Batches that would be written.
+  returned: in check mode
+  type: int
+pending_markers:
+  description: Markers of interrupted batches that the next run will resolve.
+  returned: in check mode
+  type: list
+  elements: str
+duration_ms:
+  description: Duration of the run in milliseconds.
+  returned: when not in check mode
+  type: int
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pgops.resilience.plugins.module_utils.common import run_module
+from ansible_collections.pgops.resilience.plugins.module_utils.postgres import connection_secrets, postgres_argument_spec
+from ansible_collections.pgops.resilience.plugins.module_utils import table_archive
+
+
+def main():
+    argument_spec = postgres_argument_spec()
+    argument_spec.update(table_archive.argument_spec())
+    module = AnsibleModule(argument_spec=argument_spec, mutually_exclusive=table_archive.MUTUALLY_EXCLUSIVE,
+                           supports_check_mode=True)
+    module.no_log_values.update(connection_secrets(module.params))
+    run_module(module, lambda: table_archive.run(module.params, check_mode=module.check_mode))
+
+
+if __name__ == '__main__':
+    main()
