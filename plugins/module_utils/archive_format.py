@@ -118,8 +118,9 @@ def encode_batch(json_rows, suffix):
     lines = []
     for row in json_rows:
         if '\n' in row or '\r' in row:
-            # A json (not jsonb) column keeps its whitespace verbatim; re-encode so the row stays one line.
-            row = json_text(msgspec.json.decode(row.encode('utf-8')))
+            # Only a json (not jsonb) column's verbatim whitespace can hold a line break (JSON strings
+            # escape theirs); a space means the same to JSON and keeps the row on one line.
+            row = row.replace('\r\n', ' ').replace('\n', ' ').replace('\r', ' ')
         lines.append(row[:-1] + suffix + '}')
     text = '\n'.join(lines) + '\n' if lines else ''
     # mtime=0: the same rows give the same bytes, so a re-upload has the same checksum.
@@ -202,7 +203,7 @@ def key_values(key, lines, names):
     :returns: list with one list per name, each holding str or ``None`` per line.
     :raises ArchiveFileError: for a line that is not a JSON object.
     """
-    columns = [[] for _ in names]
+    columns = [[] for name in names]
     for number, line in enumerate(lines, 1):
         row = _decode_object(key, line, number)
         for index, name in enumerate(names):
@@ -307,8 +308,8 @@ class CopyConverter:
     def __init__(self, columns):
         require_msgspec()
         self.columns = list(columns)
-        self.kinds = [type_kind(pg_type) for _, pg_type in self.columns]
-        self.element_json = [pg_type.split('[')[0].strip() in JSON_TYPES for _, pg_type in self.columns]
+        self.kinds = [type_kind(pg_type) for name, pg_type in self.columns]
+        self.element_json = [pg_type.split('[')[0].strip() in JSON_TYPES for name, pg_type in self.columns]
         self._fast = self._compile()
 
     def _compile(self):
@@ -354,7 +355,7 @@ class CopyConverter:
     def _slow_row(self, key, line, number):
         row = _decode_object(key, line, number)
         fields = []
-        for (name, _), kind, element_json in zip(self.columns, self.kinds, self.element_json):
+        for (name, pg_type), kind, element_json in zip(self.columns, self.kinds, self.element_json):
             raw = row.get(name)
             try:
                 fields.append(NULL if raw is None else value_to_copy(raw, kind, element_json))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import io
 import queue
+import re
 import threading
 import time
 
@@ -32,6 +33,7 @@ from ansible_collections.pgops.resilience.plugins.module_utils.s3 import Bucket,
 try:
     import psycopg2
     import psycopg2.errors
+    import psycopg2.extensions
     from psycopg2 import sql
 except ImportError:  # reported by connect()
     psycopg2 = None
@@ -43,6 +45,7 @@ STORAGE_TYPES = ['s3', 'database', 'both']
 WATERMARK_TABLE = 'restore_watermarks'
 PREFETCH = 2  # archives converted ahead of the one being copied; bounds memory to a few batches
 STAGE = 'pgops_restore_stage'
+_DATE_RE = re.compile(r'\d{4}-\d{2}-\d{2}\Z')
 
 
 def argument_spec():
@@ -56,7 +59,7 @@ def argument_spec():
         schema=dict(type='str', default='public'),
         bucket=dict(type='str', required=True),
         prefix=dict(type='str', default=fmt.DEFAULT_PREFIX),
-        s3_key=dict(type='str'),
+        s3_key=dict(type='str', no_log=False),
         restore_all=dict(type='bool', default=False),
         start_date=dict(type='str'),
         end_date=dict(type='str'),
@@ -72,6 +75,9 @@ def argument_spec():
         ignore_watermark=dict(type='bool', default=False),
     )
     spec.update(s3_connection_spec())
+    # The database connected to is ``database`` unless login_db is given: without PGDATABASE's fallback, which
+    # would otherwise connect to whatever database the environment names (often postgres).
+    spec['login_db'] = dict(type='str')
     return spec
 
 
@@ -85,8 +91,11 @@ def parse_date(value, option):
     """
     if value in (None, ''):
         return None
+    # Only YYYY-MM-DD: fromisoformat also takes week dates (2026-W01-1) and YYYYMMDD on newer Pythons.
+    if not _DATE_RE.match(str(value)):
+        return _bad_date(value, option)
     try:
-        return datetime.date.fromisoformat(str(value)[:10]) if len(str(value)) == 10 else _bad_date(value, option)
+        return datetime.date.fromisoformat(str(value))
     except ValueError:
         return _bad_date(value, option)
 
@@ -130,7 +139,7 @@ def plan_columns(strategy, archived, table):
     """
     types = dict((c.name, c.type) for c in table)
     writable = [c.name for c in table if not c.generated]
-    names = [name for name, _ in archived]
+    names = [name for name, archived_type in archived]
     dropped = [n for n in names if n not in writable]
     defaulted = [n for n in writable if n not in names]
     if strategy == 'none':
@@ -274,6 +283,16 @@ class Prepared:
         self.error = error
 
 
+def _known_records(sidecar, lines):
+    """Rows of an archive that failed before loading: its lines when read, else its sidecar's record count."""
+    if lines is not None:
+        return len(lines)
+    try:
+        return int((sidecar or {}).get('record_count') or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 class Restorer:
     """Loads archives into one table; see the module docstring for the strategy.
 
@@ -309,6 +328,7 @@ class Restorer:
     def prepare(self, archive):
         """Download, verify, decompress and convert one archive; never raises (errors go into the result)."""
         key = archive['key']
+        sidecar = lines = None
         try:
             sidecar = self.bucket.json_object(key + fmt.SIDECAR_SUFFIX).read() if archive.get('has_sidecar', True) else None
             body = self.bucket.get(key)
@@ -326,9 +346,10 @@ class Restorer:
             data = self._converter(plan['copy']).convert(key, lines) if plan['copy'] else b''
             return Prepared(archive, sidecar, plan, data, len(lines))
         except PgopsError as exc:
-            return Prepared(archive, error=exc.msg)
+            return Prepared(archive, error=exc.msg, records=_known_records(sidecar, lines))
         except Exception as exc:  # pylint: disable=broad-except  # one bad file must not stop the others
-            return Prepared(archive, error='%s: %s: %s' % (key, type(exc).__name__, exc))
+            return Prepared(archive, error='%s: %s: %s' % (key, type(exc).__name__, exc),
+                            records=_known_records(sidecar, lines))
 
     def _converter(self, columns):
         signature = tuple(columns)
@@ -348,7 +369,7 @@ class Restorer:
             return 0, item.records
         if self.direct and not item.plan['casts']:
             try:
-                self._copy(cursor, self.relation.ident, [n for n, _ in item.plan['copy']], item.data)
+                self._copy(cursor, self.relation.ident, [name for name, pg_type in item.plan['copy']], item.data)
                 return item.records, 0
             except psycopg2.errors.UniqueViolation:
                 if self.strategy == 'fail':
@@ -365,7 +386,7 @@ class Restorer:
         cursor.copy_expert(query.as_string(cursor), io.BytesIO(data), size=1 << 20)
 
     def _staged(self, cursor, item):
-        names = [n for n, _ in item.plan['copy']]
+        names = [name for name, pg_type in item.plan['copy']]
         casts = item.plan['casts']
         stage_types = []
         for name in names:
@@ -423,10 +444,11 @@ class Restorer:
         clause = sql.SQL(' ON CONFLICT ({}) DO UPDATE SET {}').format(target, sql.SQL(', ').join(
             sql.SQL('{0} = EXCLUDED.{0}').format(sql.Identifier(n)) for n in updated))
         if self.strategy == 'upsert':
-            # Only rows whose values differ are rewritten; unchanged ones count as skipped.
+            # Only rows whose values differ are rewritten; unchanged ones count as skipped. Compared as text:
+            # json, xml, point and other types have no equality operator, and every type has a text form.
             clause += sql.SQL(' WHERE ({}) IS DISTINCT FROM ({})').format(
-                sql.SQL(', ').join(sql.SQL('t.{}').format(sql.Identifier(n)) for n in updated),
-                sql.SQL(', ').join(sql.SQL('EXCLUDED.{}').format(sql.Identifier(n)) for n in updated))
+                sql.SQL(', ').join(sql.SQL('t.{}::text').format(sql.Identifier(n)) for n in updated),
+                sql.SQL(', ').join(sql.SQL('EXCLUDED.{}::text').format(sql.Identifier(n)) for n in updated))
         return clause
 
 
@@ -578,6 +600,9 @@ def _restore(result, params, conn, bucket, relation, watermark, prefix, dates, s
             sidecar = bucket.json_object(archive['key'] + fmt.SIDECAR_SUFFIX).read() if archive['has_sidecar'] else None
             files.append(dict(key=archive['key'], status='would_restore', verified=sidecar is not None,
                               records=(sidecar or {}).get('record_count')))
+        result['would_restore_files'] = len(todo)
+        # Archives without a sidecar are counted as unknown (None) rather than downloaded.
+        result['would_restore_records'] = sum(f.get('records') or 0 for f in files if f['status'] == 'would_restore')
         result['duration_ms'] = int((time.monotonic() - started) * 1000)
         return result
     restorer = Restorer(params, conn, bucket, relation)
@@ -587,10 +612,10 @@ def _restore(result, params, conn, bucket, relation, watermark, prefix, dates, s
     if params['drop_indexes'] and todo:
         with pg_errors('dropping indexes of %s' % relation.display), conn.cursor() as cursor:
             indexes = droppable_indexes(cursor, relation)
-            for name, _ in indexes:
+            for name, definition in indexes:
                 cursor.execute(sql.SQL('DROP INDEX ' + name))
         conn.commit()
-        result['indexes_dropped'] = [name for name, _ in indexes]
+        result['indexes_dropped'] = [name for name, definition in indexes]
     try:
         # A pending archive (an interrupted table_archive run) may still be completed later: never move past it.
         barrier = min([a['order'] for a, why in skipped if why == 'pending'] or [None], key=lambda o: o or ())
@@ -599,7 +624,8 @@ def _restore(result, params, conn, bucket, relation, watermark, prefix, dates, s
         if indexes:
             conn.rollback()
             result['indexes_recreated'] = recreate_indexes(conn, indexes)
-    result['changed'] = result['records_restored'] > 0 or bool(result['indexes_dropped']) or result['watermark'] and result['watermark']['written']
+    result['changed'] = bool(result['records_restored'] > 0 or result['indexes_dropped'] or
+                             (result['watermark'] and result['watermark']['written']))
     result['duration_ms'] = int((time.monotonic() - started) * 1000)
     if result['files_failed']:
         failed = [f for f in files if f['status'] == 'failed']
@@ -617,8 +643,9 @@ def _load_all(result, params, conn, restorer, watermark, previous, todo, barrier
     prefetch = _Prefetcher(restorer, todo)
     try:
         cursor = conn.cursor()
-        for _ in todo:
+        for archive in todo:
             item = next(prefetch)
+            assert item.archive is archive, 'the prefetch thread must keep the archive order'
             entry = dict(key=item.archive['key'], verified=item.sidecar is not None)
             result['files'].append(entry)
             result['files_processed'] += 1
@@ -629,7 +656,9 @@ def _load_all(result, params, conn, restorer, watermark, previous, todo, barrier
                     restored, skipped = restorer.load(cursor, item)
                     cursor.execute('RELEASE SAVEPOINT pgops_file')
                 except (psycopg2.Error, PgopsError) as exc:
-                    if conn.closed or isinstance(exc, psycopg2.OperationalError) and conn.get_transaction_status() > 2:
+                    # Only a connection in an unknown state is lost; an OperationalError such as a program limit
+                    # (SQLSTATE class 54) leaves the transaction in error, and the file is rolled back alone.
+                    if conn.closed or conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_UNKNOWN:
                         raise PgopsError('Lost the connection while restoring %s: %s' % (item.archive['key'], pg_error_text(exc)))
                     cursor.execute('ROLLBACK TO SAVEPOINT pgops_file')
                     error = _file_error(item.archive['key'], exc)

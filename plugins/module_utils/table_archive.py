@@ -48,7 +48,7 @@ def argument_spec():
         where=dict(type='str'),
         batch_size=dict(type='int', default=10000),
         max_batches=dict(type='int'),
-        key_columns=dict(type='list', elements='str'),
+        key_columns=dict(type='list', elements='str', no_log=False),
         lock_timeout=dict(type='int', default=30),
     )
     spec.update(s3_connection_spec())
@@ -117,14 +117,18 @@ class Archiver:
             parts.append(sql.SQL('t.{} < %s::timestamptz').format(sql.Identifier(params['date_column'])))
             args.append(params['before'])
         if params.get('where'):
-            # An operator-written SQL expression, like the WHERE of a runbook's DELETE: trusted input.
-            parts.append(sql.SQL('(') + sql.SQL(params['where']) + sql.SQL(')'))
+            # An operator-written SQL expression, like the WHERE of a runbook's DELETE: trusted input. Its %
+            # (modulo, LIKE patterns) is doubled: the query is run with parameters, where % starts a placeholder.
+            parts.append(sql.SQL('(') + sql.SQL(params['where'].replace('%', '%%')) + sql.SQL(')'))
         return sql.SQL(' AND ').join(parts), args
 
     def count(self):
-        """Rows that match the cutoff now (int)."""
+        """Rows that match the cutoff now (int), under the session settings of a batch (``before`` is read in
+        UTC there, so check mode counts the rows a run would archive)."""
         where, args = self.condition()
-        with pg_errors('counting the rows to archive in %s' % self.relation.display), self.conn.cursor() as cursor:
+        with pg_errors('counting the rows to archive in %s' % self.relation.display), transaction(self.conn) as cursor:
+            for statement in _SESSION:
+                cursor.execute(statement)
             cursor.execute(sql.SQL('SELECT count(*) FROM {} AS t WHERE ').format(self.relation.ident) + where, args)
             return cursor.fetchone()[0]
 
@@ -140,23 +144,26 @@ class Archiver:
             order=sql.SQL(', ').join(sql.SQL('t.{}').format(sql.Identifier(k)) for k in self.key_columns))
         return query, args + [self.params['batch_size']]
 
+    # The key values come as one text[] per key column, zipped by ROWS FROM: the multi-array form of unnest
+    # only exists unqualified (PostgreSQL docs, "Table Functions"), and pg_catalog.unnest(a, b) does not.
+
     def _delete(self, cursor, key_values):
         """Delete the rows whose key columns hold ``key_values`` (one list of text per key column)."""
         aliases = [sql.Identifier('k%d' % i) for i in range(len(self.key_columns))]
-        query = sql.SQL('DELETE FROM {table} WHERE ({cols}) IN (SELECT {casts} FROM pg_catalog.unnest({arrays}) AS u({aliases}))').format(
+        query = sql.SQL('DELETE FROM {table} WHERE ({cols}) IN (SELECT {casts} FROM ROWS FROM ({arrays}) AS u({aliases}))').format(
             table=self.relation.ident, cols=sql.SQL(', ').join(sql.Identifier(k) for k in self.key_columns),
             casts=sql.SQL(', ').join(sql.SQL('u.{}::' + t).format(a) for a, t in zip(aliases, self.key_types)),
-            arrays=sql.SQL(', ').join(sql.SQL('%s::text[]') for _ in aliases), aliases=sql.SQL(', ').join(aliases))
+            arrays=sql.SQL(', ').join(sql.SQL('pg_catalog.unnest(%s::text[])') for alias in aliases), aliases=sql.SQL(', ').join(aliases))
         cursor.execute(query, key_values)
         return cursor.rowcount
 
     def count_keys(self, cursor, key_values):
         """How many of the rows named by ``key_values`` (one list of text per key column) exist (int)."""
         aliases = [sql.Identifier('k%d' % i) for i in range(len(self.key_columns))]
-        query = sql.SQL('SELECT count(*) FROM {table} WHERE ({cols}) IN (SELECT {casts} FROM pg_catalog.unnest({arrays}) AS u({aliases}))').format(
+        query = sql.SQL('SELECT count(*) FROM {table} WHERE ({cols}) IN (SELECT {casts} FROM ROWS FROM ({arrays}) AS u({aliases}))').format(
             table=self.relation.ident, cols=sql.SQL(', ').join(sql.Identifier(k) for k in self.key_columns),
             casts=sql.SQL(', ').join(sql.SQL('u.{}::' + t).format(a) for a, t in zip(aliases, self.key_types)),
-            arrays=sql.SQL(', ').join(sql.SQL('%s::text[]') for _ in aliases), aliases=sql.SQL(', ').join(aliases))
+            arrays=sql.SQL(', ').join(sql.SQL('pg_catalog.unnest(%s::text[])') for alias in aliases), aliases=sql.SQL(', ').join(aliases))
         cursor.execute(query, key_values)
         return cursor.fetchone()[0]
 

@@ -230,6 +230,14 @@ indexes_recreated:
   returned: when restoring
   type: list
   elements: str
+would_restore_files:
+  description: Archives that would be restored.
+  returned: with O(dry_run) or in check mode
+  type: int
+would_restore_records:
+  description: Rows in the archives that would be restored, from their sidecars (archives without one count 0).
+  returned: with O(dry_run) or in check mode
+  type: int
 dry_run:
   description: Whether nothing was written (O(dry_run) or check mode).
   returned: always
