@@ -224,9 +224,9 @@ def _decode_object(key, line, number):
 
 def type_kind(pg_type):
     """How values of a PostgreSQL type (``format_type`` text) are read: int, bool, json, number, array or text."""
-    base = pg_type.split('(')[0].strip()
-    if base.endswith('[]'):
+    if pg_type.strip().endswith('[]'):  # before the typmod is cut: character varying(20)[]
         return 'array'
+    base = pg_type.split('(')[0].strip()
     if base in INT_TYPES:
         return 'int'
     if base == 'boolean':
@@ -249,18 +249,21 @@ def _copy_escape_bytes(data):
     return data
 
 
-def _array_element(value, element_json):
+def _quoted_element(text):
+    return '"' + text.replace('\\', '\\\\').replace('"', '\\"') + '"'
+
+
+def _array_element(value):
     """One element of an array literal (PostgreSQL docs, "Arrays", "Array Value Input")."""
     if value is None:
         return 'NULL'
-    if isinstance(value, list) and not element_json:
-        return '{' + ','.join(_array_element(item, False) for item in value) + '}'
-    if isinstance(value, bool) and not element_json:
+    if isinstance(value, list):
+        return '{' + ','.join(_array_element(item) for item in value) + '}'
+    if isinstance(value, bool):
         return 'true' if value else 'false'
-    if isinstance(value, (int, decimal.Decimal)) and not element_json:
+    if isinstance(value, (int, decimal.Decimal)):
         return str(value)
-    text = value if isinstance(value, str) and not element_json else json_text(value)
-    return '"' + text.replace('\\', '\\\\').replace('"', '\\"') + '"'
+    return _quoted_element(value if isinstance(value, str) else json_text(value))
 
 
 def array_literal(raw, element_json=False):
@@ -271,10 +274,18 @@ def array_literal(raw, element_json=False):
 
     :raises ValueError: when ``raw`` is not a JSON array.
     """
+    if element_json:
+        # Each element is a JSON document: keep its text as written (numbers too), quoted for the literal.
+        try:
+            items = msgspec.json.decode(raw, type=list[msgspec.Raw])
+        except msgspec.ValidationError:
+            raise ValueError('expected a JSON array for an array column')
+        return '{' + ','.join('NULL' if bytes(item) == b'null' else _quoted_element(bytes(item).decode('utf-8'))
+                              for item in items) + '}'
     value = msgspec.json.Decoder(float_hook=decimal.Decimal).decode(raw)
     if not isinstance(value, list):
         raise ValueError('expected a JSON array for an array column')
-    return '{' + ','.join(_array_element(item, element_json) for item in value) + '}'
+    return '{' + ','.join(_array_element(item) for item in value) + '}'
 
 
 def value_to_copy(raw, kind, element_json=False):
@@ -378,7 +389,8 @@ _FAST = dict(
     bool=(Optional[bool], 'N if V is None else (b"t" if V else b"f")'),
     text=(Optional[str], 'N if V is None else (V if "\\\\" not in V and V.isprintable() else esc(V)).encode()'),
     # JSON text from row_to_json holds no raw newline; a backslash or tab needs COPY escaping.
-    json=(None, 'N if V == NULLRAW else (B if b"\\\\" not in (B := bytes(V)) and b"\\t" not in B else escb(B))'),
+    json=(None, 'N if V == NULLRAW else (B if b"\\\\" not in (B := bytes(V)) and b"\\t" not in B and b"\\r" not in B'
+               ' else escb(B))'),
     number=(None, 'SLOW(V)'),
     array=(None, 'SLOW(V)'),
 )

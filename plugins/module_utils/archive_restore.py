@@ -608,22 +608,27 @@ def _restore(result, params, conn, bucket, relation, watermark, prefix, dates, s
     restorer = Restorer(params, conn, bucket, relation)
     if tracking and watermark.uses_database:
         watermark.ensure_table(conn)
+    saved = bucket.json_object('%s.dropped_indexes.%s.json' % (prefix, relation.schema))
+    result['indexes_recreated'] = _recreate_saved_indexes(conn, bucket, saved)
     indexes = []
     if params['drop_indexes'] and todo:
         with pg_errors('dropping indexes of %s' % relation.display), conn.cursor() as cursor:
             indexes = droppable_indexes(cursor, relation)
+            if indexes:
+                # Saved before they are dropped: a run killed before it recreates them leaves them here.
+                saved.write(dict(table=relation.display, indexes=[list(index) for index in indexes]))
             for name, definition in indexes:
                 cursor.execute(sql.SQL('DROP INDEX ' + name))
         conn.commit()
         result['indexes_dropped'] = [name for name, definition in indexes]
     try:
-        # A pending archive (an interrupted table_archive run) may still be completed later: never move past it.
-        barrier = min([a['order'] for a, why in skipped if why == 'pending'] or [None], key=lambda o: o or ())
-        _load_all(result, params, conn, restorer, watermark if tracking else None, previous, todo, barrier)
+        _load_all(result, params, conn, restorer, watermark if tracking else None, previous, todo,
+                  _watermark_barrier(params, bucket, prefix, dates, previous, skipped))
     finally:
         if indexes:
             conn.rollback()
-            result['indexes_recreated'] = recreate_indexes(conn, indexes)
+            result['indexes_recreated'] += recreate_indexes(conn, indexes)
+            bucket.delete(saved.key)
     result['changed'] = bool(result['records_restored'] > 0 or result['indexes_dropped'] or
                              (result['watermark'] and result['watermark']['written']))
     result['duration_ms'] = int((time.monotonic() - started) * 1000)
@@ -633,6 +638,34 @@ def _restore(result, params, conn, bucket, relation, watermark, prefix, dates, s
                          % (result['files_failed'], result['files_processed'], failed[0]['error']),
                          **dict((k, v) for k, v in result.items() if k != 'changed'))
     return result
+
+
+def _recreate_saved_indexes(conn, bucket, saved):
+    """Recreate the indexes an interrupted run dropped (saved in S3 before dropping), then forget them."""
+    document = saved.read()
+    if not document:
+        return []
+    missing = []
+    with conn.cursor() as cursor:
+        for name, definition in document.get('indexes', []):
+            cursor.execute('SELECT pg_catalog.to_regclass(%s) IS NULL', [name])
+            if cursor.fetchone()[0]:
+                missing.append((name, definition))
+    conn.commit()
+    done = recreate_indexes(conn, missing)
+    bucket.delete(saved.key)
+    return done
+
+
+def _watermark_barrier(params, bucket, prefix, dates, previous, skipped):
+    """The first archive the watermark must not move past (or ``None``): a pending archive (an interrupted
+    table_archive run may still complete it), or, with ``start_date``, an earlier archive not restored yet."""
+    orders = [a['order'] for a, why in skipped if why == 'pending']
+    if params['restore_all'] and dates[0]:
+        mark = watermark_order(previous)
+        orders += [a['order'] for a in list_archives(bucket, prefix, None, dates[0] - datetime.timedelta(days=1))
+                   if mark is None or a['order'] > mark]
+    return min(orders) if orders else None
 
 
 def _load_all(result, params, conn, restorer, watermark, previous, todo, barrier=None):

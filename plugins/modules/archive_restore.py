@@ -29,6 +29,8 @@ options:
   database:
     description:
       - The C({database}) part of the archive keys. Also the database connected to, unless O(login_db) is given.
+      - In this module O(login_db) does not fall back to E(PGDATABASE), so that the restore never lands in
+        another database than the one named here.
     type: str
     required: true
   table:
