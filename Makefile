@@ -19,13 +19,14 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export PYTHONPATH := $(CURDIR)/sandbox
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup venv postgres test-tools collection demo test sanity lint molecule pytest unit integration sandbox-up sandbox-down sandbox-status benchmark clean
+.PHONY: help setup venv postgres test-tools collection demo test sanity lint molecule pytest unit integration sandbox-up sandbox-down sandbox-status benchmark benchmark-archive clean
 
 help:
 	@echo "make demo      set up, start the sandbox, and repair a real failover (the main job)"
 	@echo "make test      set up, then ansible-test sanity, ansible-lint, unit and integration tests, molecule"
 	@echo "make sandbox-up / sandbox-status / sandbox-down    the embedded PostgreSQL + S3 sandbox ($(SANDBOX_DIR))"
-	@echo "make benchmark the check's latency at 10 thousand and 10 million rows (not part of make test)"
+	@echo "make benchmark the check's latency at 10 thousand and 10 million rows, and archive_restore against psql \\copy (not part of make test)"
+	@echo "make benchmark-archive  archive_restore against psql \\copy of the same rows, 1 and 5 million rows"
 
 setup: venv postgres collection
 
@@ -98,6 +99,10 @@ integration: setup
 
 benchmark: setup
 	$(PY) benchmarks/unlogged_check.py
+	$(PY) benchmarks/archive_restore.py
+
+benchmark-archive: setup
+	$(PY) benchmarks/archive_restore.py
 
 clean:
 	-$(PY) -m pgops_sandbox --workdir $(SANDBOX_DIR) down

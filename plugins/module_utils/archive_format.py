@@ -47,6 +47,8 @@ _NAME_RE = re.compile(r'_(?P<ts>\d{8}T\d{6}Z)_batch_(?P<batch>\d+)\Z')
 INT_TYPES = frozenset(['smallint', 'integer', 'bigint', 'oid'])
 JSON_TYPES = frozenset(['json', 'jsonb'])
 NULL = b'\\N'
+# Lines decoded and formatted at a time by CopyConverter.convert_text: bounds the decoded rows held at once.
+CONVERT_SLICE = 2000
 
 
 def require_msgspec():
@@ -170,6 +172,15 @@ def verify_body(key, body, sidecar):
 def decompress(key, body):
     """gunzip ``body``; a truncated or corrupt object raises :class:`ArchiveFileError`."""
     try:
+        # One gzip member, as encode_batch writes it, in one zlib call (it checks the CRC and the size, and
+        # releases the GIL); anything else (several members, trailing bytes, damage) is left to gzip.
+        inflate = zlib.decompressobj(wbits=31)
+        text = inflate.decompress(body)
+        if inflate.eof and not inflate.unused_data:
+            return text
+    except zlib.error:
+        pass
+    try:
         return gzip.decompress(body)
     except (EOFError, OSError, zlib.error) as exc:
         raise ArchiveFileError('%s is not a complete gzip file (%s); it may be truncated. No row of it was written.'
@@ -187,6 +198,39 @@ def split_lines(key, text):
     if lines[-1] == b'':
         lines.pop()
     return lines
+
+
+def edge_rows(data, positions):
+    """The fields at ``positions`` of the first and of the last row of COPY text ``data`` (bytes, rows ending
+    with a newline), unescaped: a list of two lists of str or ``None`` (SQL NULL); ``None`` when ``data`` is
+    empty or a field holds an escape other than the ones :func:`copy_escape` writes."""
+    if not data:
+        return None
+    first = data[:data.find(b'\n')]
+    last = data[data.rfind(b'\n', 0, len(data) - 1) + 1:-1]
+    rows = []
+    for line in (first, last):
+        fields = line.split(b'\t')
+        values = []
+        for position in positions:
+            field = fields[position] if position < len(fields) else None
+            if field is None or field == NULL:
+                values.append(None)
+                continue
+            if b'\\' in field:
+                if not set(_COPY_UNESCAPE.findall(field)) <= set(_COPY_UNESCAPES):
+                    return None
+                field = _COPY_UNESCAPE.sub(lambda match: _COPY_UNESCAPES[match.group(1)], field)
+            try:
+                values.append(field.decode('utf-8'))
+            except UnicodeDecodeError:
+                return None
+        rows.append(values)
+    return rows
+
+
+_COPY_UNESCAPE = re.compile(rb'\\(.)', re.S)
+_COPY_UNESCAPES = {b'\\': b'\\', b'n': b'\n', b'r': b'\r', b't': b'\t'}
 
 
 def first_line_columns(key, lines):
@@ -321,22 +365,36 @@ class CopyConverter:
         self.columns = list(columns)
         self.kinds = [type_kind(pg_type) for name, pg_type in self.columns]
         self.element_json = [pg_type.split('[')[0].strip() in JSON_TYPES for name, pg_type in self.columns]
-        self._fast = self._compile()
+        self._fast, self._decode_all, self._clean, self._checked, self._by_line = self._compile()
 
     def _compile(self):
-        """Generate the per-row loop for these columns: a typed msgspec struct and one formatting expression."""
-        fields, exprs, rename = [], [], {}
+        """Generate the per-row code for these columns: a typed msgspec struct and formatting expressions.
+
+        :returns: tuple of functions: ``convert(lines, fallback)`` (per line, checked, rows without newline),
+            ``decode_all(lines)`` (the structs; raises on the first line the typed decode refuses), and three
+            that format decoded rows into COPY lines ending with a newline: ``clean(rows)``, for lines that
+            hold no backslash, tab or carriage return, ``checked(rows)`` for any line, and
+            ``by_line(rows, lines)``, checked only where the line holds a backslash (in a text without tabs
+            or carriage returns).
+        """
+        fields, exprs, clean, rename = [], [], [], {}
         for index, kind in enumerate(self.kinds):
             name = 'f%d' % index
             rename[name] = self.columns[index][0]
             field_type, expr = _FAST[kind]
             fields.append((name, field_type, msgspec.Raw(b'null') if field_type is msgspec.Raw else None))
             exprs.append(expr.replace('V', 'r.' + name).replace('SLOW', 'slow%d' % index))
-        row_type = msgspec.defstruct('ArchiveRow', fields, rename=rename)
+            clean.append(_CLEAN.get(kind, expr).replace('V', 'r.' + name).replace('SLOW', 'slow%d' % index))
+        # gc=False: the structs hold only ints, strs, bools and Raw, so they cannot be part of a cycle, and
+        # ten thousand of them per archive would otherwise set off the cyclic garbage collector many times.
+        row_type = msgspec.defstruct('ArchiveRow', fields, rename=rename, gc=False)
         namespace = dict(decode=msgspec.json.Decoder(row_type).decode, errors=(msgspec.DecodeError, msgspec.ValidationError),
-                         N=NULL, NULLRAW=msgspec.Raw(b'null'), esc=copy_escape, escb=_copy_escape_bytes)
+                         N=NULL, NULLRAW=msgspec.Raw(b'null'), esc=copy_escape, escb=_copy_escape_bytes, BS=b'\\',
+                         DIGITS=frozenset(b'-0123456789'))
         for index, kind in enumerate(self.kinds):
             namespace['slow%d' % index] = _slow_value(kind, self.element_json[index])
+        template = '\\t'.join(['%s'] * len(exprs))
+        values = dict(row=template, line=template + '\\n', exprs=', '.join(exprs), clean=', '.join(clean))
         source = ('def convert(lines, fallback):\n'
                   '    out = []\n'
                   '    append = out.append\n'
@@ -346,10 +404,19 @@ class CopyConverter:
                   '        except errors:\n'
                   '            append(fallback(line, len(out) + 1))\n'
                   '            continue\n'
-                  '        append(b"%s" %% (%s,))\n'
-                  '    return out\n') % ('\\t'.join(['%s'] * len(exprs)), ', '.join(exprs))
+                  '        append(b"%(row)s" %% (%(exprs)s,))\n'
+                  '    return out\n'
+                  'def decode_all(lines):\n'
+                  '    return [decode(line) for line in lines]\n'
+                  'def clean(rows):\n'
+                  '    return [b"%(line)s" %% (%(clean)s,) for r in rows]\n'
+                  'def checked(rows):\n'
+                  '    return [b"%(line)s" %% (%(exprs)s,) for r in rows]\n'
+                  'def by_line(rows, lines):\n'
+                  '    return [b"%(line)s" %% (%(clean)s,) if BS not in line else b"%(line)s" %% (%(exprs)s,)\n'
+                  '            for r, line in zip(rows, lines)]\n') % values
         exec(compile(source, '<archive row converter>', 'exec'), namespace)  # pylint: disable=exec-used
-        return namespace['convert']
+        return tuple(namespace[name] for name in ('convert', 'decode_all', 'clean', 'checked', 'by_line'))
 
     def convert(self, key, lines):
         """COPY text for ``lines`` (list of bytes).
@@ -362,6 +429,36 @@ class CopyConverter:
             return self._slow_row(key, line, number)
         rows = self._fast(lines, fallback)
         return b'\n'.join(rows) + b'\n' if rows else b''
+
+    def convert_text(self, key, text, lines=None):
+        """COPY text for a whole decompressed archive (bytes), the same as :meth:`convert` of its lines.
+
+        A text without a backslash holds no JSON escape, so none of its strings holds a character that COPY
+        must escape, and the rows skip those checks; a text with backslashes checks only its lines that hold
+        one (unless it also has tabs or carriage returns, raw JSON whitespace that only a json value keeps).
+
+        :param lines: :func:`split_lines` of ``text``, when the caller has them already.
+        :returns: tuple ``(bytes, record count)``.
+        :raises ArchiveFileError: as :meth:`convert` does.
+        """
+        if lines is None:
+            lines = split_lines(key, text)
+        if b'\t' in text or b'\r' in text:
+            formatter = self._checked
+        elif b'\\' in text:
+            formatter = self._by_line
+        else:
+            formatter = self._clean
+        data = []
+        for start in range(0, len(lines), CONVERT_SLICE):
+            part = lines[start:start + CONVERT_SLICE]
+            try:
+                rows = self._decode_all(part)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                return self.convert(key, lines), len(lines)  # per line, with the slow path and the line numbers
+            data += formatter(rows, part) if formatter is self._by_line else formatter(rows)
+            del rows
+        return b''.join(data), len(lines)
 
     def _slow_row(self, key, line, number):
         row = _decode_object(key, line, number)
@@ -391,8 +488,15 @@ _FAST = dict(
     # JSON text from row_to_json holds no raw newline; a backslash or tab needs COPY escaping.
     json=(None, 'N if V == NULLRAW else (B if b"\\\\" not in (B := bytes(V)) and b"\\t" not in B and b"\\r" not in B'
                ' else escb(B))'),
-    number=(None, 'SLOW(V)'),
+    # A JSON number is its own COPY text (every digit kept); anything else goes the slow way.
+    number=(None, 'N if V == NULLRAW else (B if (B := bytes(V))[0] in DIGITS else SLOW(V))'),
     array=(None, 'SLOW(V)'),
+)
+# The expressions for lines without a backslash, tab or carriage return (see CopyConverter.convert_text): their
+# strings hold nothing that COPY escapes, and a Raw value is written as it is (bytes formatting takes buffers).
+_CLEAN = dict(
+    text='N if V is None else V.encode()',
+    json='N if V == NULLRAW else V',
 )
 if msgspec is not None:
     _FAST = {kind: (msgspec.Raw if field_type is None else field_type, expr) for kind, (field_type, expr) in _FAST.items()}

@@ -333,8 +333,9 @@ class Restorer:
             sidecar = self.bucket.json_object(key + fmt.SIDECAR_SUFFIX).read() if archive.get('has_sidecar', True) else None
             body = self.bucket.get(key)
             fmt.verify_body(key, body, sidecar)
-            lines = fmt.split_lines(key, fmt.decompress(key, body))
+            text = fmt.decompress(key, body)
             del body
+            lines = fmt.split_lines(key, text)
             if sidecar and sidecar.get('columns'):
                 archived = [(c['name'], c.get('type')) for c in sidecar['columns']]
             else:
@@ -343,7 +344,7 @@ class Restorer:
                 plan = plan_columns(self.params['schema_migration_strategy'], archived, self.columns)
             except fmt.ArchiveFileError as exc:
                 raise fmt.ArchiveFileError('%s: %s' % (key, exc.msg))
-            data = self._converter(plan['copy']).convert(key, lines) if plan['copy'] else b''
+            data = self._converter(plan['copy']).convert_text(key, text, lines)[0] if plan['copy'] else b''
             return Prepared(archive, sidecar, plan, data, len(lines))
         except PgopsError as exc:
             return Prepared(archive, error=exc.msg, records=_known_records(sidecar, lines))
@@ -367,9 +368,28 @@ class Restorer:
         """
         if not item.records or not item.plan['copy']:
             return 0, item.records
-        if self.direct and not item.plan['casts']:
+        names = [name for name, pg_type in item.plan['copy']]
+        direct = self.direct and not item.plan['casts']
+        if not self.direct and self.strategy == 'skip' and not item.plan['casts'] and self.conflict_columns and \
+                set(self.conflict_columns) <= set(names):
+            # After a file that met existing rows: COPY straight into the table again when neither the first nor
+            # the last row of this file is there (archives hold rows in key order, so files tend to be present
+            # or missing as a whole); a duplicate in between still falls back to the staging table below.
+            edges = fmt.edge_rows(item.data, [names.index(c) for c in self.conflict_columns])
+            if edges is not None:
+                row = sql.SQL('({})').format(sql.SQL(', ').join(
+                    sql.SQL('%s::' + self.types[c]) for c in self.conflict_columns))
+                try:
+                    cursor.execute(sql.SQL('SELECT NOT EXISTS (SELECT 1 FROM {} WHERE ({}) IN ({}, {}))').format(
+                        self.relation.ident, sql.SQL(', ').join(sql.Identifier(c) for c in self.conflict_columns),
+                        row, row), edges[0] + edges[1])
+                    direct = cursor.fetchone()[0]
+                except psycopg2.Error:  # a key that does not cast: the staging table reports it
+                    cursor.execute('ROLLBACK TO SAVEPOINT pgops_file')
+        if direct:
             try:
-                self._copy(cursor, self.relation.ident, [name for name, pg_type in item.plan['copy']], item.data)
+                self._copy(cursor, self.relation.ident, names, item.data)
+                self.direct = True
                 return item.records, 0
             except psycopg2.errors.UniqueViolation:
                 if self.strategy == 'fail':
@@ -383,7 +403,9 @@ class Restorer:
     @staticmethod
     def _copy(cursor, target, names, data):
         query = sql.SQL('COPY {} ({}) FROM STDIN').format(target, sql.SQL(', ').join(sql.Identifier(n) for n in names))
-        cursor.copy_expert(query.as_string(cursor), io.BytesIO(data), size=1 << 20)
+        # One read of the whole buffer: BytesIO hands back the bytes object itself, uncopied, and psycopg2 sends
+        # it in one PQputCopyData call with the GIL released.
+        cursor.copy_expert(query.as_string(cursor), io.BytesIO(data), size=min(max(len(data), 1 << 16), 1 << 30))
 
     def _staged(self, cursor, item):
         names = [name for name, pg_type in item.plan['copy']]
@@ -453,11 +475,22 @@ class Restorer:
 
 
 class _Prefetcher:
-    """Runs :meth:`Restorer.prepare` on the archives in a background thread, at most :data:`PREFETCH` ahead."""
+    """Runs :meth:`Restorer.prepare` on the archives in a background thread, at most :data:`PREFETCH` ahead.
+
+    The two threads share the GIL, and each libpq call of the main thread (psycopg2 releases the GIL in
+    it) must take the GIL back when it returns, while the server waits for the next statement. With
+    Python's default switch interval of 5 ms a busy background thread makes it wait up to that long each
+    time, several times per archive; while the restore runs the interval is 0.5 ms.
+    """
+
+    SWITCH_INTERVAL = 0.0005  # seconds
 
     def __init__(self, restorer, archives):
+        import sys  # pylint: disable=import-outside-toplevel
         self.queue = queue.Queue(PREFETCH)
         self.stop = threading.Event()
+        self.interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self.interval, self.SWITCH_INTERVAL))
         self.thread = threading.Thread(target=self._run, args=(restorer, archives), name='archive-prefetch', daemon=True)
         self.thread.start()
 
@@ -481,8 +514,10 @@ class _Prefetcher:
 
     def close(self):
         """Stop the thread (it finishes the archive in hand)."""
+        import sys  # pylint: disable=import-outside-toplevel
         self.stop.set()
         self.thread.join(timeout=60)
+        sys.setswitchinterval(self.interval)
 
 
 # --- indexes -------------------------------------------------------------------------------------------
