@@ -182,7 +182,7 @@ class Bench:
         child.stdout.close()
         # Reaped here rather than by Popen, for its resource usage (ru_maxrss, KiB on Linux): the peak RSS
         # where /proc/self/status is missing.
-        _, status, usage = os.wait4(child.pid, 0)
+        pid, status, usage = os.wait4(child.pid, 0)
         elapsed = time.perf_counter() - started
         code = child.returncode = os.waitstatus_to_exitcode(status)
         if code != 0:

@@ -487,7 +487,7 @@ _FAST = dict(
     text=(Optional[str], 'N if V is None else (V if "\\\\" not in V and V.isprintable() else esc(V)).encode()'),
     # JSON text from row_to_json holds no raw newline; a backslash or tab needs COPY escaping.
     json=(None, 'N if V == NULLRAW else (B if b"\\\\" not in (B := bytes(V)) and b"\\t" not in B and b"\\r" not in B'
-               ' else escb(B))'),
+          ' else escb(B))'),
     # A JSON number is its own COPY text (every digit kept); anything else goes the slow way.
     number=(None, 'N if V == NULLRAW else (B if (B := bytes(V))[0] in DIGITS else SLOW(V))'),
     array=(None, 'SLOW(V)'),

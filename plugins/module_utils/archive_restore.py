@@ -713,7 +713,8 @@ def _load_all(result, params, conn, restorer, watermark, previous, todo, barrier
         cursor = conn.cursor()
         for archive in todo:
             item = next(prefetch)
-            assert item.archive is archive, 'the prefetch thread must keep the archive order'
+            if item.archive is not archive:
+                raise AssertionError('the prefetch thread must keep the archive order')
             entry = dict(key=item.archive['key'], verified=item.sidecar is not None)
             result['files'].append(entry)
             result['files_processed'] += 1
