@@ -21,6 +21,7 @@ import datetime
 import io
 import queue
 import re
+import sys
 import threading
 import time
 
@@ -167,7 +168,7 @@ def watermark_order(document):
     return parsed['order'] if parsed else None
 
 
-def list_archives(bucket, prefix, start=None, end=None):
+def list_archives(bucket, prefix):
     """The archives of one table in the order they were written.
 
     :returns: list of dicts with ``key``, ``date`` (``datetime.date``), ``order``, ``size`` (bytes),
@@ -178,7 +179,7 @@ def list_archives(bucket, prefix, start=None, end=None):
     archives = []
     for obj in objects:
         parsed = fmt.parse_key(obj['key'])
-        if parsed is None or (start and parsed['date'] < start) or (end and parsed['date'] > end):
+        if parsed is None:
             continue
         archives.append(dict(key=obj['key'], date=parsed['date'], order=parsed['order'], size=obj['size'],
                              has_sidecar=obj['key'] + fmt.SIDECAR_SUFFIX in present,
@@ -486,7 +487,6 @@ class _Prefetcher:
     SWITCH_INTERVAL = 0.0005  # seconds
 
     def __init__(self, restorer, archives):
-        import sys  # pylint: disable=import-outside-toplevel
         self.queue = queue.Queue(PREFETCH)
         self.stop = threading.Event()
         self.interval = sys.getswitchinterval()
@@ -514,7 +514,6 @@ class _Prefetcher:
 
     def close(self):
         """Stop the thread (it finishes the archive in hand)."""
-        import sys  # pylint: disable=import-outside-toplevel
         self.stop.set()
         self.thread.join(timeout=60)
         sys.setswitchinterval(self.interval)
@@ -598,7 +597,8 @@ def _list(result, bucket, prefix, watermark, conn):
 
 
 def _plan(params, bucket, prefix, dates, previous):
-    """Archives to restore and those skipped (with why)."""
+    """Archives to restore, those skipped (with why), and the archives before ``start_date`` that the
+    recorded watermark does not cover yet (from one listing of the table's objects)."""
     if params.get('s3_key'):
         key = params['s3_key']
         parsed = fmt.parse_key(key) or dict(date=None, order=('', '', 0, key))
@@ -607,23 +607,31 @@ def _plan(params, bucket, prefix, dates, previous):
                              'restore_all) to see the keys.' % (key, params['bucket']))
         archive = dict(key=key, date=parsed['date'], order=parsed['order'], has_sidecar=bucket.exists(key + fmt.SIDECAR_SUFFIX),
                        pending=bucket.exists(key + fmt.PENDING_SUFFIX))
-        return ([], [archive]) if not archive['pending'] else ([(archive, 'pending')], [])
+        return ([], [archive], []) if not archive['pending'] else ([(archive, 'pending')], [], [])
     mark = None if params['ignore_watermark'] or not params['restore_watermark'] else watermark_order(previous)
-    skipped, todo = [], []
-    for archive in list_archives(bucket, prefix, *dates):
+    recorded = watermark_order(previous)
+    start, end = dates
+    skipped, todo, earlier = [], [], []
+    for archive in list_archives(bucket, prefix):
+        if start and archive['date'] < start:
+            if recorded is None or archive['order'] > recorded:
+                earlier.append(archive)
+            continue
+        if end and archive['date'] > end:
+            continue
         if archive['pending']:
             skipped.append((archive, 'pending'))
         elif mark and archive['order'] <= mark:
             skipped.append((archive, 'watermark'))
         else:
             todo.append(archive)
-    return skipped, todo
+    return skipped, todo, earlier
 
 
 def _restore(result, params, conn, bucket, relation, watermark, prefix, dates, started):
     tracking = params['restore_watermark'] and params['restore_all']
     previous = watermark.read(conn) if tracking else None
-    skipped, todo = _plan(params, bucket, prefix, dates, previous)
+    skipped, todo, earlier = _plan(params, bucket, prefix, dates, previous)
     files = [dict(key=a['key'], status='skipped', reason=why) for a, why in skipped]
     summary = dict(mode='restore_all' if params['restore_all'] else 's3_key', files_processed=0, files_failed=0,
                    files_skipped=len(skipped), records_restored=0, records_skipped=0, records_failed=0,
@@ -658,7 +666,7 @@ def _restore(result, params, conn, bucket, relation, watermark, prefix, dates, s
         result['indexes_dropped'] = [name for name, definition in indexes]
     try:
         _load_all(result, params, conn, restorer, watermark if tracking else None, previous, todo,
-                  _watermark_barrier(params, bucket, prefix, dates, previous, skipped))
+                  _watermark_barrier(skipped, earlier))
     finally:
         if indexes:
             conn.rollback()
@@ -692,14 +700,10 @@ def _recreate_saved_indexes(conn, bucket, saved):
     return done
 
 
-def _watermark_barrier(params, bucket, prefix, dates, previous, skipped):
+def _watermark_barrier(skipped, earlier):
     """The first archive the watermark must not move past (or ``None``): a pending archive (an interrupted
     table_archive run may still complete it), or, with ``start_date``, an earlier archive not restored yet."""
-    orders = [a['order'] for a, why in skipped if why == 'pending']
-    if params['restore_all'] and dates[0]:
-        mark = watermark_order(previous)
-        orders += [a['order'] for a in list_archives(bucket, prefix, None, dates[0] - datetime.timedelta(days=1))
-                   if mark is None or a['order'] > mark]
+    orders = [a['order'] for a, why in skipped if why == 'pending'] + [a['order'] for a in earlier]
     return min(orders) if orders else None
 
 

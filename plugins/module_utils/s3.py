@@ -120,6 +120,12 @@ def s3_error(exc, action, bucket, key, endpoint_url, secrets=()):
                       % (action, bucket, key, where, redact(reason, secrets)))
 
 
+def _missing(exc):
+    """True when a botocore error says the object does not exist."""
+    return isinstance(exc, botocore.exceptions.ClientError) and \
+        exc.response.get('Error', {}).get('Code') in ('NoSuchKey', '404', 'NotFound')
+
+
 class JsonObject:
     """One JSON document at ``s3://bucket/key``, such as a watermark.
 
@@ -148,11 +154,9 @@ class JsonObject:
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self.key)
             body = response['Body'].read()
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get('Error', {}).get('Code') in ('NoSuchKey', '404', 'NotFound'):
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            if _missing(exc):
                 return None
-            raise s3_error(exc, 'download', self.bucket, self.key, self.endpoint_url)
-        except botocore.exceptions.BotoCoreError as exc:
             raise s3_error(exc, 'download', self.bucket, self.key, self.endpoint_url)
         try:
             document = json.loads(body.decode('utf-8'))
@@ -174,11 +178,6 @@ class JsonObject:
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise s3_error(exc, 'upload', self.bucket, self.key, self.endpoint_url)
         return dict(bucket=self.bucket, key=self.key, etag=response.get('ETag', '').strip('"'), size=len(body))
-
-
-def _missing(exc):
-    return isinstance(exc, botocore.exceptions.ClientError) and \
-        exc.response.get('Error', {}).get('Code') in ('NoSuchKey', '404', 'NotFound')
 
 
 class Bucket:

@@ -147,24 +147,23 @@ class Archiver:
     # The key values come as one text[] per key column, zipped by ROWS FROM: the multi-array form of unnest
     # only exists unqualified (PostgreSQL docs, "Table Functions"), and pg_catalog.unnest(a, b) does not.
 
+    def _key_match(self):
+        """``(key columns) IN (...)`` for one ``%s::text[]`` parameter per key column (``sql.Composed``)."""
+        aliases = [sql.Identifier('k%d' % i) for i in range(len(self.key_columns))]
+        return sql.SQL('({cols}) IN (SELECT {casts} FROM ROWS FROM ({arrays}) AS u({aliases}))').format(
+            cols=sql.SQL(', ').join(sql.Identifier(k) for k in self.key_columns),
+            casts=sql.SQL(', ').join(sql.SQL('u.{}::' + t).format(a) for a, t in zip(aliases, self.key_types)),
+            arrays=sql.SQL(', ').join(sql.SQL('pg_catalog.unnest(%s::text[])') for alias in aliases),
+            aliases=sql.SQL(', ').join(aliases))
+
     def _delete(self, cursor, key_values):
         """Delete the rows whose key columns hold ``key_values`` (one list of text per key column)."""
-        aliases = [sql.Identifier('k%d' % i) for i in range(len(self.key_columns))]
-        query = sql.SQL('DELETE FROM {table} WHERE ({cols}) IN (SELECT {casts} FROM ROWS FROM ({arrays}) AS u({aliases}))').format(
-            table=self.relation.ident, cols=sql.SQL(', ').join(sql.Identifier(k) for k in self.key_columns),
-            casts=sql.SQL(', ').join(sql.SQL('u.{}::' + t).format(a) for a, t in zip(aliases, self.key_types)),
-            arrays=sql.SQL(', ').join(sql.SQL('pg_catalog.unnest(%s::text[])') for alias in aliases), aliases=sql.SQL(', ').join(aliases))
-        cursor.execute(query, key_values)
+        cursor.execute(sql.SQL('DELETE FROM {} WHERE ').format(self.relation.ident) + self._key_match(), key_values)
         return cursor.rowcount
 
     def count_keys(self, cursor, key_values):
         """How many of the rows named by ``key_values`` (one list of text per key column) exist (int)."""
-        aliases = [sql.Identifier('k%d' % i) for i in range(len(self.key_columns))]
-        query = sql.SQL('SELECT count(*) FROM {table} WHERE ({cols}) IN (SELECT {casts} FROM ROWS FROM ({arrays}) AS u({aliases}))').format(
-            table=self.relation.ident, cols=sql.SQL(', ').join(sql.Identifier(k) for k in self.key_columns),
-            casts=sql.SQL(', ').join(sql.SQL('u.{}::' + t).format(a) for a, t in zip(aliases, self.key_types)),
-            arrays=sql.SQL(', ').join(sql.SQL('pg_catalog.unnest(%s::text[])') for alias in aliases), aliases=sql.SQL(', ').join(aliases))
-        cursor.execute(query, key_values)
+        cursor.execute(sql.SQL('SELECT count(*) FROM {} WHERE ').format(self.relation.ident) + self._key_match(), key_values)
         return cursor.fetchone()[0]
 
     def archive_batch(self, archived_at, number):
