@@ -13,8 +13,8 @@ reported), into the truncated table:
 
 (a) ``psql -X -c "\\copy t FROM 'file.csv' csv"``;
 (b) ``archive_restore`` with ``restore_all: true`` and ``conflict_strategy: skip`` (the other options at
-    their module defaults), run the way a module runs: a fresh Python process that imports
-    ``module_utils.archive_restore`` and calls ``run(params)``. Its peak RSS is its VmHWM (Linux).
+    their module defaults), the module itself run in a fresh Python process with its arguments in a JSON
+    file, as Ansible runs it. Its peak RSS is its VmHWM (Linux).
 
 It prints the rows, times and the ratio (a)/(b); the same ratio for restores into a table that already
 holds half of the rows (every second batch, and ids of the first half), where ``skip`` leaves the
@@ -29,7 +29,7 @@ CHECKPOINT is taken. After every run the table's rows are compared with the orig
 order-independent hash of each row's text).
 
     PYTHONPATH=sandbox:.build/collections .venv/bin/python benchmarks/archive_restore.py [--rows 1000000]
-        [--large-rows 5000000 | --skip-large] [--repeat 3]
+        [--large-rows 5000000 | --skip-large] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -51,28 +51,28 @@ sys.path[:0] = [os.path.join(ROOT, 'sandbox'), os.path.join(ROOT, '.build', 'col
 from pgops_sandbox import Sandbox  # noqa: E402
 from pgops_sandbox.pgbin import find_bindir  # noqa: E402
 from ansible_collections.pgops.resilience.plugins.module_utils import archive_format as fmt  # noqa: E402
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_restore  # noqa: E402
 from ansible_collections.pgops.resilience.plugins.module_utils import table_archive  # noqa: E402
 from ansible_collections.pgops.resilience.plugins.module_utils.postgres import postgres_argument_spec  # noqa: E402
 
 DATABASE = 'bench'
 PREFIX = 'archives'
 
-# The restore, as a module runs it: a fresh interpreter, the module's imports, run(params).
-# Its peak RSS is VmHWM of /proc/self/status, the high-water mark of the process's own memory since exec:
-# the ru_maxrss that wait4 reports would include the parent's memory, which the child shares until exec.
+# The restore as Ansible runs it: a fresh interpreter running the module file itself (AnsibleModule reads
+# its arguments from the JSON file named on the command line, as when a module is run by hand), from its
+# imports to the interpreter's exit. Its peak RSS is VmHWM of /proc/self/status, read at exit: the high-water
+# mark of the process's own memory since exec (the ru_maxrss that wait4 reports would include the parent's
+# memory, which the child shares until exec).
 CHILD = r'''
-import json, sys
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_restore
-result = archive_restore.run(json.loads(sys.stdin.read()))
-summary = dict((k, result.get(k)) for k in (
-    'records_restored', 'records_skipped', 'records_failed', 'files_processed', 'files_failed', 'duration_ms'))
-try:
-    with open('/proc/self/status') as status:
-        summary['peak_rss'] = [int(line.split()[1]) * 1024 for line in status if line.startswith('VmHWM:')][0]
-except (OSError, IndexError, ValueError):
-    pass
-print(json.dumps(summary))
+import atexit, json, runpy, sys
+def peak_rss():
+    try:
+        with open('/proc/self/status') as status:
+            sys.stderr.write('PEAK_RSS %d\n' % [int(line.split()[1]) * 1024 for line in status if line.startswith('VmHWM:')][0])
+    except (OSError, IndexError, ValueError):
+        pass
+atexit.register(peak_rss)
+sys.argv = ['archive_restore', sys.argv[1]]
+runpy.run_module('ansible_collections.pgops.resilience.plugins.modules.archive_restore', run_name='__main__')
 '''
 
 
@@ -168,27 +168,27 @@ class Bench:
     def restore(self, table, **options):
         """(b): wall seconds, peak RSS (bytes) and result summary of an archive_restore process (``options``:
         module options other than the defaults)."""
-        spec = archive_restore.argument_spec()
-        spec.update(postgres_argument_spec())
-        params = module_params(spec, database=DATABASE, table=table, bucket=self.sandbox.s3.bucket, prefix=PREFIX,
-                               restore_all=True, conflict_strategy='skip', endpoint_url=self.sandbox.s3.endpoint_url,
-                               access_key=self.sandbox.s3.access_key, secret_key=self.sandbox.s3.secret_key,
-                               region=self.sandbox.s3.region, **dict(self.connection, **options))
+        # Only the options given: the module fills in its defaults, as under Ansible.
+        params = dict(database=DATABASE, table=table, bucket=self.sandbox.s3.bucket, prefix=PREFIX,
+                      restore_all=True, conflict_strategy='skip', endpoint_url=self.sandbox.s3.endpoint_url,
+                      access_key=self.sandbox.s3.access_key, secret_key=self.sandbox.s3.secret_key,
+                      region=self.sandbox.s3.region, **dict(self.connection, **options))
+        args = os.path.join(self.workdir, 'restore-args.json')
+        with open(args, 'w') as handle:
+            json.dump(dict(ANSIBLE_MODULE_ARGS=params), handle)
         started = time.perf_counter()
-        child = subprocess.Popen([sys.executable, '-c', CHILD], env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        child.stdin.write(json.dumps(params).encode('utf-8'))
-        child.stdin.close()
-        out = child.stdout.read()
-        child.stdout.close()
-        # Reaped here rather than by Popen, for its resource usage (ru_maxrss, KiB on Linux): the peak RSS
-        # where /proc/self/status is missing.
-        pid, status, usage = os.wait4(child.pid, 0)
+        child = subprocess.Popen([sys.executable, '-c', CHILD, args], env=self.env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
+        out, err = child.communicate()
         elapsed = time.perf_counter() - started
-        code = child.returncode = os.waitstatus_to_exitcode(status)
-        if code != 0:
-            raise SystemExit('archive_restore failed (exit %s): %s' % (code, out.decode('utf-8', 'replace')))
+        if child.returncode != 0:
+            raise SystemExit('archive_restore failed (exit %s): %s %s' % (child.returncode, out.decode('utf-8', 'replace'),
+                                                                          err.decode('utf-8', 'replace')))
         summary = json.loads(out)
-        return elapsed, summary.pop('peak_rss', usage.ru_maxrss * 1024), summary
+        peaks = [int(line.split()[1]) for line in err.decode('utf-8', 'replace').splitlines() if line.startswith('PEAK_RSS ')]
+        if not peaks:
+            raise SystemExit('archive_restore did not report its peak RSS: %s' % err.decode('utf-8', 'replace'))
+        return elapsed, peaks[0], summary
 
     def check(self, table, expected, what):
         got = self.fingerprint(table)
@@ -206,7 +206,7 @@ def main(argv=None):
     parser.add_argument('--rows', type=int, default=1000000, help='rows of the timed table (default 1,000,000)')
     parser.add_argument('--large-rows', type=int, default=5000000, help='rows of the memory check table (default 5,000,000)')
     parser.add_argument('--skip-large', action='store_true', help='leave out the large table')
-    parser.add_argument('--repeat', type=int, default=3, help='runs per measurement; the median is reported')
+    parser.add_argument('--repeat', type=int, default=5, help='runs per measurement; the median is reported')
     parser.add_argument('--batch-size', type=int, default=10000, help='table_archive batch_size (default 10,000)')
     args = parser.parse_args(argv)
 

@@ -47,8 +47,9 @@ _NAME_RE = re.compile(r'_(?P<ts>\d{8}T\d{6}Z)_batch_(?P<batch>\d+)\Z')
 INT_TYPES = frozenset(['smallint', 'integer', 'bigint', 'oid'])
 JSON_TYPES = frozenset(['json', 'jsonb'])
 NULL = b'\\N'
-# Lines decoded and formatted at a time by CopyConverter.convert_text: bounds the decoded rows held at once.
-CONVERT_SLICE = 2000
+# Bytes of JSON lines decoded and formatted at a time by CopyConverter.convert_text (cut at a line end):
+# bounds the decoded rows held at once to a few thousand.
+CONVERT_CHUNK = 1 << 16
 
 
 def require_msgspec():
@@ -173,7 +174,9 @@ def decompress(key, body):
     """gunzip ``body``; a truncated or corrupt object raises :class:`ArchiveFileError`."""
     try:
         # One gzip member, as encode_batch writes it, in one zlib call (it checks the CRC and the size, and
-        # releases the GIL); anything else (several members, trailing bytes, damage) is left to gzip.
+        # releases the GIL, which the thread that runs COPY needs back quickly: python-isal's twice faster
+        # gunzip keeps it and made the restore slower); anything else (several members, trailing bytes,
+        # damage) is left to gzip.
         inflate = zlib.decompressobj(wbits=31)
         text = inflate.decompress(body)
         if inflate.eof and not inflate.unused_data:
@@ -198,6 +201,32 @@ def split_lines(key, text):
     if lines[-1] == b'':
         lines.pop()
     return lines
+
+
+def line_count(text):
+    """Lines of ``text`` (bytes): its newlines, plus one for a last line without a newline."""
+    return text.count(b'\n') + (1 if text and not text.endswith(b'\n') else 0)
+
+
+def first_line(text):
+    """The first line of ``text`` (bytes) without its newline: a list of it, or an empty list."""
+    end = text.find(b'\n')
+    return [text[:end] if end >= 0 else text] if text else []
+
+
+def lines_holding(text, byte):
+    """Indexes (from 0) of the lines of ``text`` (bytes) that hold ``byte`` (a one-byte bytes), in order.
+    Each step is a C search (``find`` and ``count``), so a text where few lines match is scanned quickly."""
+    indexes, line, last = [], 0, 0
+    position = text.find(byte)
+    while position >= 0:
+        line += text.count(b'\n', last, position)
+        indexes.append(line)
+        last = text.find(b'\n', position)
+        if last < 0:
+            break
+        position = text.find(byte, last)
+    return indexes
 
 
 def edge_rows(data, positions):
@@ -357,44 +386,53 @@ class CopyConverter:
 
     :param columns: list of ``(name, pg_type)``: the columns to load, in COPY's column order, with the type
         that decides how values are read (the archived type when it is known, else the table's).
+    :param not_null: names of the columns that are NOT NULL in the table: their integers are formatted
+        without a NULL check (a chunk that holds a null there anyway goes the checked way, and COPY refuses it).
     Rows missing a column give SQL NULL there; fields not in ``columns`` (metadata, dropped columns) are ignored.
     """
 
-    def __init__(self, columns):
+    def __init__(self, columns, not_null=()):
         require_msgspec()
         self.columns = list(columns)
+        self.not_null = frozenset(not_null)
         self.kinds = [type_kind(pg_type) for name, pg_type in self.columns]
         self.element_json = [pg_type.split('[')[0].strip() in JSON_TYPES for name, pg_type in self.columns]
-        self._fast, self._decode_all, self._clean, self._checked, self._by_line = self._compile()
+        self._fast, self._decode_lines, self._clean, self._checked, self._checked_one = self._compile()
 
     def _compile(self):
         """Generate the per-row code for these columns: a typed msgspec struct and formatting expressions.
 
         :returns: tuple of functions: ``convert(lines, fallback)`` (per line, checked, rows without newline),
-            ``decode_all(lines)`` (the structs; raises on the first line the typed decode refuses), and three
-            that format decoded rows into COPY lines ending with a newline: ``clean(rows)``, for lines that
-            hold no backslash, tab or carriage return, ``checked(rows)`` for any line, and
-            ``by_line(rows, lines)``, checked only where the line holds a backslash (in a text without tabs
-            or carriage returns).
+            ``decode_lines(text)`` (msgspec's, the structs of newline-delimited JSON; raises on the first
+            value the typed decode refuses), and three that format decoded rows into COPY lines ending with a
+            newline: ``clean(rows)``, for lines that hold no backslash, tab or carriage return,
+            ``checked(rows)`` for any line, and ``checked_one(row)``.
         """
-        fields, exprs, clean, rename = [], [], [], {}
+        fields, exprs, clean, clean_formats, rename = [], [], [], [], {}
         for index, kind in enumerate(self.kinds):
             name = 'f%d' % index
             rename[name] = self.columns[index][0]
             field_type, expr = _FAST[kind]
             fields.append((name, field_type, msgspec.Raw(b'null') if field_type is msgspec.Raw else None))
             exprs.append(expr.replace('V', 'r.' + name).replace('SLOW', 'slow%d' % index))
-            clean.append(_CLEAN.get(kind, expr).replace('V', 'r.' + name).replace('SLOW', 'slow%d' % index))
+            if kind == 'int' and self.columns[index][0] in self.not_null:
+                clean_formats.append('%d')  # straight into the row's format: a None raises TypeError
+                clean.append('r.' + name)
+            else:
+                clean_formats.append('%s')
+                clean.append(_CLEAN.get(kind, expr).replace('V', 'r.' + name).replace('SLOW', 'slow%d' % index))
         # gc=False: the structs hold only ints, strs, bools and Raw, so they cannot be part of a cycle, and
         # ten thousand of them per archive would otherwise set off the cyclic garbage collector many times.
         row_type = msgspec.defstruct('ArchiveRow', fields, rename=rename, gc=False)
-        namespace = dict(decode=msgspec.json.Decoder(row_type).decode, errors=(msgspec.DecodeError, msgspec.ValidationError),
-                         N=NULL, NULLRAW=msgspec.Raw(b'null'), esc=copy_escape, escb=_copy_escape_bytes, BS=b'\\',
+        decoder = msgspec.json.Decoder(row_type)
+        namespace = dict(decode=decoder.decode, errors=(msgspec.DecodeError, msgspec.ValidationError),
+                         N=NULL, NULLRAW=msgspec.Raw(b'null'), esc=copy_escape, escb=_copy_escape_bytes,
                          DIGITS=frozenset(b'-0123456789'))
         for index, kind in enumerate(self.kinds):
             namespace['slow%d' % index] = _slow_value(kind, self.element_json[index])
         template = '\\t'.join(['%s'] * len(exprs))
-        values = dict(row=template, line=template + '\\n', exprs=', '.join(exprs), clean=', '.join(clean))
+        values = dict(row=template, line=template + '\\n', clean_line='\\t'.join(clean_formats) + '\\n',
+                      exprs=', '.join(exprs), clean=', '.join(clean))
         source = ('def convert(lines, fallback):\n'
                   '    out = []\n'
                   '    append = out.append\n'
@@ -406,17 +444,14 @@ class CopyConverter:
                   '            continue\n'
                   '        append(b"%(row)s" %% (%(exprs)s,))\n'
                   '    return out\n'
-                  'def decode_all(lines):\n'
-                  '    return [decode(line) for line in lines]\n'
                   'def clean(rows):\n'
-                  '    return [b"%(line)s" %% (%(clean)s,) for r in rows]\n'
+                  '    return [b"%(clean_line)s" %% (%(clean)s,) for r in rows]\n'
                   'def checked(rows):\n'
                   '    return [b"%(line)s" %% (%(exprs)s,) for r in rows]\n'
-                  'def by_line(rows, lines):\n'
-                  '    return [b"%(line)s" %% (%(clean)s,) if BS not in line else b"%(line)s" %% (%(exprs)s,)\n'
-                  '            for r, line in zip(rows, lines)]\n') % values
+                  'def checked_one(r):\n'
+                  '    return b"%(line)s" %% (%(exprs)s,)\n') % values
         exec(compile(source, '<archive row converter>', 'exec'), namespace)  # pylint: disable=exec-used
-        return tuple(namespace[name] for name in ('convert', 'decode_all', 'clean', 'checked', 'by_line'))
+        return (namespace['convert'], decoder.decode_lines) + tuple(namespace[name] for name in ('clean', 'checked', 'checked_one'))
 
     def convert(self, key, lines):
         """COPY text for ``lines`` (list of bytes).
@@ -430,35 +465,49 @@ class CopyConverter:
         rows = self._fast(lines, fallback)
         return b'\n'.join(rows) + b'\n' if rows else b''
 
-    def convert_text(self, key, text, lines=None):
+    def convert_text(self, key, text):
         """COPY text for a whole decompressed archive (bytes), the same as :meth:`convert` of its lines.
 
-        A text without a backslash holds no JSON escape, so none of its strings holds a character that COPY
-        must escape, and the rows skip those checks; a text with backslashes checks only its lines that hold
-        one (unless it also has tabs or carriage returns, raw JSON whitespace that only a json value keeps).
+        The text is decoded a chunk of lines at a time by msgspec's ``decode_lines`` (one call per chunk
+        instead of one per line). A line without a backslash holds no JSON escape, so none of its strings
+        holds a character that COPY must escape, and its row skips those checks; only the lines that hold
+        a backslash are checked (every line of a chunk with a tab or carriage return: raw JSON whitespace
+        that only a json value keeps). A chunk that does not decode into exactly one row per line (a line
+        that is not a JSON object of the expected types, an empty line, two objects on one line) sends the
+        whole archive down the per-line path, which reads what it can and names the line it cannot.
 
-        :param lines: :func:`split_lines` of ``text``, when the caller has them already.
         :returns: tuple ``(bytes, record count)``.
         :raises ArchiveFileError: as :meth:`convert` does.
         """
-        if lines is None:
-            lines = split_lines(key, text)
-        if b'\t' in text or b'\r' in text:
-            formatter = self._checked
-        elif b'\\' in text:
-            formatter = self._by_line
-        else:
-            formatter = self._clean
-        data = []
-        for start in range(0, len(lines), CONVERT_SLICE):
-            part = lines[start:start + CONVERT_SLICE]
+        data, records, start = [], 0, 0
+        while start < len(text):
+            end = text.find(b'\n', start + CONVERT_CHUNK)
+            end = len(text) if end < 0 else end + 1
+            chunk = text[start:end]
             try:
-                rows = self._decode_all(part)
+                rows = self._decode_lines(chunk)
             except (msgspec.DecodeError, msgspec.ValidationError):
-                return self.convert(key, lines), len(lines)  # per line, with the slow path and the line numbers
-            data += formatter(rows, part) if formatter is self._by_line else formatter(rows)
-            del rows
-        return b''.join(data), len(lines)
+                rows = None
+            if rows is None or len(rows) != line_count(chunk):
+                lines = split_lines(key, text)
+                return self.convert(key, lines), len(lines)
+            # Joined a chunk at a time: short C calls that hold the GIL the COPY thread waits for.
+            data.append(b''.join(self._format(rows, chunk)))
+            records += len(rows)
+            start = end
+            del rows, chunk
+        return b''.join(data), records
+
+    def _format(self, rows, chunk):
+        if b'\t' in chunk or b'\r' in chunk:
+            return self._checked(rows)
+        try:
+            out = self._clean(rows)
+        except TypeError:  # a null in a NOT NULL integer column: written as \N, for COPY to refuse
+            return self._checked(rows)
+        for index in lines_holding(chunk, b'\\'):
+            out[index] = self._checked_one(rows[index])
+        return out
 
     def _slow_row(self, key, line, number):
         row = _decode_object(key, line, number)

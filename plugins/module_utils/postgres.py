@@ -498,14 +498,15 @@ def pg_error_text(exc):
 
 class Column:
     """A live column of a table: ``name``, ``type`` (``format_type`` text such as ``numeric(10,2)`` or
-    ``timestamp with time zone``), ``identity`` (``a`` GENERATED ALWAYS, ``d`` BY DEFAULT, ``''`` none) and
-    ``generated`` (True for a stored generated column, which cannot be written)."""
+    ``timestamp with time zone``), ``identity`` (``a`` GENERATED ALWAYS, ``d`` BY DEFAULT, ``''`` none),
+    ``generated`` (True for a stored generated column, which cannot be written) and ``not_null`` (bool)."""
 
-    def __init__(self, name, type_, identity='', generated=False):
+    def __init__(self, name, type_, identity='', generated=False, not_null=False):
         self.name = name
         self.type = type_
         self.identity = identity
         self.generated = generated
+        self.not_null = not_null
 
 
 def table_columns(cursor, relation):
@@ -513,7 +514,7 @@ def table_columns(cursor, relation):
 
     :returns: list of :class:`Column`.
     """
-    cursor.execute('SELECT attname, pg_catalog.format_type(atttypid, atttypmod), attidentity, attgenerated <> %s'
+    cursor.execute('SELECT attname, pg_catalog.format_type(atttypid, atttypmod), attidentity, attgenerated <> %s, attnotnull'
                    ' FROM pg_catalog.pg_attribute WHERE attrelid = pg_catalog.to_regclass(%s) AND attnum > 0'
                    ' AND NOT attisdropped ORDER BY attnum', ['', relation.ident.as_string(cursor)])
     return [Column(*row) for row in cursor.fetchall()]

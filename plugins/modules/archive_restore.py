@@ -97,7 +97,13 @@ options:
     type: bool
     default: false
   commit_frequency:
-    description: Archives per transaction.
+    description:
+      - Archives per transaction.
+      - While the restore runs, transactions commit with C(synchronous_commit) off (atomic and visible at once, on
+        disk within a few hundred milliseconds); the last commit of the run, and each commit after which the S3
+        watermark is written, wait for the WAL flush with the server's own C(synchronous_commit) setting. After
+        a crash of the server the rows and the database watermark of the last transactions are lost together,
+        and the next run restores those archives again.
     type: int
     default: 1
   dry_run:
@@ -114,12 +120,17 @@ options:
   storage_type:
     description:
       - Where the watermark is kept, V(s3), V(database) or V(both). The database copy is written in the
-        transaction of the archives it covers; the S3 copy right after that transaction commits.
+        transaction of the archives it covers. The S3 copy is written from a background thread after a
+        durable commit, at most once a second while the restore runs (one PUT per archive cost as much time
+        as copying a thousand rows each), and at the end of the run; it may trail the restored data by about a
+        second of work, and never leads it.
     type: str
     default: s3
     choices: [s3, database, both]
   update_after_each_archive:
-    description: Move the watermark after each commit; otherwise only at the end of the run.
+    description:
+      - Move the watermark while the restore runs (the database copy with each commit, the S3 copy at most once
+        a second); otherwise only at the end of the run.
     type: bool
     default: true
   ignore_watermark:

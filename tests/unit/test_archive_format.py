@@ -293,6 +293,58 @@ def test_empty_line_is_an_error_naming_its_number():
     assert fmt.split_lines(KEY, b'{"id":1}') == [b'{"id":1}']
 
 
+@pytest.mark.parametrize('chunk', [1 << 20, 1, 200])
+@pytest.mark.parametrize('ending', [b'\n', b''])
+def test_convert_text_agrees_with_convert_line_by_line(monkeypatch, chunk, ending):
+    """Whole-text decoding (per chunk, checked only where a line holds a backslash) gives the same COPY text
+    as the per-line path, whatever the chunk size and with or without a final newline."""
+    monkeypatch.setattr(fmt, 'CONVERT_CHUNK', chunk)
+    converter = fmt.CopyConverter(COLUMNS)
+    plain = [_line(id=n, txt='row %d' % n, doc={'n': n}) for n in range(10)]
+    escaped = [_line(id=20, txt='a\\b'), _line(id=21, txt='tab\there', texts=['x\ny'])]
+    for lines in (plain, escaped + plain + escaped, FAST_LINES + plain, FAST_LINES + SLOW_LINES + plain):
+        text = b'\n'.join(lines) + ending
+        assert converter.convert_text(KEY, text) == (converter.convert(KEY, lines), len(lines))
+    assert converter.convert_text(KEY, b'') == (b'', 0)
+
+
+def test_not_null_integers_format_directly_and_a_null_there_still_reaches_copy():
+    columns = [('id', 'bigint'), ('n', 'integer'), ('t', 'text')]
+    lines = [b'{"id":1,"n":2,"t":"a"}', b'{"id":2,"n":null,"t":null}']
+    plain = fmt.CopyConverter(columns)
+    strict = fmt.CopyConverter(columns, not_null=['id', 'n'])
+    text = b'\n'.join(lines)
+    # The null in the NOT NULL column comes out as \N, for COPY to refuse with its own message.
+    assert strict.convert_text(KEY, text) == plain.convert_text(KEY, text) == (b'1\t2\ta\n2\t\\N\t\\N\n', 2)
+    assert strict.convert_text(KEY, lines[0]) == (b'1\t2\ta\n', 1)
+
+
+def test_convert_text_json_with_raw_tabs_is_checked():
+    converter = fmt.CopyConverter([('id', 'integer'), ('doc', 'json')])
+    lines = [b'{"id":1,"doc":{"a":\t1}}', b'{"id":2,"doc":{"b":2}}']
+    data, records = converter.convert_text(KEY, b'\n'.join(lines))
+    assert records == 2 and data == converter.convert(KEY, lines) and b'\\t' in data
+
+
+@pytest.mark.parametrize('text, line', [
+    (b'{"id":1}\n\n{"id":2}\n', 'line 2 is empty'),
+    (b'{"id":1}\n{"id":2} {"id":3}\n', 'line 2'),
+    (b'{"id":1}\n{"id":2}\n{"id": \n', 'line 3'),
+])
+def test_convert_text_refuses_what_convert_refuses(text, line):
+    with pytest.raises(fmt.ArchiveFileError) as info:
+        fmt.CopyConverter([('id', 'integer')]).convert_text(KEY, text)
+    assert KEY in info.value.msg and line in info.value.msg
+
+
+def test_line_helpers():
+    text = b'{"a":"x\\y"}\n{"a":1}\n{"a":"\\\\"}\n{"a":2}'
+    assert fmt.line_count(text) == 4 and fmt.line_count(text + b'\n') == 4 and fmt.line_count(b'') == 0
+    assert fmt.lines_holding(text, b'\\') == [0, 2]
+    assert fmt.lines_holding(b'a\nb\nc\\', b'\\') == [2] and fmt.lines_holding(b'abc', b'\\') == []
+    assert fmt.first_line(text) == [b'{"a":"x\\y"}'] and fmt.first_line(b'{}') == [b'{}'] and fmt.first_line(b'') == []
+
+
 def test_key_values_and_first_line_columns():
     lines = [b'{"id":1,"at":"2026-01-01T00:00:00+00:00","_batch_id":"b"}', b'{"id":22,"at":null}', b'{"at":"x"}']
     assert fmt.first_line_columns(KEY, lines) == ['id', 'at']
