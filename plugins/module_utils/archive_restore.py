@@ -12,7 +12,7 @@ savepoint and loaded through a temporary staging table with ``INSERT ... ON CONF
 Safety: every file runs under its own savepoint, so a bad file is rolled back alone. The restore
 watermark only advances over files restored without a failed file before them, and it never points past
 committed data: in the database it is written in the transaction of the files it covers, in S3 after a
-durable commit (see :func:`_commit` and :class:`_WatermarkWriter`).
+durable commit (see :func:`_load_all`, :func:`_commit` and :class:`_WatermarkWriter`).
 """
 
 from __future__ import annotations
@@ -799,16 +799,21 @@ def _watermark_barrier(skipped, earlier):
 
 
 def _load_all(result, params, conn, restorer, watermark, previous, todo, barrier=None):
-    """Copy every planned archive, committing every ``commit_frequency`` files and moving the watermark."""
+    """Copy every planned archive, committing every ``commit_frequency`` files and moving the watermark.
+
+    Durability (see :func:`_commit`): transactions commit asynchronously, except the one that holds the last
+    archive and those after which the S3 watermark is written; ``unflushed`` tracks whether rows committed
+    asynchronously may still be only in memory, and the run waits for their WAL flush before it ends.
+    """
     total = int((previous or {}).get('total_archives_restored') or 0)
     mark = watermark_order(previous)
-    contiguous, pending_mark, in_transaction = True, None, 0
+    contiguous, pending_mark, in_transaction, wrote, unflushed = True, None, 0, False, False
     writer = _WatermarkWriter(watermark.s3) if watermark and watermark.uses_s3 else None
     prefetch = _Prefetcher(restorer, todo)
     finished = False
     try:
         cursor = conn.cursor()
-        for archive in todo:
+        for position, archive in enumerate(todo):
             item = next(prefetch)
             if item.archive is not archive:
                 raise AssertionError('the prefetch thread must keep the archive order')
@@ -845,6 +850,7 @@ def _load_all(result, params, conn, restorer, watermark, previous, todo, barrier
                 entry['defaulted_columns'] = item.plan['defaulted']
             result['records_restored'] += restored
             result['records_skipped'] += skipped
+            wrote = wrote or restored > 0
             total += 1
             if watermark and contiguous and (mark is None or item.archive['order'] > mark) and \
                     (barrier is None or item.archive['order'] < barrier):
@@ -853,39 +859,56 @@ def _load_all(result, params, conn, restorer, watermark, previous, todo, barrier
                     watermark.write_database(cursor, pending_mark)
             in_transaction += 1
             if in_transaction >= params['commit_frequency']:
-                # Only a commit whose watermark goes to S3 now waits for its WAL flush; the others commit
-                # asynchronously (see _commit), and the final commit is durable.
+                # A durable commit that wrote rows flushes every earlier one too; the S3 watermark is handed
+                # over only when nothing committed before it can still be lost.
+                last = position == len(todo) - 1
                 s3_now = writer is not None and params['update_after_each_archive'] and pending_mark is not None \
-                    and writer.due()
-                _commit(conn, cursor, result, watermark, pending_mark, writer if s3_now else None, durable=s3_now)
-                in_transaction = 0
-        if watermark and pending_mark is not None and watermark.uses_database:
-            watermark.write_database(cursor, pending_mark)
-        _commit(conn, cursor, result, watermark, pending_mark, writer, durable=True)
+                    and (wrote or not unflushed) and writer.due()
+                _commit(conn, cursor, durable=s3_now or last)
+                if wrote:
+                    unflushed = not (s3_now or last)
+                _publish(result, watermark, pending_mark, writer if s3_now else None)
+                in_transaction, wrote = 0, False
+        if in_transaction or (watermark and pending_mark is not None and watermark.uses_database):
+            if watermark and pending_mark is not None and watermark.uses_database:
+                watermark.write_database(cursor, pending_mark)
+                wrote = True
+            _commit(conn, cursor, durable=True)
+            if wrote:
+                unflushed = False
+        if unflushed:
+            _wait_for_wal_flush(conn)
+        _publish(result, watermark, pending_mark, writer)
         finished = True
     finally:
         prefetch.close()
         if writer is not None:
-            # After a failure the documents already handed over still describe committed files: written too.
+            # After a failure the documents already handed over still describe durable commits: written too.
             if writer.close(check=finished) is not None:
                 result['watermark']['written'] = True
 
 
-def _commit(conn, cursor, result, watermark, document, writer, durable):
-    """Commit, then hand the watermark to the S3 writer: it must never describe rows that are not committed
-    durably.
+def _commit(conn, cursor, durable):
+    """Commit the load's current transaction.
 
     Each transaction of the load starts with ``SET LOCAL synchronous_commit TO off`` (PostgreSQL docs, 30.4
-    "Asynchronous Commit"), and a ``durable`` commit sets it back to the configured value first. An
-    asynchronous commit is atomic and visible at once, and its WAL reaches disk within a few
+    "Asynchronous Commit"); a ``durable`` commit sets it back to the server's, role's or database's setting
+    first. An asynchronous commit is atomic and visible at once, and its WAL reaches disk within a few
     hundred milliseconds instead of the restore waiting for each flush. A crash of the server in that
     window can lose those last transactions together with the database watermark written in them, so the
-    next run restores them again; the S3 watermark is only handed over after a durable commit, and the last
-    commit of the run is durable, which also makes every earlier one durable (WAL is flushed in order).
+    next run restores them again. A durable commit of a transaction that wrote WAL flushes everything up to
+    its commit record, the earlier asynchronous commits included (WAL is flushed in order); one that wrote
+    nothing flushes nothing (``RecordTransactionCommit`` in PostgreSQL's ``xact.c``), which the caller
+    tracks.
     """
     if durable:
-        cursor.execute('SET LOCAL synchronous_commit TO DEFAULT')  # the server's, role's or database's setting
+        cursor.execute('SET LOCAL synchronous_commit TO DEFAULT')
     conn.commit()
+
+
+def _publish(result, watermark, document, writer):
+    """Record ``document`` (committed durably when ``writer`` is given) in the result, and hand it to the S3
+    writer: the S3 watermark must never describe rows that could still be lost."""
     if watermark is None or document is None:
         return
     result['watermark']['current'] = document
@@ -893,6 +916,29 @@ def _commit(conn, cursor, result, watermark, document, writer, durable):
         result['watermark']['written'] = True
     if writer is not None:
         writer.submit(document)
+
+
+def _wait_for_wal_flush(conn, timeout=60):
+    """Wait until the WAL written so far is flushed to disk (``pg_current_wal_flush_lsn()`` reaches the
+    insert position read first): the end of a run whose last rows were committed asynchronously, when no
+    later transaction wrote WAL to flush them with. The WAL writer flushes within three times
+    ``wal_writer_delay`` (PostgreSQL docs, 30.4).
+
+    :raises PgopsError: when the flush does not get there within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    with pg_errors('waiting for the WAL flush'), conn.cursor() as cursor:
+        cursor.execute('SELECT pg_catalog.pg_current_wal_insert_lsn()')
+        target = cursor.fetchone()[0]
+        while True:
+            cursor.execute('SELECT pg_catalog.pg_current_wal_flush_lsn() >= %s::pg_lsn', [target])
+            if cursor.fetchone()[0]:
+                break
+            if time.monotonic() > deadline:
+                raise PgopsError('The restored rows are committed but their WAL was not flushed to disk within %d s '
+                                 '(WAL position %s); check the server, then run the restore again.' % (timeout, target))
+            time.sleep(0.01)
+    conn.commit()
 
 
 def _file_error(key, exc):

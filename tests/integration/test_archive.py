@@ -841,3 +841,26 @@ def test_playbook_lists_archives(sandbox, db, prefix):
     assert '3 archive(s) of %s under s3://%s/%s/%s/%s/' % (table, sandbox.s3.bucket, prefix, db, table) in \
         ' '.join(done.stdout.split())
     assert 'changed=0' in done.stdout and ids_in(sandbox, db, table) == []
+
+
+def test_wait_for_wal_flush_returns_once_asynchronous_commits_are_on_disk(sandbox, db):
+    """The end of a run whose last rows were committed with synchronous_commit off waits for their WAL."""
+    conn = sandbox.primary.connect(dbname=db)
+    try:
+        conn.autocommit = False
+        with conn.cursor() as cursor:
+            cursor.execute('CREATE TABLE flush_probe (id int)')
+            conn.commit()
+            cursor.execute('SET LOCAL synchronous_commit TO off; INSERT INTO flush_probe SELECT generate_series(1, 1000)')
+            conn.commit()
+            cursor.execute('SELECT pg_current_wal_insert_lsn()')
+            committed = cursor.fetchone()[0]
+            conn.commit()
+        archive_restore._wait_for_wal_flush(conn)
+        with conn.cursor() as cursor:
+            cursor.execute('SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn', [committed])
+            assert cursor.fetchone()[0] is True
+            cursor.execute('DROP TABLE flush_probe')
+        conn.commit()
+    finally:
+        conn.close()
