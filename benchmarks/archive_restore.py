@@ -190,6 +190,21 @@ class Bench:
             raise SystemExit('archive_restore did not report its peak RSS: %s' % err.decode('utf-8', 'replace'))
         return elapsed, peaks[0], summary
 
+    def copy_then_restore(self, table, csv, rows, expected):
+        """(a) then (b) into the emptied ``table``, each checked against ``expected``.
+
+        :returns: tuple ``(copy seconds, restore seconds, restore peak RSS bytes, restore summary)``.
+        """
+        self.reset(table)
+        copy_time = self.psql_copy(table, csv)
+        self.check(table, expected, '\\copy')
+        self.reset(table)
+        elapsed, peak, summary = self.restore(table)
+        self.check(table, expected, 'archive_restore')
+        if summary['records_restored'] != rows or summary['files_failed']:
+            raise SystemExit('archive_restore restored %s' % summary)
+        return copy_time, elapsed, peak, summary
+
     def check(self, table, expected, what):
         got = self.fingerprint(table)
         if got != expected:
@@ -249,14 +264,8 @@ def main(argv=None):
         rows, expected, csv, halves = prepared[table]
         copies, restores, rss = [], [], []
         for index in range(args.repeat):
-            bench.reset(table)
-            copies.append(bench.psql_copy(table, csv))
-            bench.check(table, expected, '\\copy')
-            bench.reset(table)
-            elapsed, peak, summary = bench.restore(table)
-            bench.check(table, expected, 'archive_restore')
-            if summary['records_restored'] != rows or summary['files_failed']:
-                raise SystemExit('archive_restore restored %s' % summary)
+            copy_time, elapsed, peak, summary = bench.copy_then_restore(table, csv, rows, expected)
+            copies.append(copy_time)
             restores.append(elapsed)
             rss.append(peak)
             print('run %d: (a) \\copy %.2f s   (b) archive_restore %.2f s (module duration_ms %d)   peak RSS %s'
@@ -299,14 +308,7 @@ def main(argv=None):
         if not args.skip_large:
             table = 'events_large'
             rows, expected, csv, halves = prepared[table]
-            bench.reset(table)
-            copy_large = bench.psql_copy(table, csv)
-            bench.check(table, expected, '\\copy')
-            bench.reset(table)
-            elapsed, peak, summary = bench.restore(table)
-            bench.check(table, expected, 'archive_restore')
-            if summary['records_restored'] != rows or summary['files_failed']:
-                raise SystemExit('archive_restore restored %s' % summary)
+            copy_large, elapsed, peak, summary = bench.copy_then_restore(table, csv, rows, expected)
             print('%s rows: (a) \\copy %.2f s   (b) archive_restore %.2f s   peak RSS %s'
                   % (format(rows, ','), copy_large, elapsed, mb(peak)), flush=True)
             report.append(('peak RSS of archive_restore, %s rows' % format(rows, ','), mb(peak)))

@@ -18,7 +18,7 @@ import traceback
 
 from ansible.module_utils.basic import env_fallback
 
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError, redact
+from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError, redact, run_module
 
 try:
     import psycopg2
@@ -90,6 +90,23 @@ def connection_secrets(params):
     secrets = [params.get('login_password'), params.get('conninfo')]
     secrets += [v for k, v in (params.get('connect_params') or {}).items() if k in ('password', 'sslpassword')]
     return [str(s) for s in secrets if s]
+
+
+def run_postgres_module(module_class, spec, work, **module_options):
+    """Build and run a module that connects to PostgreSQL: the shared connection options plus ``spec``, check
+    mode supported, the connection secrets added to ``no_log_values``, then ``work(module)`` through
+    :func:`run_module` (which turns :class:`PgopsError` into ``fail_json``).
+
+    :param module_class: ``AnsibleModule``, passed in by the module file, which imports it as Ansible expects.
+    :param spec: dict, the module's own argument_spec.
+    :param work: callable taking the module and returning the result dict.
+    :param module_options: further ``AnsibleModule`` arguments, such as ``mutually_exclusive``.
+    """
+    argument_spec = postgres_argument_spec()
+    argument_spec.update(spec)
+    module = module_class(argument_spec=argument_spec, supports_check_mode=True, **module_options)
+    module.no_log_values.update(connection_secrets(module.params))
+    run_module(module, lambda: work(module))
 
 
 def connection_kwargs(params):

@@ -263,18 +263,13 @@ duration_ms:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils.common import run_module
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import connection_secrets, postgres_argument_spec
+from ansible_collections.pgops.resilience.plugins.module_utils.postgres import run_postgres_module
 from ansible_collections.pgops.resilience.plugins.module_utils import archive_restore
 
 
 def main():
-    argument_spec = postgres_argument_spec()
-    argument_spec.update(archive_restore.argument_spec())
-    module = AnsibleModule(argument_spec=argument_spec, mutually_exclusive=archive_restore.MUTUALLY_EXCLUSIVE,
-                           supports_check_mode=True)
-    module.no_log_values.update(connection_secrets(module.params))
-    run_module(module, lambda: archive_restore.run(module.params, check_mode=module.check_mode))
+    run_postgres_module(AnsibleModule, archive_restore.argument_spec(), lambda module: archive_restore.run(module.params, check_mode=module.check_mode),
+                        mutually_exclusive=archive_restore.MUTUALLY_EXCLUSIVE)
 
 
 if __name__ == '__main__':

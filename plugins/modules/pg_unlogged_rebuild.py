@@ -288,17 +288,14 @@ watermark:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils.common import run_module
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import connection_secrets, postgres_argument_spec
+from ansible_collections.pgops.resilience.plugins.module_utils.postgres import run_postgres_module
 from ansible_collections.pgops.resilience.plugins.module_utils import unlogged_rebuild
 
 
 def main():
-    argument_spec = postgres_argument_spec()
-    argument_spec.update(unlogged_rebuild.argument_spec())
-    module = AnsibleModule(argument_spec=argument_spec, required_if=unlogged_rebuild.REQUIRED_IF, supports_check_mode=True)
-    module.no_log_values.update(connection_secrets(module.params))
-    run_module(module, lambda: unlogged_rebuild.run(module.params, check_mode=module.check_mode, warn=module.warn))
+    run_postgres_module(AnsibleModule, unlogged_rebuild.argument_spec(),
+                        lambda module: unlogged_rebuild.run(module.params, check_mode=module.check_mode, warn=module.warn),
+                        required_if=unlogged_rebuild.REQUIRED_IF)
 
 
 if __name__ == '__main__':
