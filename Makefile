@@ -14,12 +14,17 @@ COLLECTIONS := $(BUILD)/collections
 SANITY_ROOT := $(or $(TMPDIR),/tmp)/pgops-ansible-test/ansible_collections/pgops/resilience
 SANDBOX_DIR ?= $(CURDIR)/.sandbox
 PYTEST_ARGS ?=
+# barman-cloud for archive_command / restore_command, run by the PostgreSQL server's system user: a virtual
+# environment made with the system Python, which that user can reach (the development one may live under /root).
+SERVER_PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
+SERVER_TOOLS := $(BUILD)/server-tools
 
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export PYTHONPATH := $(CURDIR)/sandbox
 export PATH := $(BIN):$(PATH)
+export PGOPS_SERVER_TOOLS_BIN := $(SERVER_TOOLS)/bin
 
-.PHONY: help setup venv postgres test-tools collection demo test sanity lint molecule pytest unit integration sandbox-up sandbox-down sandbox-status benchmark benchmark-archive clean
+.PHONY: help setup venv postgres server-tools test-tools collection demo test sanity lint molecule pytest unit integration sandbox-up sandbox-down sandbox-status benchmark benchmark-archive clean
 
 help:
 	@echo "make demo      set up, start the sandbox, and repair a real failover (the main job)"
@@ -28,11 +33,11 @@ help:
 	@echo "make benchmark the check's latency at 10 thousand and 10 million rows, and archive_restore against psql \\copy (not part of make test)"
 	@echo "make benchmark-archive  archive_restore against psql \\copy of the same rows, 1 and 5 million rows"
 
-setup: venv postgres collection
+setup: venv postgres server-tools collection
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-server-tools.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
@@ -40,6 +45,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 postgres:
 	@hacking/ensure-system-packages.sh
+
+server-tools: $(SERVER_TOOLS)/.installed
+
+$(SERVER_TOOLS)/.installed: requirements-server-tools.txt | postgres
+	$(SERVER_PYTHON) -m venv $(SERVER_TOOLS)
+	$(SERVER_TOOLS)/bin/python -m pip install -q --upgrade pip
+	$(SERVER_TOOLS)/bin/python -m pip install -q -r requirements-server-tools.txt
+	touch $@
 
 test-tools:
 	@hacking/ensure-system-packages.sh --with-test-tools

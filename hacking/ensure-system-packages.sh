@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the system programs that `make demo` and `make test` need are present:
 #   - the PostgreSQL 15 server binaries (initdb, pg_ctl, postgres, pg_basebackup) for the sandbox;
+#   - the system Python's venv module, for the barman-cloud tools the server user runs (make server-tools);
 #   - shellcheck, which ansible-test sanity runs on the shell scripts.
 # As root, install the missing Debian packages; otherwise print the exact command and stop.
 set -euo pipefail
@@ -15,6 +16,9 @@ for dir in "${PGOPS_PG_BINDIR:-}" /usr/lib/postgresql/15/bin "$(pg_config --bind
   fi
 done
 [ -n "$pg_bindir" ] || missing+=(postgresql-15)
+if [ -x /usr/bin/python3 ] && ! /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  missing+=(python3-venv)
+fi
 [ "${1:-}" = "--with-test-tools" ] && ! command -v shellcheck >/dev/null && missing+=(shellcheck)
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -5,6 +5,7 @@ UNLOGGED ``kv_store`` filled from them), a baseline run on the primary, a run on
 the primary's loss and the standby's promotion (its ``kv_store`` is empty), the check-and-restore
 playbook against the new primary, the watermark read back from S3, and a second run that changes nothing.
 Then row archives: old audit rows moved to S3 by table_archive and brought back by archive_restore.
+Then barman-cloud: two base backups, retention REDUNDANCY 1, the health and storage reports, a restore drill.
 Every claim printed is read back from PostgreSQL or S3, and the demo fails if one does not hold.
 """
 
@@ -15,6 +16,7 @@ import time
 
 from .errors import SandboxError
 from .archive_demo import run_archive_demo
+from .barman_demo import run_barman_demo
 from .rem_schema import create_rem_schema
 
 DATABASE = 'rem'
@@ -147,6 +149,7 @@ def run_demo(sandbox, out=print):
     _expect(read_watermark(sandbox)['snapshot_ts'] == watermark['snapshot_ts'], 'the second run rewrote the watermark')
 
     archived = run_archive_demo(sandbox, 'standby', out, ansible_playbook, _step, _expect)
+    barman_server = run_barman_demo(sandbox, 'standby', out, ansible_playbook, _step, _expect)
 
     _step(out, 'Summary')
     out('Failover from port %d to port %d (timeline %d -> %d) emptied kv_store; one playbook run rebuilt it'
@@ -155,5 +158,7 @@ def run_demo(sandbox, out=print):
         ' the watermark, and a second run changed nothing. Demo took %.0f s.'
         % (rebuilt, rebuild_seconds, time.monotonic() - started))
     out('Then %d audit rows older than 90 days went to S3 as verified batches and came back identical.' % archived)
+    out('barman-cloud catalog %s: two base backups, REDUNDANCY 1 kept the newest with its WAL, and a restore drill'
+        ' started it and found every audit_logs row.' % barman_server)
     out('The sandbox keeps running (the promoted standby is the primary now): `make demo` starts over, '
         '`make sandbox-down` stops it.')

@@ -123,8 +123,7 @@ class Node:
 
     def settings(self):
         """Return the sandbox settings of this node as an ordered list of (name, postgresql.conf literal)."""
-        archive = self._sandbox.archive_dir
-        archive_command = "test ! -f {a}/%f && cp %p {a}/%f".format(a=shell_quote(archive))
+        archive_command = "%s %%p %%f" % shell_quote(self._sandbox.archive_script)
         return [
             ("listen_addresses", conf_quote(LOOPBACK)),
             ("port", str(self.port)),

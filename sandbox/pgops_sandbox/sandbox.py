@@ -8,6 +8,8 @@ Layout of the work directory::
     primary/         data directory of the primary (server log: primary/server.log)
     standby/         data directory of the standby
     wal_archive/     target of archive_command
+    archive-wal.sh   the primary's archive_command: a copy into wal_archive/, then barman-cloud-wal-archive when
+                     barman.env exists (see barman.py)
     run/             Unix socket directory (a short directory under /tmp when this path would be too long)
     moto.log         output of the S3 server
 """
@@ -21,6 +23,7 @@ import os
 import secrets
 import shutil
 
+from . import barman
 from ._util import DEFAULT_TIMEOUT, LOOPBACK, conninfo_value, free_port, read_json, wait_for, write_private_file
 from .errors import SandboxError
 from .node import SUPERUSER, Node
@@ -76,12 +79,15 @@ class Sandbox:  # pylint: disable=too-many-instance-attributes
     and $PGOPS_SANDBOX_S3_PORT. When ``workdir`` already holds a sandbox its state file wins: stored ports, bucket
     and ``with_standby`` are reused, environment ports are ignored, and an explicit port that differs from the port
     of an existing node raises SandboxError. ``pg_bindir`` overrides where the PostgreSQL programs are looked for.
-    ``timeout`` (seconds) bounds every wait. Nothing is started before up().
+    ``timeout`` (seconds) bounds every wait. With ``barman_server`` (a barman server name), up() also makes the
+    primary ship its WAL with barman-cloud-wal-archive to ``s3://<bucket>/barman/<barman_server>`` (see barman.py).
+    Nothing is started before up().
     """
 
     def __init__(self, workdir, primary_port=None, standby_port=None, s3_port=None, bucket=DEFAULT_BUCKET, pg_bindir=None,
-                 with_standby=True, timeout=DEFAULT_TIMEOUT):
+                 with_standby=True, timeout=DEFAULT_TIMEOUT, barman_server=None):
         self.workdir = os.path.abspath(workdir)
+        self._barman_server = barman_server
         self.timeout = float(timeout)
         self._pg_bindir = pg_bindir
         self._bindir = None
@@ -164,6 +170,16 @@ class Sandbox:  # pylint: disable=too-many-instance-attributes
     def archive_dir(self):
         """Directory that archive_command copies WAL segments into."""
         return os.path.join(self.workdir, "wal_archive")
+
+    @property
+    def archive_script(self):
+        """The primary's archive_command script (see barman.py)."""
+        return os.path.join(self.workdir, "archive-wal.sh")
+
+    @property
+    def barman_env_file(self):
+        """Settings of the barman-cloud-wal-archive step of archive_command; absent = WAL stays local."""
+        return os.path.join(self.workdir, "barman.env")
 
     @property
     def moto_log(self):
@@ -250,6 +266,8 @@ class Sandbox:  # pylint: disable=too-many-instance-attributes
             if self.standby is not None:
                 actions["standby"] = self._ensure_standby()
             actions["s3"] = self._ensure_s3()
+            if self._barman_server:
+                barman.configure(self, self._barman_server)
             self._save_state()
         status = self.status()
         for name, action in actions.items():
@@ -264,6 +282,7 @@ class Sandbox:  # pylint: disable=too-many-instance-attributes
         server.ensure_traversable(self.workdir)
         self._save_state()  # the password must be on disk before initdb uses it
         server.make_dir(self.archive_dir, 0o750)
+        barman.write_archive_script(self)
         self._make_socket_dir()
         self._write_passfiles()
 
@@ -468,6 +487,27 @@ class Sandbox:  # pylint: disable=too-many-instance-attributes
         """
         with self._locked():
             return self.node(name).promote(wait=wait)
+
+    # -- barman-cloud ------------------------------------------------------------------------------------------
+
+    def barman_server(self, name):
+        """Ship the primary's WAL to barman server ``name`` (None: stop shipping) from the next segment on.
+
+        Returns barman_settings(). Raises SandboxError when barman-cloud-wal-archive is missing.
+        """
+        return barman.configure(self, name)
+
+    def barman_settings(self, server_name=None):
+        """dict(destination_path, server_name, endpoint_url, access_key, secret_key, region) of a barman server."""
+        return barman.settings(self, server_name)
+
+    def barman_backup(self, server_name=None, name=None, node="primary"):
+        """Take a base backup of ``node`` with barman-cloud-backup; returns its backup ID (see barman.backup)."""
+        return barman.backup(self, server_name, name, self.node(node))
+
+    def barman_wait_archived(self, timeout=None, node="primary"):
+        """Switch WAL segment on ``node`` and wait until it is archived (and shipped); returns its name."""
+        return barman.wait_archived(self, timeout, self.node(node))
 
     def wait_for_replay(self, source="primary", timeout=None):
         """Wait until the standby has replayed all WAL that node ``source`` has written so far.

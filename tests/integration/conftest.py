@@ -15,10 +15,18 @@ import uuid
 import pytest
 
 from pgops_sandbox import Sandbox, SandboxError
+from pgops_sandbox.barman import TOOLS_ENV, find_tool
 from pgops_sandbox.pgbin import find_bindir
 from pgops_sandbox.rem_schema import create_rem_schema
 
 REQUIRE_TOOLS = os.environ.get('PGOPS_REQUIRE_TOOLS') == '1'
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# barman-cloud CLIs: the server tools first (the server user can run them; `make server-tools`), so that the
+# modules and playbooks under test find the same programs as archive_command and restore_command.
+os.environ.setdefault(TOOLS_ENV, os.path.join(ROOT, '.build', 'server-tools', 'bin'))
+if os.path.isdir(os.environ[TOOLS_ENV]):
+    os.environ['PATH'] = os.environ[TOOLS_ENV] + os.pathsep + os.environ.get('PATH', '')
 
 
 def _tool_missing(message):
@@ -41,6 +49,37 @@ def sandbox():
     yield box
     box.down()
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope='session')
+def barman_sandbox():
+    """A sandbox of its own (primary only) whose WAL is shipped by barman-cloud-wal-archive to S3.
+
+    Separate from ``sandbox``: failover tests there rebuild and promote, which would write one timeline twice
+    into a barman catalog. Tests switch the server name (``barman_server``) to get a catalog of their own.
+    """
+    try:
+        find_bindir()
+    except SandboxError as exc:
+        _tool_missing(str(exc))
+    if find_tool('barman-cloud-wal-archive') is None:
+        _tool_missing('barman-cloud-wal-archive not found; run `make server-tools`')
+    workdir = tempfile.mkdtemp(prefix='pgops-it-barman-')
+    os.chmod(workdir, 0o755)
+    box = Sandbox(workdir, with_standby=False, barman_server='pgops-it-default')
+    box.up()
+    yield box
+    box.down()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def barman_server(barman_sandbox):
+    """A fresh barman server name that the barman sandbox's primary ships WAL to; returns barman_settings()."""
+    name = 'it-%s' % uuid.uuid4().hex[:8]
+    settings = barman_sandbox.barman_server(name)
+    barman_sandbox.barman_wait_archived()
+    return settings
 
 
 @pytest.fixture

@@ -1,0 +1,178 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgops.resilience contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: barman_restore_drill
+short_description: Prove that a barman-cloud base backup really restores - fetch it, recover it, start it, check it, time it
+version_added: 0.1.0
+description:
+  - Fetches a base backup of a barman-cloud catalog with C(barman-cloud-restore) into a new scratch directory,
+    checks C(PG_VERSION), C(global/pg_control) and C(backup_label), and starts PostgreSQL on it with
+    C(barman-cloud-wal-restore) as C(restore_command) (PostgreSQL 15 docs, 26.3.4 "Recovering Using a Continuous
+    Archive Backup").
+  - Waits until recovery reaches a consistent state and the server is promoted, runs SQL checks (O(checks), or a
+    default set - the catalog answers, every database accepts a connection, exact row counts of the user tables),
+    reports the RTO (fetch + recovery + checks, in seconds), stops the server and removes the scratch directory.
+  - The drill instance listens on no TCP address (a private Unix socket only) and has archiving off, so it never
+    writes a new timeline into the production catalog. The catalog is only read.
+  - A drill fails loudly - with the query and what it returned, or with the server log's FATAL lines - when a
+    check fails, a WAL segment is missing or the backup is damaged.
+  - Runs the server as O(server_user) when the module runs as root (PostgreSQL refuses to run as root); that user
+    runs C(barman-cloud-wal-restore), so the program must be reachable by it.
+  - Check mode only resolves the backup and reports the restore_command.
+author:
+  - pgops.resilience maintainers (@pgops)
+extends_documentation_fragment:
+  - pgops.resilience.barman
+  - pgops.resilience.s3
+options:
+  backup_id:
+    description:
+      - The backup to restore, by ID (C(20251126T091549)) or name. C(latest) is the newest DONE backup; with
+        O(recovery_target_time), the newest DONE backup that ended before it.
+    type: str
+    default: latest
+  recovery_target_time:
+    description:
+      - Point-in-time recovery up to this time (C(recovery_target_time), a timestamp with time zone such as
+        C(2026-11-20 10:30:00+00)). At most one of the four recovery targets.
+    type: str
+  recovery_target_lsn:
+    description: Recovery up to this LSN (C(0/3000060)).
+    type: str
+  recovery_target_xid:
+    description: Recovery up to this transaction ID.
+    type: str
+  recovery_target_name:
+    description: Recovery up to this restore point (made with C(pg_create_restore_point)).
+    type: str
+  recovery_target_inclusive:
+    description: Stop just after the target (true) or just before it (false).
+    type: bool
+    default: true
+  checks:
+    description:
+      - SQL checks run in read-only transactions once the server is promoted. Each is a dict with C(query), and
+        optional C(name), C(expected) and C(database).
+      - The value compared with C(expected) is the single value of a one-row, one-column result, otherwise the
+        list of rows. Equal as values or as text (an C(expected) of C(42) matches a C(count(*)) of 42).
+      - When unset, the default checks run and the exact row counts of the user tables of O(database) are returned.
+    type: list
+    elements: dict
+  row_counts:
+    description: Count the rows of every user table of O(database) (default only with the default checks).
+    type: bool
+  database:
+    description: The database the checks connect to.
+    type: str
+    default: postgres
+  user:
+    description: The role the checks connect as (the drill's own pg_hba.conf trusts the private socket).
+    type: str
+    default: postgres
+  scratch_parent:
+    description: Directory in which the scratch directory is made (default the system temporary directory). It needs room for the whole data directory.
+    type: path
+  pg_bindir:
+    description: Directory of the PostgreSQL server programs of the backup's major version (default found from C(PG_VERSION)).
+    type: path
+  server_user:
+    description: System user that runs the drill server when the module runs as root (default the data directory's owner, else C(postgres)).
+    type: str
+  timeout:
+    description: Seconds allowed for the fetch, and for the start, recovery and promotion, and for each check.
+    type: int
+    default: 1800
+  keep:
+    description: Keep the scratch directory (data directory and server log) for inspection. The server is stopped anyway.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+seealso:
+  - module: pgops.resilience.barman_catalog_info
+  - name: barman-cloud-restore
+    description: The barman manual, "barman-cloud-restore" and "barman-cloud-wal-restore".
+    link: https://docs.pgbarman.org/release/latest/user_guide/barman_cloud.html
+'''
+
+EXAMPLES = r'''
+- name: Restore the newest backup and check it
+  pgops.resilience.barman_restore_drill:
+    destination_path: s3://kilobase/barman/backup
+    server_name: kilobase-postgres-backup
+    database: app
+    checks:
+      - name: orders are there
+        query: SELECT count(*) > 0 FROM public.orders
+        expected: true
+  register: drill
+
+- name: PITR drill to a point in time
+  pgops.resilience.barman_restore_drill:
+    destination_path: s3://kilobase/barman/backup
+    server_name: kilobase-postgres-backup
+    recovery_target_time: "2026-11-20 10:30:00+00"
+'''
+
+RETURN = r'''
+verdict:
+  description: C(passed) (a failed drill fails the task, with C(verdict) C(failed) and the C(phase)).
+  returned: always
+  type: str
+backup:
+  description: The backup restored, with C(backup_id), C(backup_name), C(end_time), C(begin_wal), C(end_wal), C(timeline).
+  returned: always
+  type: dict
+rto_seconds:
+  description: Fetch + recovery + checks, in seconds.
+  returned: when the drill ran
+  type: float
+seconds:
+  description: Seconds per phase (C(fetch), C(prepare), C(start_to_consistent), C(recovery), C(checks), C(stop), C(total)).
+  returned: when the drill ran
+  type: dict
+timeline:
+  description: The timeline the drill server was promoted to (the backup's is C(backup.timeline)).
+  returned: when the drill ran
+  type: int
+checks:
+  description: Each check with C(name), C(query), C(database), C(expected), C(value), C(passed) and C(error).
+  returned: when the drill ran
+  type: list
+  elements: dict
+row_counts:
+  description: Exact row counts of the user tables of O(database), C(schema.table) to rows.
+  returned: when the drill ran
+  type: dict
+recovery:
+  description: What the server log says of the recovery (consistent LSN, end LSN, where it stopped, last transaction time).
+  returned: when the drill ran
+  type: dict
+restore_command:
+  description: The restore_command the drill server would use.
+  returned: in check mode
+  type: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pgops.resilience.plugins.module_utils import barman_drill
+from ansible_collections.pgops.resilience.plugins.module_utils.common import run_module
+
+
+def main():
+    module = AnsibleModule(argument_spec=barman_drill.argument_spec(), supports_check_mode=True,
+                           mutually_exclusive=barman_drill.MUTUALLY_EXCLUSIVE)
+    run_module(module, lambda: barman_drill.run(module.params, module.check_mode))
+
+
+if __name__ == '__main__':
+    main()
