@@ -46,6 +46,7 @@ COMPRESSION_SUFFIXES = ('.gz', '.bz2', '.xz', '.snappy', '.zst', '.lz4')
 KEEP_TARGETS = ('full', 'standalone')
 MAX_INFO_BYTES = 1024 * 1024  # a backup.info is about 1.5 KB; larger is not one
 INFO_READERS = 8  # backup.info objects read in parallel
+MISSING = 'it does not exist (deleted while the catalog was read?)'
 
 # The WAL file names barman accepts (barman.xlog): a segment, a .backup label, a .partial segment, a .history file.
 _WAL_NAME = re.compile(r'^(?P<tli>[0-9A-Fa-f]{8})(?:(?P<log>[0-9A-Fa-f]{8})(?P<seg>[0-9A-Fa-f]{8})'
@@ -272,7 +273,7 @@ class BarmanCatalog:
         """One level under ``prefix`` (a key prefix ending with ``/``, or ``''``), as ``ListObjectsV2`` with ``Delimiter='/'``.
 
         :returns: dict ``directories`` (sorted names of the "directories" directly under it) and ``files`` (usage
-            dict of the objects directly under it, see :func:`usage_of`).
+            dict of the objects directly under it, see :func:`new_usage`).
         :raises PgopsError: when the listing fails.
         """
         directories = []
@@ -353,7 +354,7 @@ class BarmanCatalog:
         return self._base_usage
 
     def _read_small(self, key):
-        """The text of a small object, ``None`` when it does not exist; (None, reason) for other failures."""
+        """``(bytes, None)`` of a small object, or ``(None, reason)``; the reason is :data:`MISSING` when it does not exist."""
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=key)['Body']
             try:
@@ -362,7 +363,7 @@ class BarmanCatalog:
                 body.close()
         except S3_ERRORS as exc:
             if (getattr(exc, 'response', None) or {}).get('Error', {}).get('Code') in ('NoSuchKey', '404', 'NotFound'):
-                return None, 'it does not exist (deleted while being read?)'
+                return None, MISSING
             return None, s3.s3_error(exc, 'download', self.bucket, key, self.endpoint_url).msg
         if len(data) > MAX_INFO_BYTES:
             return None, 'it is larger than %d bytes' % MAX_INFO_BYTES
@@ -377,9 +378,10 @@ class BarmanCatalog:
                       info_modified=entry['info'], readable=False, unreadable_reason=None)
         if entry['keep']:
             data, reason = self._read_small(prefix + 'annotations/keep')
-            if data is not None or reason is not None:
-                # Unreadable but present: barman keeps the backup when the object exists.
-                backup['keep'] = keep_target(data.decode('utf-8', 'replace') if data is not None else '')
+            if data is not None:
+                backup['keep'] = keep_target(data.decode('utf-8', 'replace'))
+            elif reason != MISSING:
+                backup['keep'] = 'full'  # listed but unreadable: barman keeps a backup whose annotation object exists
         if entry['info'] is None:
             backup['unreadable_reason'] = 'there is no %sbackup.info' % prefix
             return backup

@@ -30,10 +30,10 @@ import ast
 import datetime
 import re
 
-from ansible_collections.pgops.resilience.plugins.module_utils.barman_catalog import BarmanCatalog, parse_destination_path
+from ansible_collections.pgops.resilience.plugins.module_utils.barman_catalog import S3_ERRORS, BarmanCatalog
 from ansible_collections.pgops.resilience.plugins.module_utils.barman_cloud import BarmanCloud, barman_cloud_spec, validate_server_name
 from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError, isoformat_z, utc_now
-from ansible_collections.pgops.resilience.plugins.module_utils.s3 import client_from_params
+from ansible_collections.pgops.resilience.plugins.module_utils.s3 import client_from_params, s3_error
 
 VALID = 'VALID'
 OBSOLETE = 'OBSOLETE'
@@ -221,7 +221,9 @@ def plan(catalog, policy, minimum_redundancy, now=None):
     if minimum_redundancy < 1:
         raise PgopsError('minimum_redundancy must be at least 1: a retention run must never leave the catalog without a backup.')
     now = now or utc_now()
-    backups = catalog.backups()
+    # A directory without backup.info (a backup still uploading) is no backup to barman either; one whose
+    # backup.info cannot be read or parsed makes barman-cloud-backup-delete refuse the whole catalog.
+    backups = [b for b in catalog.backups() if b.get('info_modified') is not None or b.get('readable', True)]
     unreadable = [b['backup_id'] for b in backups if not b.get('readable', True)]
     if unreadable:
         raise PgopsError('Cannot read backup.info of %s in %s; barman-cloud-backup-delete refuses such a catalog too. '
@@ -315,15 +317,14 @@ def _strip_bucket(key, bucket):
     return key[len(bucket) + 1:] if key.startswith(bucket + '/') else key
 
 
-def compare_with_dry_run(result, keys, prefixes, client, bucket):
-    """Differences between our plan and barman's dry run (empty list when they agree).
+def compare_with_dry_run(result, keys, prefixes, catalog):
+    """Differences between our plan and barman's dry run (list of str, at most 40; empty when they agree).
 
     A prefix barman would delete as a whole is expanded by listing it.
     """
     theirs = set(keys)
     for prefix in prefixes:
-        for page in client.get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix=prefix.rstrip('/') + '/'):
-            theirs.update(o['Key'] for o in page.get('Contents', ()))
+        theirs.update(o['key'] for o in catalog.iter_objects(prefix.rstrip('/') + '/'))
     ours = set(result['backup_objects']) | set(result['wal_objects'])
     differences = ['only in barman: %s' % k for k in sorted(theirs - ours)[:20]]
     differences += ['only in the plan: %s' % k for k in sorted(ours - theirs)[:20]]
@@ -356,28 +357,37 @@ def orphan_report(catalog, names, active):
     return report
 
 
-def delete_prefix(client, bucket, prefix):
-    """Delete every object under ``prefix`` in batches of 1000 and check that none is left.
+def delete_prefix(catalog, prefix):
+    """Delete every object under ``prefix`` (streamed, in DeleteObjects batches of 1000) and check none is left.
 
+    :param catalog: :class:`BarmanCatalog` of the bucket.
     :returns: number of objects deleted.
-    :raises PgopsError: when a deletion fails or objects remain.
+    :raises PgopsError: naming the prefix when a deletion fails or objects remain.
     """
     deleted = 0
-    paginator = client.get_paginator('list_objects_v2')
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-        keys = [o['Key'] for o in page.get('Contents', ())]
-        for start in range(0, len(keys), DELETE_BATCH):
-            batch = keys[start:start + DELETE_BATCH]
-            response = client.delete_objects(Bucket=bucket, Delete=dict(Objects=[dict(Key=k) for k in batch], Quiet=True))
-            if response.get('Errors'):
-                first = response['Errors'][0]
-                raise PgopsError('Deleting under s3://%s/%s failed for %d object(s), e.g. %s: %s'
-                                 % (bucket, prefix, len(response['Errors']), first.get('Key'), first.get('Message')))
-            deleted += len(batch)
-    left = client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get('KeyCount', 0)
-    if left:
-        raise PgopsError('Objects remain under s3://%s/%s after deleting them; check object locks and permissions.' % (bucket, prefix))
+    batch = []
+    for obj in catalog.iter_objects(prefix):
+        batch.append(obj['key'])
+        if len(batch) == DELETE_BATCH:
+            deleted += _delete_batch(catalog, prefix, batch)
+            batch = []
+    if batch:
+        deleted += _delete_batch(catalog, prefix, batch)
+    if next(iter(catalog.iter_objects(prefix)), None) is not None:
+        raise PgopsError('Objects remain under s3://%s/%s after deleting them; check object locks and permissions.' % (catalog.bucket, prefix))
     return deleted
+
+
+def _delete_batch(catalog, prefix, keys):
+    try:
+        response = catalog.client.delete_objects(Bucket=catalog.bucket, Delete=dict(Objects=[dict(Key=k) for k in keys], Quiet=True))
+    except S3_ERRORS as exc:
+        raise s3_error(exc, 'deletion', catalog.bucket, prefix, catalog.endpoint_url)
+    if response.get('Errors'):
+        first = response['Errors'][0]
+        raise PgopsError('Deleting under s3://%s/%s failed for %d object(s), e.g. %s: %s'
+                         % (catalog.bucket, prefix, len(response['Errors']), first.get('Key'), first.get('Message')))
+    return len(keys)
 
 
 class Retention:
@@ -392,10 +402,8 @@ class Retention:
 
     def __init__(self, params, client, barman, check_mode):
         self.params = params
-        self.client = client
         self.barman = barman
         self.check_mode = check_mode
-        self.bucket = parse_destination_path(params['destination_path'])[0]
         self.catalog = BarmanCatalog(client, params['destination_path'], params['server_name'], params.get('endpoint_url'))
 
     def run(self):
@@ -412,7 +420,7 @@ class Retention:
         result['removed_servers'] = [o for o in orphans if o['exists']]
         for orphan in result['removed_servers']:
             if not self.check_mode:
-                delete_prefix(self.client, self.bucket, orphan['prefix'])
+                delete_prefix(self.catalog, orphan['prefix'])
             result['changed'] = True
         result['bytes_freed'] = result.get('plan', {}).get('bytes_freed', 0) + sum(o['bytes'] for o in result['removed_servers'])
         return result
@@ -425,8 +433,8 @@ class Retention:
         cmd = self.barman.command('barman-cloud-backup-delete', '--dry-run', '--retention-policy', policy,
                                   '--minimum-redundancy', str(self.params['minimum_redundancy']))
         output = self.barman.run(cmd).stdout
-        keys, prefixes = parse_dry_run(output, self.bucket)
-        differences = compare_with_dry_run(result['plan'], keys, prefixes, self.client, self.bucket)
+        keys, prefixes = parse_dry_run(output, self.catalog.bucket)
+        differences = compare_with_dry_run(result['plan'], keys, prefixes, self.catalog)
         if differences:
             raise PgopsError('The retention plan and barman-cloud-backup-delete --dry-run disagree, so nothing was deleted: %s'
                              % '; '.join(differences), plan=result['plan'])

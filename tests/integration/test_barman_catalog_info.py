@@ -223,6 +223,24 @@ def test_other_server_directory_and_failed_backup(catalog):
     assert [s['backup_id'] for s in result['stale_backups']] == [failed_id]
 
 
+def test_keep_annotations_written_by_barman(catalog):
+    box, settings = catalog['box'], catalog['settings']
+    tool = find_tool('barman-cloud-backup-keep')
+    if tool is None:
+        pytest.skip('barman-cloud-backup-keep not found')
+    name = 'keep-%s' % uuid.uuid4().hex[:8]
+    copy_server(box, settings['server_name'], name)
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=box.s3.access_key, AWS_SECRET_ACCESS_KEY=box.s3.secret_key,
+               AWS_DEFAULT_REGION=box.s3.region)
+    for backup_id, target in zip(catalog['backups'], ('standalone', 'full')):
+        subprocess.run([tool, '--endpoint-url', box.s3.endpoint_url, '--target', target, settings['destination_path'], name,
+                        backup_id], env=env, capture_output=True, text=True, timeout=120, check=True)
+    result = barman_catalog.run(params_for(settings, server_name=name))
+    assert [(b['backup_id'], b['keep']) for b in result['backups']] == list(zip(catalog['backups'], ('standalone', 'full')))
+    assert all(b['objects'] == 3 for b in result['backups']), 'backup.info, data.tar.gz and annotations/keep'
+    assert result['verdict'] == 'ok', result['verdict_reasons']
+
+
 def test_no_backup_is_critical_then_ok_after_a_backup(barman_sandbox, tmp_path):
     box = barman_sandbox
     previous = box.barman_settings()['server_name']
