@@ -24,7 +24,7 @@ export PYTHONPATH := $(CURDIR)/sandbox
 export PATH := $(BIN):$(PATH)
 export PGOPS_SERVER_TOOLS_BIN := $(SERVER_TOOLS)/bin
 
-.PHONY: help setup venv postgres server-tools test-tools collection demo test sanity lint molecule pytest unit integration sandbox-up sandbox-down sandbox-status benchmark benchmark-archive clean
+.PHONY: help setup venv postgres server-tools test-tools collection demo test sanity lint molecule pytest unit integration sandbox-up sandbox-down sandbox-status benchmark benchmark-archive benchmark-barman clean
 
 help:
 	@echo "make demo      set up, start the sandbox, and repair a real failover (the main job)"
@@ -32,6 +32,7 @@ help:
 	@echo "make sandbox-up / sandbox-status / sandbox-down    the embedded PostgreSQL + S3 sandbox ($(SANDBOX_DIR))"
 	@echo "make benchmark the check's latency at 10 thousand and 10 million rows, and archive_restore against psql \\copy (not part of make test)"
 	@echo "make benchmark-archive  archive_restore against psql \\copy of the same rows, 1 and 5 million rows"
+	@echo "make benchmark-barman   barman_catalog_info and the retention plan on 100,000 WAL objects, against barman's own dry run"
 
 setup: venv postgres server-tools collection
 
@@ -116,6 +117,9 @@ benchmark: setup
 
 benchmark-archive: setup
 	$(PY) benchmarks/archive_restore.py
+
+benchmark-barman: setup
+	PYTHONPATH=$(CURDIR)/sandbox:$(COLLECTIONS) $(PY) benchmarks/barman_catalog.py
 
 clean:
 	-$(PY) -m pgops_sandbox --workdir $(SANDBOX_DIR) down

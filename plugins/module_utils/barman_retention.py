@@ -17,8 +17,10 @@ The plan follows barman 3.x (``barman/retention_policies.py`` and ``barman/clien
   not touched by retention.
 - For each deleted backup, oldest first: when no older backup remains (or only standalone keeps), the WAL before
   the ``begin_wal`` of the next backup is removed - whole ``wals/<timeline+log>/`` directories below it and single
-  segments and ``.backup`` files by name - except on timelines that other backups are on, and except the WAL
-  ranges of standalone keeps. ``.history`` files are never removed.
+  segments and ``.backup`` files by name - except on the timelines of the remaining backups (the deleted one's
+  included, as barman computes it) other than the next backup's, and except the WAL ranges of standalone keeps.
+  ``.history`` files are never removed. So after a failover, the WAL of the old timeline stays until its last
+  backup is gone and then only up to that backup's start.
 
 The plan is computed in one streamed pass over the WAL listing; it is checked against barman's own
 ``--dry-run`` before anything is deleted, and against the catalog afterwards.
@@ -184,7 +186,10 @@ def wal_steps(backups, doomed):
         if remove:
             later = [available[b] for b in sorted(available) if b > backup_id and available[b]['status'] in COPY_DONE]
             until = later[0] if later else deleted
-            protected = set(b['timeline'] for b in available.values() if b is not deleted) - set([until['timeline']])
+            # barman means to leave out the backup being deleted here, but compares a freshly read BackupInfo with
+            # the cached one (never equal), so the deleted backup's own timeline counts too (barman 3.19:
+            # BackupManager.get_timelines_to_protect called from cloud_backup_delete._remove_wals_for_backup).
+            protected = set(b['timeline'] for b in available.values()) - set([until['timeline']])
             if until.get('begin_wal'):
                 steps.append(_Step(until['begin_wal'], protected, ranges))
         del available[backup_id]

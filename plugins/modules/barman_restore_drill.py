@@ -93,8 +93,11 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
+    details: Check mode resolves the backup and reports the restore_command; nothing is fetched or started.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 seealso:
   - module: pgops.resilience.barman_catalog_info

@@ -90,6 +90,15 @@ def test_wal_on_a_timeline_of_another_backup_is_protected():
     assert steps[0].deletes_directory(2, 0) is False
 
 
+def test_the_deleted_backups_own_timeline_stays_protected_when_the_next_backup_is_on_another_one():
+    # barman 3.19 compares a freshly read BackupInfo with the cached one, so the deleted backup's timeline counts
+    backups = [_backup(10), _backup(12, tli=2, seg=40)]
+    steps = br.wal_steps(backups, ['20261110T020000'])
+    assert steps[0].protected == {1}
+    assert steps[0].deletes_wal('000000010000000000000030', 'segment') is False
+    assert steps[0].deletes_wal('000000020000000000000020', 'segment') is True
+
+
 def test_no_wal_clean_up_while_an_older_backup_remains():
     backups = [_backup(10, keep='full'), _backup(12), _backup(14)]
     assert br.wal_steps(backups, ['20261112T020000']) == []
