@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 import shutil
+import time
 
 from . import barman
 from ._util import DEFAULT_TIMEOUT, LOOPBACK, conninfo_value, free_port, read_json, wait_for, write_private_file
@@ -536,11 +537,35 @@ class Sandbox:  # pylint: disable=too-many-instance-attributes
             self._prepare()
             self._stop_quietly(self.standby)
             self._remove_datadir(self.standby)
+            self.retire_abandoned_timelines(src)
             self._basebackup(self.standby, src)
             self.standby.start()
             self.standby.wait_streaming(upstream=src)
             self._save_state()
         return self.standby
+
+    def retire_abandoned_timelines(self, source):
+        """Move the archived WAL and history files of timelines above ``source``'s aside (``.superseded-<time>``).
+
+        A standby that was promoted and is now rebuilt from the old primary leaves its timeline in the archive.
+        PostgreSQL's recovery_target_timeline = 'latest' would then follow that timeline, which forked before any
+        later base backup ("requested timeline N is not a child of this server's history"). A real archive gives
+        each cluster generation its own location; the sandbox keeps one directory and retires the dead branch.
+        Returns the names moved.
+        """
+        current = int(source.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0][:8], 16)
+        stamp = int(time.time())
+        moved = []
+        for name in sorted(os.listdir(self.archive_dir)):
+            head = name[:8]
+            if len(name) < 8 or ".superseded" in name or not all(c in "0123456789ABCDEF" for c in head):
+                continue
+            if int(head, 16) > current:
+                os.rename(os.path.join(self.archive_dir, name), os.path.join(self.archive_dir, "%s.superseded-%d" % (name, stamp)))
+                moved.append(name)
+        if moved:
+            LOG.info("retired %d archived file(s) of abandoned timelines above %d: %s ...", len(moved), current, moved[0])
+        return moved
 
     def _remove_datadir(self, node):
         expected = os.path.join(self.workdir, node.name)

@@ -64,6 +64,13 @@ def backup(sandbox):
     """A base backup of the primary taken after ``drill_base`` got BASE_ROWS rows, with its WAL archived."""
     if not sandbox.primary.is_running():
         sandbox.start_node('primary')
+    # An earlier test may have promoted the standby: its timeline's history file in the shared archive would make
+    # recovery_target_timeline 'latest' follow a branch that forked before this backup. Rebuilding the standby
+    # from the primary retires that branch (Sandbox.retire_abandoned_timelines).
+    standby = sandbox.standby
+    if not (standby.is_running() and standby.in_recovery()):
+        sandbox.rebuild_standby(source='primary')
+    sandbox.retire_abandoned_timelines(sandbox.primary)
     primary = sandbox.primary
     primary.execute('DROP TABLE IF EXISTS %s' % BASE_TABLE)
     primary.execute('CREATE TABLE %s (id int PRIMARY KEY, note text)' % BASE_TABLE)
