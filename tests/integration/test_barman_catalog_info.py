@@ -19,7 +19,7 @@ import uuid
 import pytest
 
 from ansible_collections.pgops.resilience.plugins.module_utils import barman_catalog, s3
-from pgops_sandbox.barman import find_tool
+from pgops_sandbox.barman import require_tool
 from tests.integration.helpers import run_playbook
 from tests.unit.test_barman_catalog import parse_exposition
 
@@ -63,9 +63,7 @@ def copy_server(box, source, target):
 
 def barman_list(box, settings):
     """barman-cloud-backup-list --format json: barman's own reading of the catalog, {backup_id: backup}."""
-    tool = find_tool('barman-cloud-backup-list')
-    if tool is None:
-        pytest.skip('barman-cloud-backup-list not found')
+    tool = require_tool('barman-cloud-backup-list')  # installed with barman-cloud-wal-archive; missing is a failure
     env = dict(os.environ, AWS_ACCESS_KEY_ID=box.s3.access_key, AWS_SECRET_ACCESS_KEY=box.s3.secret_key,
                AWS_DEFAULT_REGION=box.s3.region)
     out = subprocess.run([tool, '--endpoint-url', box.s3.endpoint_url, '--format', 'json', settings['destination_path'],
@@ -225,9 +223,7 @@ def test_other_server_directory_and_failed_backup(catalog):
 
 def test_keep_annotations_written_by_barman(catalog):
     box, settings = catalog['box'], catalog['settings']
-    tool = find_tool('barman-cloud-backup-keep')
-    if tool is None:
-        pytest.skip('barman-cloud-backup-keep not found')
+    tool = require_tool('barman-cloud-backup-keep')
     name = 'keep-%s' % uuid.uuid4().hex[:8]
     copy_server(box, settings['server_name'], name)
     env = dict(os.environ, AWS_ACCESS_KEY_ID=box.s3.access_key, AWS_SECRET_ACCESS_KEY=box.s3.secret_key,
