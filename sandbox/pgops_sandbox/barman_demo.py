@@ -11,11 +11,7 @@ DATABASE = 'rem'
 
 
 def _keys(sandbox, prefix):
-    client = sandbox.s3.client()
-    keys = []
-    for page in client.get_paginator('list_objects_v2').paginate(Bucket=sandbox.s3.bucket, Prefix=prefix):
-        keys += [o['Key'] for o in page.get('Contents', ())]
-    return keys
+    return sorted(sandbox.s3.objects(prefix))
 
 
 def run_barman_demo(sandbox, node_name, out, ansible_playbook, step, expect):

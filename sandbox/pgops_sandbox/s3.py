@@ -52,6 +52,13 @@ class S3Endpoint:
         session = boto3.session.Session(aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key, region_name=self.region)
         return session.client("s3", endpoint_url=self.endpoint_url, config=config)
 
+    def objects(self, prefix):
+        """{key: size in bytes} of every object under ``prefix`` in the bucket (all pages)."""
+        found = {}
+        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            found.update((o["Key"], o["Size"]) for o in page.get("Contents", ()))
+        return found
+
     def ensure_bucket(self):
         """Create the bucket unless it exists. Returns True when it was created."""
         from botocore.exceptions import ClientError  # pylint: disable=import-outside-toplevel

@@ -32,6 +32,17 @@ def params_for(sandbox, node, dbname, watermark_key=None, **overrides):
     return params
 
 
+def barman_params(spec, settings, **overrides):
+    """Parameters of a barman module as AnsibleModule fills them in: the defaults of ``spec`` (its argument
+    spec), the catalog and S3 settings of ``settings`` (from ``Sandbox.barman_settings()``), then ``overrides``."""
+    params = _defaults(spec)
+    params.update(destination_path=settings['destination_path'], server_name=settings['server_name'],
+                  endpoint_url=settings['endpoint_url'], access_key=settings['access_key'],
+                  secret_key=settings['secret_key'], region=settings['region'])
+    params.update(overrides)
+    return params
+
+
 def run_playbook(sandbox, playbook, extra_vars=None, env=None, check=False, verbose=False):
     """Run ``ansible-playbook <playbook>`` (an FQCN or a path) as a user would; return the CompletedProcess.
 

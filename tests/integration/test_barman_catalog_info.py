@@ -20,7 +20,7 @@ import pytest
 
 from ansible_collections.pgops.resilience.plugins.module_utils import barman_catalog, s3
 from pgops_sandbox.barman import require_tool
-from tests.integration.helpers import run_playbook
+from tests.integration.helpers import barman_params, run_playbook
 from tests.unit.test_barman_catalog import parse_exposition
 
 HEALTH_CHECK = 'pgops.resilience.backup_health_check'
@@ -29,20 +29,12 @@ STORAGE_REPORT = 'pgops.resilience.storage_report'
 
 def params_for(settings, **overrides):
     """Module parameters as AnsibleModule fills them in: the defaults, the sandbox's S3 settings, ``overrides``."""
-    params = dict((name, option.get('default')) for name, option in barman_catalog.argument_spec().items())
-    params.update(destination_path=settings['destination_path'], server_name=settings['server_name'],
-                  endpoint_url=settings['endpoint_url'], access_key=settings['access_key'],
-                  secret_key=settings['secret_key'], region=settings['region'])
-    params.update(overrides)
-    return params
+    return barman_params(barman_catalog.argument_spec(), settings, **overrides)
 
 
-def listing(client, bucket, prefix):
+def listing(box, prefix):
     """{key: size} of every object under ``prefix``, listed directly."""
-    found = {}
-    for page in client.get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix=prefix):
-        found.update((o['Key'], o['Size']) for o in page.get('Contents', ()))
-    return found
+    return box.s3.objects(prefix)
 
 
 def segment_of(key):
@@ -54,7 +46,7 @@ def copy_server(box, source, target):
     """Copy every object of barman server ``source`` to server ``target`` (server-side copies); returns the keys copied."""
     client = box.s3.client()
     root = 'barman/'
-    keys = sorted(listing(client, box.bucket, root + source + '/'))
+    keys = sorted(listing(box, root + source + '/'))
     for key in keys:
         client.copy_object(Bucket=box.bucket, Key=root + target + key[len(root + source):],
                            CopySource=dict(Bucket=box.bucket, Key=key))
@@ -117,7 +109,7 @@ def test_two_backups_as_barman_lists_them(catalog):
         assert backup['systemid'] == theirs['systemid'] and backup['xlog_segment_size'] == theirs['xlog_segment_size']
         assert backup['wal_missing'] == 0 and backup['keep'] is None
         assert backup['begin_time'].endswith('Z') and backup['end_time'] > backup['begin_time']
-        objects = listing(box.s3.client(), box.bucket, backup['prefix'])
+        objects = listing(box, backup['prefix'])
         assert backup['stored_bytes'] == sum(objects.values()) and backup['objects'] == len(objects)
         assert backup['prefix'] + 'backup.info' in objects
     assert result['backup_count'] == 2 and result['backup_counts'] == {'DONE': 2}
@@ -131,7 +123,7 @@ def test_wal_counts_equal_a_direct_listing(catalog):
     box, settings = catalog['box'], catalog['settings']
     result = barman_catalog.run(params_for(settings))
     wal = result['wal']
-    objects = listing(box.s3.client(), box.bucket, 'barman/%s/wals/' % settings['server_name'])
+    objects = listing(box, 'barman/%s/wals/' % settings['server_name'])
     assert (wal['count'], wal['bytes']) == (len(objects), sum(objects.values()))
     segments = sorted(k.rsplit('/', 1)[1][:24] for k in objects if re.search(r'/[0-9A-F]{24}\.gz$', k))
     assert wal['segments'] == len(segments) >= 6
@@ -140,10 +132,10 @@ def test_wal_counts_equal_a_direct_listing(catalog):
     assert wal['gaps'] == [] and wal['gap_count'] == 0 and wal['missing_segments'] == 0
     directories = dict((d['path'], d) for d in result['storage']['directories'])
     assert directories[result['server_prefix'] + 'wals/']['bytes'] == wal['bytes']
-    base = listing(box.s3.client(), box.bucket, result['server_prefix'] + 'base/')
+    base = listing(box, result['server_prefix'] + 'base/')
     assert (directories[result['server_prefix'] + 'base/']['bytes'], directories[result['server_prefix'] + 'base/']['objects']) == \
         (sum(base.values()), len(base))
-    everything = listing(box.s3.client(), box.bucket, 'barman/')
+    everything = listing(box, 'barman/')
     assert (result['storage']['total_bytes'], result['storage']['total_objects']) == (sum(everything.values()), len(everything))
 
 
@@ -154,7 +146,7 @@ def test_a_deleted_wal_segment_is_one_gap(catalog):
     copy_server(box, settings['server_name'], name)
     client = box.s3.client()
     wals = 'barman/%s/wals/' % name
-    between = sorted(k for k in listing(client, box.bucket, wals)
+    between = sorted(k for k in listing(box, wals)
                      if re.search(r'/[0-9A-F]{24}\.gz$', k) and first['end_wal'] < k.rsplit('/', 1)[1][:24] < second['begin_wal'])
     assert len(between) >= 3, between
     doomed = between[len(between) // 2]
@@ -168,7 +160,7 @@ def test_a_deleted_wal_segment_is_one_gap(catalog):
     assert result['verdict'] == 'warning'
     assert any('1 gap(s) in the WAL archive' in reason for reason in result['verdict_reasons'])
     # Deleting the WAL the newest backup needs makes it unrestorable: critical.
-    needed = [k for k in listing(client, box.bucket, wals) if k.endswith('/%s.gz' % second['begin_wal'])]
+    needed = [k for k in listing(box, wals) if k.endswith('/%s.gz' % second['begin_wal'])]
     client.delete_object(Bucket=box.bucket, Key=needed[0])
     result = barman_catalog.run(params_for(settings, server_name=name))
     assert result['verdict'] == 'critical' and result['wal']['gap_count'] == 2
@@ -197,7 +189,7 @@ def test_other_server_directory_and_failed_backup(catalog):
     result = barman_catalog.run(params_for(settings, server_name=name))
     others = dict((o['name'], o) for o in result['other_servers'])
     assert name not in others and settings['server_name'] in others
-    theirs = listing(client, box.bucket, 'barman/%s/' % old)
+    theirs = listing(box, 'barman/%s/' % old)
     assert len(theirs) == len(copied)
     assert (others[old]['bytes'], others[old]['objects'], others[old]['backup_count'], others[old]['barman_layout']) == \
         (sum(theirs.values()), len(theirs), 2, True)
@@ -208,7 +200,7 @@ def test_other_server_directory_and_failed_backup(catalog):
     stale = dict((s['backup_id'], s) for s in result['stale_backups'])
     assert sorted(stale) == [failed_id, started_id]
     assert stale[failed_id]['reason'] == 'FAILED: failure uploading data (connection lost)'
-    assert stale[failed_id]['stored_bytes'] == sum(listing(client, box.bucket, 'barman/%s/base/%s/' % (name, failed_id)).values())
+    assert stale[failed_id]['stored_bytes'] == sum(listing(box, 'barman/%s/base/%s/' % (name, failed_id)).values())
     assert stale[started_id]['status'] == 'STARTED'
     by_id = dict((b['backup_id'], b) for b in result['backups'])
     assert by_id['20200103T000000']['readable'] is False and 'no barman/' in by_id['20200103T000000']['unreadable_reason']

@@ -10,24 +10,15 @@ import pytest
 
 from ansible_collections.pgops.resilience.plugins.module_utils import barman_drill
 from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
-from tests.integration.helpers import run_playbook
+from tests.integration.helpers import barman_params, run_playbook
 
 
 def _params(settings, **overrides):
-    params = dict((name, option.get('default')) for name, option in barman_drill.argument_spec().items())
-    params.update(destination_path=settings['destination_path'], server_name=settings['server_name'],
-                  endpoint_url=settings['endpoint_url'], access_key=settings['access_key'], secret_key=settings['secret_key'],
-                  region=settings['region'], timeout=120)
-    params.update(overrides)
-    return params
+    return barman_params(barman_drill.argument_spec(), settings, timeout=120, **overrides)
 
 
 def _catalog_keys(box, server_name):
-    client = box.s3.client()
-    keys = set()
-    for page in client.get_paginator('list_objects_v2').paginate(Bucket=box.bucket, Prefix='barman/%s/' % server_name):
-        keys.update(o['Key'] for o in page.get('Contents', ()))
-    return keys
+    return set(box.s3.objects('barman/%s/' % server_name))
 
 
 @pytest.fixture

@@ -14,24 +14,15 @@ import pytest
 
 from ansible_collections.pgops.resilience.plugins.module_utils import barman_retention
 from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
-from tests.integration.helpers import run_playbook
+from tests.integration.helpers import barman_params, run_playbook
 
 
 def _params(settings, **overrides):
-    params = dict((name, option.get('default')) for name, option in barman_retention.argument_spec().items())
-    params.update(destination_path=settings['destination_path'], server_name=settings['server_name'],
-                  endpoint_url=settings['endpoint_url'], access_key=settings['access_key'], secret_key=settings['secret_key'],
-                  region=settings['region'])
-    params.update(overrides)
-    return params
+    return barman_params(barman_retention.argument_spec(), settings, **overrides)
 
 
 def _keys(box, prefix):
-    client = box.s3.client()
-    keys = set()
-    for page in client.get_paginator('list_objects_v2').paginate(Bucket=box.bucket, Prefix=prefix):
-        keys.update(o['Key'] for o in page.get('Contents', ()))
-    return keys
+    return set(box.s3.objects(prefix))
 
 
 def _server_keys(box, settings):
