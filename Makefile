@@ -24,7 +24,7 @@ export PYTHONPATH := $(CURDIR)/sandbox
 export PATH := $(BIN):$(PATH)
 export PGOPS_SERVER_TOOLS_BIN := $(SERVER_TOOLS)/bin
 
-.PHONY: help setup venv postgres server-tools test-tools collection demo test sanity lint molecule pytest unit integration sandbox-up sandbox-down sandbox-status benchmark benchmark-archive benchmark-barman clean
+.PHONY: help setup venv postgres server-tools test-tools collection demo test sanity lint molecule pytest unit integration sandbox-up sandbox-down sandbox-status benchmark benchmark-archive benchmark-barman benchmark-dump clean
 
 help:
 	@echo "make demo      set up, start the sandbox, and repair a real failover (the main job)"
@@ -33,6 +33,7 @@ help:
 	@echo "make benchmark the check's latency at 10 thousand and 10 million rows, and archive_restore against psql \\copy (not part of make test)"
 	@echo "make benchmark-archive  archive_restore against psql \\copy of the same rows, 1 and 5 million rows"
 	@echo "make benchmark-barman   barman_catalog_info and the retention plan on 100,000 WAL objects, against barman's own dry run"
+	@echo "make benchmark-dump     pg_dump_bundle / pg_dump_restore against bare pg_dump -Fd -j 2 / pg_restore -j 2 of the same database"
 
 setup: venv postgres server-tools collection
 
@@ -120,6 +121,9 @@ benchmark-archive: setup
 
 benchmark-barman: setup
 	PYTHONPATH=$(CURDIR)/sandbox:$(COLLECTIONS) $(PY) benchmarks/barman_catalog.py
+
+benchmark-dump: setup
+	PYTHONPATH=$(CURDIR)/sandbox:$(COLLECTIONS) $(PY) benchmarks/dump_bundle.py
 
 clean:
 	-$(PY) -m pgops_sandbox --workdir $(SANDBOX_DIR) down

@@ -62,6 +62,11 @@ Public API (plain Python; no Ansible)::
     drill_settings(...), render_settings(settings), conf_literal(name, value), normalize_recovery_target(target),
     normalize_checks(checks), values_match(value, expected), jsonable(value), server_major(bindir).
 
+    Pieces other runners share (the base backup bootstrap of basebackup.py): ServerUser(name, datadir) (who runs the
+    server; runuser as root), LogFollower(path) (marks and FATAL lines of a growing server log), StartWatch(ctl,
+    datadir, log).wait(probe, deadline, timeout_message) (pg_ctl start watched until a probe says done),
+    postmaster_pid(datadir), postmaster_of(datadir, unknown_is_live=False), pid_alive(pid), read_tail(path).
+
 Typical use (a barman-cloud drill)::
 
     scratch = tempfile.mkdtemp(prefix='pgops-drill-')          # handed over to the runner below
@@ -311,18 +316,32 @@ def _works_in(pid, datadir):
         return None
 
 
-def _postmaster_of(datadir):
+def postmaster_pid(datadir):
+    """The PID (int) in ``datadir/postmaster.pid``, or None when there is no such file or it holds no number. Says
+    nothing of whether that process lives: see :func:`postmaster_of`."""
+    try:
+        with open(os.path.join(datadir, 'postmaster.pid'), encoding='utf-8') as handle:
+            return int(handle.readline().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def postmaster_of(datadir, unknown_is_live=False):
     """The PID of a live postmaster that runs on ``datadir``, or None.
 
     A copied ``postmaster.pid`` names a process of the backed-up host: its PID means nothing here unless that process
-    works in this very directory.
+    works in this very directory. (In a container, the postmaster.pid a server pod left on a volume names PID 1, which
+    is alive in every other pod too: only the working directory tells them apart.)
+
+    :param unknown_is_live: bool, the answer when the PID is alive but /proc cannot tell its working directory (no
+        /proc, or not allowed to look): False for the drill (its copy's postmaster.pid is foreign anyway), True before
+        deleting a data directory (refuse rather than guess).
     """
-    try:
-        with open(os.path.join(datadir, 'postmaster.pid'), encoding='utf-8') as handle:
-            pid = int(handle.readline().strip())
-    except (OSError, ValueError):
+    pid = postmaster_pid(datadir)
+    if not pid or not pid_alive(pid):
         return None
-    return pid if pid_alive(pid) and _works_in(pid, datadir) else None
+    works_in = _works_in(pid, datadir)
+    return pid if works_in or (works_in is None and unknown_is_live) else None
 
 
 def pid_alive(pid):
@@ -744,7 +763,9 @@ def _show(value):
 # -- the drill -----------------------------------------------------------------------------------------------
 
 
-def _read_tail(path, lines=LOG_TAIL_LINES):
+def read_tail(path, lines=LOG_TAIL_LINES):
+    """The last ``lines`` lines (str) of the text file ``path`` (at most its last 64 KiB), or a note why it cannot be
+    read."""
     try:
         with open(path, 'rb') as handle:
             handle.seek(0, os.SEEK_END)
@@ -766,8 +787,9 @@ def _phase_error(phase, msg):
     return error
 
 
-class _LogFollower:
-    """Reads the server log as it grows and notes when each line of :data:`_LOG_MARKS` first appears."""
+class LogFollower:
+    """Reads the server log as it grows and notes when each line of :data:`_LOG_MARKS` first appears (:meth:`poll`,
+    :meth:`time_of`, :meth:`value_of`), and collects its FATAL / PANIC messages (``fatal``, a list of str)."""
 
     def __init__(self, path):
         self.path = path
@@ -806,8 +828,25 @@ class _LogFollower:
         return self.seen[mark][1] if mark in self.seen else None
 
 
-class _ServerUser:
-    """Who runs PostgreSQL: as root, a non-root system user through ``runuser``; otherwise the current user."""
+def _user_name(uid):
+    """The name of user ``uid``, or the number as text when it has no passwd entry (containers)."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+class ServerUser:
+    """Who runs PostgreSQL: as root, a non-root system user through ``runuser``; otherwise the current user.
+
+    :param name: str or None: the system user when this process is root (default: the owner of ``datadir``, or
+        ``postgres`` when root owns it); must be unset or the current user otherwise.
+    :param datadir: str, an existing path whose owner is the default server user.
+    :raises PgopsError: for a user that does not exist, is root, or cannot be switched to.
+
+    ``command(cmd)`` wraps an argument list to run as that user, ``chown`` / ``chown_tree`` give files to it,
+    ``require_traversable(path, option)`` refuses a path the user cannot reach.
+    """
 
     def __init__(self, name, datadir):
         self.as_root = os.geteuid() == 0
@@ -836,6 +875,55 @@ class _ServerUser:
                                  'Leave server_user unset or run as root.' % (name, entry.pw_name))
             self.name, self.uid, self.gid = entry.pw_name, entry.pw_uid, entry.pw_gid
         self.groups = set(os.getgrouplist(self.name, self.gid))
+
+    @classmethod
+    def file_owner(cls, name, path):
+        """A ServerUser that only receives files (``chown``, ``chown_tree``), for work that runs no program as it:
+        preparing a data directory that a server elsewhere (a Kubernetes pod) will start.
+
+        Unlike the constructor it needs no passwd entry and no runuser, as in containers running under an arbitrary
+        UID: as root, ``name`` may be ``uid`` or ``uid:gid``, and without ``name`` a non-root owner of ``path`` keeps
+        it (else ``postgres``); otherwise the files stay the current user's (``name`` must be unset or that user).
+
+        :raises PgopsError: for an unknown user name, root, or another user when not root.
+        """
+        self = cls.__new__(cls)
+        self.as_root = os.geteuid() == 0
+        numeric = re.match(r'(\d+)(?::(\d+))?\Z', name or '')
+        if not self.as_root:
+            uid, gid = os.geteuid(), os.getegid()
+            if name and not numeric and name != _user_name(uid):
+                raise PgopsError('server_user %r: only root can give files to another user; this process runs as %s. Leave '
+                                 'server_user unset or run as root.' % (name, _user_name(uid)))
+            if numeric and int(numeric.group(1)) != uid:
+                raise PgopsError('server_user %r: only root can give files to another user; this process runs as UID %d.'
+                                 % (name, uid))
+        elif numeric:
+            uid = int(numeric.group(1))
+            gid = int(numeric.group(2)) if numeric.group(2) else uid
+        elif name:
+            try:
+                entry = pwd.getpwnam(name)
+            except KeyError:
+                raise PgopsError('server_user %r does not exist on this host; name the user that runs PostgreSQL, or give '
+                                 'its numbers as uid:gid (999:999).' % name)
+            uid, gid = entry.pw_uid, entry.pw_gid
+        else:
+            info = os.stat(path)
+            if info.st_uid != 0:
+                uid, gid = info.st_uid, info.st_gid
+            else:
+                try:
+                    entry = pwd.getpwnam('postgres')
+                except KeyError:
+                    raise PgopsError('%s belongs to root and there is no postgres user here: set server_user to the user '
+                                     'that runs PostgreSQL, or its numbers as uid:gid (999:999).' % path)
+                uid, gid = entry.pw_uid, entry.pw_gid
+        if self.as_root and uid == 0:
+            raise PgopsError('server_user %r is root, and PostgreSQL refuses to run as root (PostgreSQL 15 docs, 19.3); '
+                             'name a non-root user such as postgres.' % (name or 'root'))
+        self.name, self.uid, self.gid, self.groups = _user_name(uid), uid, gid, {gid}
+        return self
 
     def command(self, cmd):
         return (['runuser', '-u', self.name, '--'] if self.as_root else []) + list(cmd)
@@ -870,6 +958,59 @@ class _ServerUser:
             if os.path.isdir(current) and not self.can_traverse(current):
                 raise PgopsError('%s %s: the server user %s cannot enter %s. Make it searchable (chmod o+x %s) or use a '
                                  'directory under %s.' % (option, path, self.name, current, current, tempfile.gettempdir()))
+
+
+class StartWatch:
+    """Watches a server that ``pg_ctl start -w`` (``ctl``, a ``subprocess.Popen``) brings up on ``datadir``, until
+    the caller's probe says what it waits for has happened (the drill: promoted; a bootstrap: recovery ended).
+
+    :param ctl: ``subprocess.Popen`` of ``pg_ctl start`` (stdout piped, text), started in a session of its own.
+    :param datadir: str, the data directory (its ``postmaster.pid`` names the postmaster).
+    :param log: :class:`LogFollower` or None, polled on every round so that its marks get their times.
+
+    ``pid`` is the postmaster's PID once seen (also after a failure, so that the caller can stop it).
+    """
+
+    def __init__(self, ctl, datadir, log=None):
+        self.ctl = ctl
+        self.datadir = datadir
+        self.log = log
+        self.pid = None
+
+    def wait(self, probe, deadline, timeout_message):
+        """Poll every :data:`POLL_INTERVAL` seconds: the log, pg_ctl, the postmaster, then ``probe(deadline)`` once
+        the postmaster is up (a PID in postmaster.pid, or pg_ctl has returned 0).
+
+        :param probe: callable taking the deadline (``time.monotonic()`` seconds) and returning a true value when the
+            wait is over (that value is returned), a false one to be asked again; it may raise PgopsError to stop.
+        :param deadline: float, ``time.monotonic()`` seconds.
+        :param timeout_message: callable returning the message (str) of the timeout error.
+        :raises PgopsError: with ``phase = 'recovery'``, when pg_ctl start exits non-zero (quoting its ``pg_ctl:``
+            lines), the postmaster exits, or ``deadline`` passes.
+        """
+        while True:
+            if self.log is not None:
+                self.log.poll()
+            rc = self.ctl.poll()
+            pid = postmaster_pid(self.datadir)
+            if pid:
+                self.pid = pid
+            if rc is not None and rc != 0:
+                output = (self.ctl.stdout.read() or '') if self.ctl.stdout else ''
+                said = [line.strip() for line in output.splitlines() if line.startswith('pg_ctl:')]
+                raise _phase_error('recovery', 'the server stopped during start or recovery (pg_ctl start: exit code %d%s)'
+                                   % (rc, ', ' + ' '.join(said) if said else ''))
+            if self.pid and not pid_alive(self.pid):
+                raise _phase_error('recovery', 'the server (PID %d) exited during recovery' % self.pid)
+            if rc == 0 and not pid:
+                raise _phase_error('recovery', 'the server exited during recovery (postmaster.pid is gone)')
+            if self.pid or rc == 0:
+                value = probe(deadline)
+                if value:
+                    return value
+            if time.monotonic() >= deadline:
+                raise _phase_error('recovery', timeout_message())
+            time.sleep(POLL_INTERVAL)
 
 
 class Drill:  # pylint: disable=too-many-instance-attributes
@@ -980,11 +1121,7 @@ class Drill:  # pylint: disable=too-many-instance-attributes
 
     def _postmaster_pid(self):
         """The PID in postmaster.pid, or None. Read only after the copied file was removed and the drill started."""
-        try:
-            with open(os.path.join(self.datadir, 'postmaster.pid'), encoding='utf-8') as handle:
-                return int(handle.readline().strip())
-        except (OSError, ValueError):
-            return None
+        return postmaster_pid(self.datadir)
 
     def _ours(self, pid):
         """True when ``pid`` is alive and is the drill's postmaster: its working directory is the data directory, or
@@ -1007,7 +1144,7 @@ class Drill:  # pylint: disable=too-many-instance-attributes
         if _major(info['pg_version']) < MIN_MAJOR:
             raise PgopsError('%s is PostgreSQL %s; the drill runner needs PostgreSQL %d or later (recovery.signal).'
                              % (self.datadir, info['pg_version'], MIN_MAJOR))
-        running = _postmaster_of(self.datadir)
+        running = postmaster_of(self.datadir)
         if running:
             self.live_server = running  # nothing of it is ours to stop or delete
             raise PgopsError('a server (PID %d) is running on %s: a drill needs a restored copy, never a live data directory.'
@@ -1020,7 +1157,7 @@ class Drill:  # pylint: disable=too-many-instance-attributes
                                  'NAME:LOCATION, pg_basebackup --tablespace-mapping / --waldir) and run the drill again.'
                                  % (self.datadir, link, target, ' and scratch_dir' if self.scratch_dir else ''))
         self.bindir = find_bindir(self.bindir, info['pg_version'])
-        self.server = _ServerUser(self.server_user_name, self.datadir)
+        self.server = ServerUser(self.server_user_name, self.datadir)
         result['server_user'] = self.server.name
         if self.port is None:
             self.port = free_port()
@@ -1090,61 +1227,55 @@ class Drill:  # pylint: disable=too-many-instance-attributes
         options = '-c data_directory=%s -c archive_mode=off' % shlex.quote(self.datadir)
         cmd = self.server.command([os.path.join(self.bindir, 'pg_ctl'), 'start', '-D', self.datadir, '-l', self.log_file, '-w',
                                    '-t', str(max(int(self.timeout), 1)), '-o', options])
-        self.log = _LogFollower(self.log_file)
+        self.log = LogFollower(self.log_file)
         # Its own session, so that it can be stopped without a signal to anything else; the postmaster (which
         # pg_ctl starts in a session of its own) inherits the environment, and restore_command with it.
         self.ctl = subprocess.Popen(cmd, env=self._base_env(True), cwd='/', stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
     def _wait_promoted(self, result, started):
-        """Poll (every :data:`POLL_INTERVAL` s) the log, pg_ctl, the postmaster and ``pg_is_in_recovery()``."""
+        """Wait (see :class:`StartWatch`) until ``pg_is_in_recovery()`` answers false on the drill's socket."""
         deadline = started + self.timeout
         conn = None
         first_connect = None
         last_error = None
+
+        def promoted_yet(deadline):
+            nonlocal conn, first_connect, last_error
+            if conn is None:
+                try:
+                    conn = self._connect(self.database, timeout=max(1, min(5, int(deadline - time.monotonic()))))
+                    conn.autocommit = True
+                    if first_connect is None:
+                        first_connect = time.monotonic()
+                except psycopg2.Error as exc:
+                    last_error = ' '.join(str(exc).split())
+                    if 'does not exist' in last_error:
+                        raise _phase_error('recovery', 'cannot connect to the drill instance as user %s to database %s: %s. '
+                                           'Set user and database to a role and a database of the backup'
+                                           % (self.user, self.database, last_error))
+                    return False
+            try:
+                with conn.cursor() as cur:
+                    cur.execute('SELECT pg_is_in_recovery()')
+                    return not cur.fetchone()[0]
+            except psycopg2.Error as exc:
+                last_error = ' '.join(str(exc).split())
+                conn.close()
+                conn = None
+                return False
+
+        def not_promoted():
+            detail = '; last connection error: ' + last_error if last_error else ''
+            return 'the server was not promoted within timeout=%.0f s (still in recovery%s); raise timeout for a longer archive' % (
+                self.timeout, detail)
+
+        watch = StartWatch(self.ctl, self.datadir, self.log)
         try:
-            while True:
-                self.log.poll()
-                rc = self.ctl.poll()
-                pid = self._postmaster_pid()
-                if pid:
-                    self.pid = pid
-                if rc is not None and rc != 0:
-                    output = (self.ctl.stdout.read() or '') if self.ctl.stdout else ''
-                    said = [line.strip() for line in output.splitlines() if line.startswith('pg_ctl:')]
-                    raise _phase_error('recovery', 'the server stopped during start or recovery (pg_ctl start: exit code %d%s)'
-                                       % (rc, ', ' + ' '.join(said) if said else ''))
-                if self.pid and not pid_alive(self.pid):
-                    raise _phase_error('recovery', 'the server (PID %d) exited during recovery' % self.pid)
-                if rc == 0 and not pid:
-                    raise _phase_error('recovery', 'the server exited during recovery (postmaster.pid is gone)')
-                if conn is None and (self.pid or rc == 0):
-                    try:
-                        conn = self._connect(self.database, timeout=max(1, min(5, int(deadline - time.monotonic()))))
-                        conn.autocommit = True
-                        if first_connect is None:
-                            first_connect = time.monotonic()
-                    except psycopg2.Error as exc:
-                        last_error = ' '.join(str(exc).split())
-                        if 'does not exist' in last_error:
-                            raise _phase_error('recovery', 'cannot connect to the drill instance as user %s to database %s: %s. '
-                                               'Set user and database to a role and a database of the backup'
-                                               % (self.user, self.database, last_error))
-                if conn is not None:
-                    try:
-                        with conn.cursor() as cur:
-                            cur.execute('SELECT pg_is_in_recovery()')
-                            if not cur.fetchone()[0]:
-                                break
-                    except psycopg2.Error as exc:
-                        last_error = ' '.join(str(exc).split())
-                        conn.close()
-                        conn = None
-                if time.monotonic() >= deadline:
-                    detail = '; last connection error: ' + last_error if last_error else ''
-                    raise _phase_error('recovery', 'the server was not promoted within timeout=%.0f s (still in recovery%s); '
-                                       'raise timeout for a longer archive' % (self.timeout, detail))
-                time.sleep(POLL_INTERVAL)
+            try:
+                watch.wait(promoted_yet, deadline, not_promoted)
+            finally:
+                self.pid = watch.pid or self.pid
             promoted = time.monotonic()
             self.log.poll()
             try:
@@ -1373,7 +1504,7 @@ class Drill:  # pylint: disable=too-many-instance-attributes
             if self.log is not None:
                 self.log.poll()
             if self.log_file and os.path.exists(self.log_file):
-                result['log_tail'] = self._redact(_read_tail(self.log_file))
+                result['log_tail'] = self._redact(read_tail(self.log_file))
             removed = [] if self.live_server else self._cleanup(self.keep)
             if self.log_file and any(_inside(os.path.realpath(self.log_file), path) for path in removed):
                 result['log_file'] = None

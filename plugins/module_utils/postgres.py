@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import traceback
 
@@ -138,6 +139,50 @@ def connection_kwargs(params):
         kwargs['application_name'] = APPLICATION_NAME
     kwargs.update(params.get('connect_params') or {})
     return dsn, kwargs
+
+
+# libpq's environment variable for each connection keyword it can take from the environment (PostgreSQL 15 docs,
+# 34.15 "Environment Variables"); the client programs (pg_dump, pg_restore, psql, pg_basebackup) read them.
+_LIBPQ_ENVIRONMENT = {
+    'host': 'PGHOST', 'hostaddr': 'PGHOSTADDR', 'port': 'PGPORT', 'dbname': 'PGDATABASE', 'user': 'PGUSER',
+    'password': 'PGPASSWORD', 'passfile': 'PGPASSFILE', 'service': 'PGSERVICE', 'options': 'PGOPTIONS',
+    'application_name': 'PGAPPNAME', 'sslmode': 'PGSSLMODE', 'sslcert': 'PGSSLCERT', 'sslkey': 'PGSSLKEY',
+    'sslrootcert': 'PGSSLROOTCERT', 'sslcrl': 'PGSSLCRL', 'sslcrldir': 'PGSSLCRLDIR', 'sslsni': 'PGSSLSNI',
+    'requirepeer': 'PGREQUIREPEER', 'ssl_min_protocol_version': 'PGSSLMINPROTOCOLVERSION',
+    'ssl_max_protocol_version': 'PGSSLMAXPROTOCOLVERSION', 'gssencmode': 'PGGSSENCMODE', 'krbsrvname': 'PGKRBSRVNAME',
+    'gsslib': 'PGGSSLIB', 'connect_timeout': 'PGCONNECT_TIMEOUT', 'client_encoding': 'PGCLIENTENCODING',
+    'target_session_attrs': 'PGTARGETSESSIONATTRS', 'channel_binding': 'PGCHANNELBINDING',
+}
+
+
+def libpq_environment(params, dbname=None, base=None):
+    """The environment for a PostgreSQL client program (pg_dump, pg_restore, psql, pg_basebackup) that connects
+    where ``params`` point, so that nothing about the connection, above all no password, is on its command line
+    (where ``ps`` shows it to every user of the host).
+
+    What the options set overrides the ``PG*`` variables of ``base``; the others stay (``PGPASSFILE``,
+    ``PGSERVICEFILE``...), as they do for the module's own connection, which libpq makes from the same environment.
+
+    :param params: dict of the options of :func:`postgres_argument_spec`.
+    :param dbname: str or None, the database to use instead of the one the options name.
+    :param base: dict or None, the environment to start from (default ``os.environ``).
+    :returns: dict str -> str.
+    :raises PgopsError: naming a connection keyword that libpq cannot take from the environment.
+    """
+    dsn, kwargs = connection_kwargs(params)
+    merged = dict(psycopg2.extensions.parse_dsn(dsn)) if dsn else {}
+    merged.update(kwargs)
+    if dbname is not None:
+        merged['dbname'] = dbname
+    env = dict(os.environ if base is None else base)
+    for keyword, value in merged.items():
+        if keyword not in _LIBPQ_ENVIRONMENT:
+            raise PgopsError('The connection keyword %r has no libpq environment variable, so the PostgreSQL client '
+                             'programs cannot be given it without putting it on their command line; leave it out of '
+                             'conninfo / connect_params.' % keyword)
+        if value not in (None, ''):
+            env[_LIBPQ_ENVIRONMENT[keyword]] = str(value)
+    return env
 
 
 def describe_server(params):

@@ -1,0 +1,264 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgops.resilience contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The nightly logical dump bundle of the reference runbook ``postgres-infra-setup.md``.
+
+``nightly-YYYYMMDD-HHMM.tar.gz`` (UTC) holds:
+
+- ``records.dir/``: ``pg_dump -Fd -j N`` of the database (what ``pg_restore -j`` restores);
+- ``globals.sql``: ``pg_dumpall --globals-only`` (roles, tablespaces);
+- ``records.sql.gz``: the same dump as plain SQL, for ``psql`` (written by ``pg_restore -f -`` from the directory
+  dump, so it is the same snapshot and the database is read once, not twice);
+- ``pg_settings.tsv`` and ``extensions.tsv``: the server's settings and the database's extensions;
+- ``fingerprints.json`` (with ``fingerprints``): row count and checksum of every table in the dumped snapshot, which
+  a restore drill compares with what it restored;
+- ``manifest.json``: the sha256 of every member (see :mod:`bundle`).
+
+Every file of the dump comes from one snapshot: a REPEATABLE READ transaction exports it
+(``pg_export_snapshot()``, PostgreSQL 15 docs 9.27.5 "Snapshot Synchronization Functions") and ``pg_dump
+--snapshot`` uses it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+from ansible_collections.pgops.resilience.plugins.module_utils import bundle, pg_tools, sanity
+from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils.postgres import (
+    connect, connection_secrets, libpq_environment, pg_errors, psycopg2)
+
+KIND = 'logical-dump'
+NAME_PREFIX = 'nightly'
+SUFFIX = '.tar.gz'
+PATTERN = bundle.name_pattern(NAME_PREFIX, SUFFIX)
+DIRECTORY_DUMP = 'records.dir'
+PLAIN_DUMP = 'records.sql.gz'
+GLOBALS = 'globals.sql'
+SETTINGS = 'pg_settings.tsv'
+EXTENSIONS = 'extensions.tsv'
+FINGERPRINTS = 'fingerprints.json'
+# gzip level of records.sql.gz: the plain copy is for emergencies; speed matters more than the last 20 % of size.
+PLAIN_COMPRESS_LEVEL = 1
+
+_SETTINGS_QUERY = 'SELECT name, setting, unit, source, context FROM pg_catalog.pg_settings ORDER BY name'
+_EXTENSIONS_QUERY = ('SELECT e.extname, e.extversion, n.nspname FROM pg_catalog.pg_extension AS e '
+                     'JOIN pg_catalog.pg_namespace AS n ON n.oid = e.extnamespace ORDER BY e.extname')
+
+
+def argument_spec():
+    """The options of ``pg_dump_bundle`` besides the connection options (see the module's DOCUMENTATION)."""
+    spec = dict(
+        database=dict(type='str'),
+        jobs=dict(type='int', default=2),
+        keep=dict(type='int', default=7),
+        plain_sql=dict(type='bool', default=True),
+        role_passwords=dict(type='bool', default=True),
+        fingerprints=dict(type='bool', default=False),
+        bindir=dict(type='path'),
+        scratch_dir=dict(type='path'),
+        timeout=dict(type='int', default=6 * 3600),
+    )
+    spec.update(bundle.store_argument_spec())
+    return spec
+
+
+def _validate(params):
+    database = params.get('database') or params.get('login_db')
+    if not database:
+        raise PgopsError('database is required: name the database to dump (or set login_db / PGDATABASE).')
+    if params['jobs'] < 1:
+        raise PgopsError('jobs must be at least 1 (pg_dump -j), not %d.' % params['jobs'])
+    if params['keep'] < 0:
+        raise PgopsError('keep must be 0 (keep every bundle) or the number of newest bundles to keep, not %d.' % params['keep'])
+    return database
+
+
+def _server_facts(conn):
+    with pg_errors('reading the server version'), conn.cursor() as cur:
+        cur.execute("SELECT current_setting('server_version_num')::int, current_setting('server_version'), "
+                    "pg_catalog.pg_get_userbyid(d.datdba), pg_catalog.pg_encoding_to_char(d.encoding) "
+                    "FROM pg_catalog.pg_database AS d WHERE d.datname = current_database()")
+        num, version, owner, encoding = cur.fetchone()
+    return dict(server_version_num=num, server_version=version, server_major=num // 10000, owner=owner, encoding=encoding)
+
+
+def make_bundle(params, check_mode=False):
+    """Dump ``database`` into a new bundle, store it, then delete all but the newest ``keep`` bundles.
+
+    :param params: dict, the module's parameters (connection options plus :func:`argument_spec`).
+    :param check_mode: bool; when true nothing is run or written: the result says what would be.
+    :returns: dict, the module result: ``changed``, ``bundle`` (``name``, ``url``, ``bytes``, ``sha256``), ``database``,
+        ``server_version``, ``members`` (int), ``tables`` (int, with fingerprints), ``seconds`` (dict of phase ->
+        seconds), ``deleted`` (list of bundle names), ``warnings`` (stderr lines of the programs).
+    :raises PgopsError: when the connection, a program (with its stderr), the write or the upload fails; then no
+        bundle is stored and none is deleted.
+    """
+    database = _validate(params)
+    store = bundle.BundleStore.from_params(params)
+    conn_params = dict(params, login_db=database)
+    conn = connect(conn_params)
+    try:
+        facts = _server_facts(conn)
+        programs = dict((p, pg_tools.find_client_program(p, params.get('bindir'), facts['server_major']))
+                        for p in ('pg_dump', 'pg_dumpall', 'pg_restore'))
+        name = bundle.bundle_name(NAME_PREFIX, suffix=SUFFIX)
+        if store.exists(name):
+            raise PgopsError('bundle %s already exists in %s: a dump already ran this minute. Wait a minute, or keep '
+                             'the existing one.' % (name, store.location))
+        result = dict(changed=True, database=database, server_version=facts['server_version'],
+                      bundle=dict(name=name, url=store.url(name)), warnings=[], seconds={})
+        if check_mode:
+            existing = store.list(PATTERN) + [dict(name=name, time=name[len(NAME_PREFIX) + 1:-len(SUFFIX)])]
+            result['deleted'] = [b['name'] for b in bundle.expired_bundles(existing, params['keep'])]
+            result['programs'] = programs
+            return result
+        staging = tempfile.mkdtemp(prefix=bundle.PARTIAL_PREFIX + name + '-', dir=store.staging_directory(params.get('scratch_dir')))
+        try:
+            packed = _dump_and_pack(conn, conn_params, database, facts, programs, staging, name, result)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        conn.close()
+    started = time.monotonic()
+    stored = store.store(packed)
+    result['seconds']['store'] = round(time.monotonic() - started, 3)
+    result['bundle'] = stored
+    result['members'] = len(packed['manifest']['members'])
+    # Only now, with the new bundle stored and verified, may an old one go.
+    result['deleted'] = store.apply_retention(PATTERN, params['keep'])
+    return result
+
+
+def _dump_and_pack(conn, params, database, facts, programs, staging, name, result):
+    """Write every member into ``staging/bundle`` and pack it next to ``staging``; return :func:`bundle.pack`'s result."""
+    root = os.path.join(staging, 'bundle')
+    os.mkdir(root)
+    env = libpq_environment(params, dbname=database)
+    secrets = connection_secrets(params)
+    timeout = params['timeout']
+    seconds = result['seconds']
+    started = time.monotonic()
+    snapshot = _export_snapshot(conn)
+    dump = _start_pg_dump(programs['pg_dump'], env, snapshot, params['jobs'], os.path.join(root, DIRECTORY_DUMP), staging)
+    try:
+        # While pg_dump runs, the same snapshot gives the settings, the extensions and the fingerprints.
+        _copy_query(conn, _SETTINGS_QUERY, os.path.join(root, SETTINGS))
+        _copy_query(conn, _EXTENSIONS_QUERY, os.path.join(root, EXTENSIONS))
+        if params['fingerprints']:
+            result['tables'] = _write_fingerprints(params, snapshot, os.path.join(root, FINGERPRINTS))
+        stderr = _wait(dump, timeout)
+    finally:
+        _stop(dump)
+        conn.rollback()
+    if dump.returncode != 0:
+        raise pg_tools.failure('pg_dump of database %s' % database, dump.returncode, stderr, secrets)
+    result['warnings'] += pg_tools.warnings_of(stderr)
+    seconds['pg_dump'] = round(time.monotonic() - started, 3)
+    started = time.monotonic()
+    cmd = [programs['pg_dumpall'], '--globals-only', '--no-password', '-f', os.path.join(root, GLOBALS)]
+    if not params['role_passwords']:
+        cmd.append('--no-role-passwords')
+    result['warnings'] += pg_tools.warnings_of(pg_tools.run_program(cmd, env, 'pg_dumpall --globals-only', secrets, timeout))
+    seconds['pg_dumpall'] = round(time.monotonic() - started, 3)
+    if params['plain_sql']:
+        started = time.monotonic()
+        _plain_copy(programs['pg_restore'], env, os.path.join(root, DIRECTORY_DUMP), os.path.join(root, PLAIN_DUMP), timeout)
+        seconds['plain_sql'] = round(time.monotonic() - started, 3)
+    started = time.monotonic()
+    info = dict(database=database, server_version=facts['server_version'], server_version_num=facts['server_version_num'],
+                owner=facts['owner'], encoding=facts['encoding'], snapshot=snapshot, jobs=params['jobs'],
+                pg_dump=os.path.basename(programs['pg_dump']), pg_dump_major=pg_tools.program_major(programs['pg_dump']),
+                fingerprints=bool(params['fingerprints']))
+    packed = bundle.pack(root, os.path.join(os.path.dirname(staging), name), KIND, info)
+    seconds['pack'] = round(time.monotonic() - started, 3)
+    return packed
+
+
+def _export_snapshot(conn):
+    """Open a REPEATABLE READ, READ ONLY transaction on ``conn`` and export its snapshot; return the snapshot's name."""
+    conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True, autocommit=False)
+    with pg_errors('exporting a snapshot for pg_dump'), conn.cursor() as cur:
+        cur.execute('SELECT pg_catalog.pg_export_snapshot()')
+        return cur.fetchone()[0]
+
+
+def _start_pg_dump(program, env, snapshot, jobs, target, staging):
+    cmd = [program, '--format=directory', '--jobs=%d' % jobs, '--snapshot=%s' % snapshot, '--no-password',
+           '--file=%s' % target]
+    stderr = open(os.path.join(staging, 'pg_dump.stderr'), 'w+b')  # a file: a pipe could fill up and stall pg_dump
+    try:
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+    except OSError as exc:
+        stderr.close()
+        raise PgopsError('cannot run pg_dump (%s): %s' % (program, exc))
+    proc.stderr_file = stderr
+    return proc
+
+
+def _wait(proc, timeout):
+    """Wait for the pg_dump process; return its stderr text."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise PgopsError('pg_dump did not finish within timeout (%d seconds) and was stopped.' % timeout)
+    proc.stderr_file.seek(0)
+    return proc.stderr_file.read().decode('utf-8', 'replace')
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    proc.stderr_file.close()
+
+
+def _copy_query(conn, query, path):
+    """Write the rows of ``query`` as a tab-separated file with a header (COPY ... CSV, tab delimiter)."""
+    with pg_errors('writing %s' % os.path.basename(path)), conn.cursor() as cur, open(path, 'w', encoding='utf-8') as out:
+        cur.copy_expert("COPY (%s) TO STDOUT WITH (FORMAT csv, DELIMITER E'\\t', HEADER)" % query, out)
+
+
+def _write_fingerprints(params, snapshot, path):
+    """fingerprints.json: row count and checksum of every table, read in the dump's snapshot on a connection of its
+    own (the exporting transaction must stay open, and idle, until pg_dump has taken the snapshot)."""
+    conn = connect(params)
+    try:
+        prints = sanity.table_fingerprints(conn, checksums=True, snapshot=snapshot)
+    finally:
+        conn.close()
+    with open(path, 'w', encoding='utf-8') as out:
+        json.dump(prints, out, indent=1, sort_keys=True)
+    return len(prints)
+
+
+def _plain_copy(pg_restore, env, directory_dump, target, timeout):
+    """records.sql.gz from the directory dump: ``pg_restore -f -`` streams the SQL script, gzip compresses it."""
+    cmd = [pg_restore, '--file=-', directory_dump]
+    deadline = time.monotonic() + timeout
+    with tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        except OSError as exc:
+            raise PgopsError('cannot run pg_restore (%s): %s' % (pg_restore, exc))
+        try:
+            with gzip.open(target, 'wb', compresslevel=PLAIN_COMPRESS_LEVEL) as out:
+                for block in iter(lambda: proc.stdout.read(bundle.CHUNK), b''):
+                    out.write(block)
+                    if time.monotonic() > deadline:
+                        raise PgopsError('writing %s took longer than timeout and was stopped.' % PLAIN_DUMP)
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        err.seek(0)
+        if proc.returncode != 0:
+            raise pg_tools.failure('pg_restore --file=- (the plain SQL copy)', proc.returncode, err.read().decode('utf-8', 'replace'))

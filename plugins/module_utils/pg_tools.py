@@ -1,0 +1,131 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgops.resilience contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The PostgreSQL client programs (pg_dump, pg_dumpall, pg_restore, psql, pg_basebackup): finding one that can
+talk to the server, and running it so that a failure always fails the task with the program's own message.
+
+A dump that fails must never report success (the long-standing complaint about community.postgresql's
+``postgresql_db`` dump): every exit status is checked, and the program's stderr is returned as the error.
+Connection settings and passwords reach the programs only through the environment
+(:func:`postgres.libpq_environment`), never their command line.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+
+from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError, redact
+
+BINDIR_ENV = 'PGOPS_PG_BINDIR'
+STDERR_TAIL = 4000  # characters of a failed program's stderr put in the error message
+_VERSION = re.compile(r'\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?')
+
+
+def program_major(path):
+    """The major version (int) of a PostgreSQL program, from ``<program> --version``.
+
+    :raises PgopsError: when it cannot be run or does not print a PostgreSQL version.
+    """
+    try:
+        out = subprocess.run([path, '--version'], capture_output=True, text=True, timeout=30, check=False,
+                             stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PgopsError('cannot run %s --version: %s. Check bindir.' % (path, exc))
+    match = _VERSION.search(out or '')
+    if not match:
+        raise PgopsError('%s --version printed %r, not a PostgreSQL version. Check bindir.' % (path, (out or '').strip()[:80]))
+    return int(match.group(1))
+
+
+def find_client_program(name, bindir=None, server_major=None):
+    """The path of the client program ``name`` whose major version is at least the server's.
+
+    pg_dump and pg_basebackup refuse (or misbehave with) a newer server, so an older program is skipped. Order:
+    ``bindir`` (the option; no fallback from it), $PGOPS_PG_BINDIR, /usr/lib/postgresql/<major>/bin (Debian; the
+    newest first), /usr/pgsql-<major>/bin (PGDG RPMs), then PATH.
+
+    :param name: str, such as ``'pg_dump'``.
+    :param bindir: str or None.
+    :param server_major: int or None (any version).
+    :returns: str.
+    :raises PgopsError: naming what was searched and what to install.
+    """
+    forced = bindir or os.environ.get(BINDIR_ENV)
+    if forced:
+        path = os.path.join(forced, name)
+        if not os.access(path, os.X_OK):
+            raise PgopsError('%s has no %s program; point bindir at the directory of the PostgreSQL client programs '
+                             '(such as /usr/lib/postgresql/15/bin).' % (forced, name))
+        _check_version(path, server_major, 'bindir' if bindir else '$' + BINDIR_ENV)
+        return path
+    candidates = sorted(glob.glob('/usr/lib/postgresql/*/bin/' + name) + glob.glob('/usr/pgsql-*/bin/' + name),
+                        key=_dir_major, reverse=True)
+    on_path = shutil.which(name)
+    if on_path:
+        candidates.append(on_path)
+    too_old = []
+    for path in candidates:
+        major = program_major(path)
+        if server_major is None or major >= server_major:
+            return path
+        too_old.append('%s (PostgreSQL %d)' % (path, major))
+    raise PgopsError('no %s %sfound (searched /usr/lib/postgresql/*/bin, /usr/pgsql-*/bin and PATH%s). Install the '
+                     'PostgreSQL client programs (apt-get install -y postgresql-client-%s) or pass bindir.'
+                     % (name, 'of PostgreSQL %d or newer ' % server_major if server_major else '',
+                        '; too old: ' + ', '.join(too_old) if too_old else '', server_major or 15))
+
+
+def _dir_major(path):
+    match = re.search(r'/(?:postgresql/|pgsql-)(\d+)', path)
+    return int(match.group(1)) if match else 0
+
+
+def _check_version(path, server_major, source):
+    if server_major is not None and program_major(path) < server_major:
+        raise PgopsError('%s %s is older than the PostgreSQL %d server; point %s at PostgreSQL %d (or newer) programs.'
+                         % (source, path, server_major, source, server_major))
+
+
+def failure(what, returncode, stderr, secrets=()):
+    """The :class:`PgopsError` of a client program that failed: what it was doing, its exit status and the end of
+    its stderr (secrets masked)."""
+    text = redact((stderr or '').strip(), secrets)
+    if len(text) > STDERR_TAIL:
+        text = '...' + text[-STDERR_TAIL:]
+    return PgopsError('%s failed (exit status %s): %s' % (what, returncode, text or 'it printed nothing on stderr'),
+                      stderr=text, rc=returncode)
+
+
+def run_program(cmd, env, what, secrets=(), timeout=None, stdin=None):
+    """Run ``cmd`` (an argument list, never a shell string) and return its stderr text; a non-zero exit status
+    raises.
+
+    :param cmd: list of str.
+    :param env: dict, the complete environment (see :func:`postgres.libpq_environment`).
+    :param what: str, such as ``'pg_dumpall --globals-only'``, for the error.
+    :param secrets: strings to mask in the error.
+    :param timeout: seconds or None.
+    :param stdin: a readable file object or None (no input).
+    :returns: str, the program's stderr (warnings).
+    :raises PgopsError: via :func:`failure` on a non-zero exit status, a timeout or a program that cannot start.
+    """
+    try:
+        proc = subprocess.run(cmd, env=env, stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise PgopsError('%s did not finish within %s seconds and was stopped.' % (what, timeout))
+    except OSError as exc:
+        raise PgopsError('cannot run %s (%s): %s' % (what, cmd[0], exc))
+    stderr = proc.stderr.decode('utf-8', 'replace')
+    if proc.returncode != 0:
+        raise failure(what, proc.returncode, stderr, secrets)
+    return stderr
+
+
+def warnings_of(stderr):
+    """The non-empty lines of a successful program's stderr (list of str), to report as warnings."""
+    return [line for line in (stderr or '').splitlines() if line.strip()]

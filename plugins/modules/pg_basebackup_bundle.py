@@ -1,0 +1,195 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgops.resilience contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: pg_basebackup_bundle
+short_description: Write the weekly physical base backup bundle of a PostgreSQL server to a directory or S3
+version_added: 0.1.0
+description:
+  - Takes a base backup with C(pg_basebackup -Ft -z -X stream --checkpoint fast) and stores it as
+    C(basebackup-YYYYMMDD-HHMM.bundle.tar.gz) (UTC), the bundle of the runbook's weekly job, holding C(base.tar.gz)
+    (the data directory), C(pg_wal.tar.gz) (the WAL written during the backup, streamed alongside), C(backup_manifest),
+    and C(manifest.json) with the sha256 and size of every member and what the backup is (server version, system
+    identifier, timeline, start and stop LSN, label). A C(.sha256) file beside the archive holds its own sha256.
+  - The connection settings and the password reach C(pg_basebackup) only through libpq's environment variables,
+    never its command line. The role needs the REPLICATION attribute (or SUPERUSER) and C(pg_hba.conf) must allow
+    its replication connections.
+  - pg_basebackup's exit status is checked. When it fails, the task fails with its own message (stderr), the partial
+    files are removed, nothing is stored and no old bundle is deleted.
+  - The bundle is written under a temporary name and renamed when complete, then read back and its sha256 compared
+    (a directory), or uploaded and its size checked (S3). Only then are all but the newest O(keep) bundles deleted.
+  - Restore with M(pgops.resilience.pg_bootstrap_basebackup) (PostgreSQL 15 docs, 26.3.4 "Recovering Using a
+    Continuous Archive Backup"), which needs the WAL archive from the backup's start on.
+author:
+  - pgops.resilience maintainers (@pgops)
+extends_documentation_fragment:
+  - pgops.resilience.postgres
+  - pgops.resilience.bundle_store
+  - pgops.resilience.s3
+options:
+  keep:
+    description:
+      - How many of the newest bundles to keep, the new one included. V(0) keeps every bundle.
+      - Only files named C(basebackup-YYYYMMDD-HHMM.bundle.tar.gz) (and their C(.sha256)) count and are ever deleted.
+    type: int
+    default: 4
+  bindir:
+    description:
+      - Directory of the PostgreSQL client programs. By default the newest C(/usr/lib/postgresql/*/bin),
+        C(/usr/pgsql-*/bin), then PATH, skipping programs older than the server.
+    type: path
+  scratch_dir:
+    description:
+      - Where pg_basebackup writes before the bundle is packed (it needs room for the compressed backup). By default
+        a hidden C(.partial-*) directory in O(directory), or the system temporary directory with O(bucket), where the
+        bundle is also packed before the upload.
+    type: path
+  checkpoint:
+    description:
+      - C(pg_basebackup --checkpoint). V(fast) starts at once with an immediate checkpoint; V(spread) waits for a
+        checkpoint spread over C(checkpoint_completion_target), sparing the server's I/O.
+    type: str
+    choices: [fast, spread]
+    default: fast
+  max_rate:
+    description:
+      - C(pg_basebackup --max-rate), the most data read from the server per second, such as V(50M) (kB by default).
+    type: str
+  label:
+    description:
+      - The backup label (C(pg_basebackup --label)), recorded in C(backup_label). Defaults to
+        C(pgops.resilience basebackup-YYYYMMDD-HHMM).
+    type: str
+  timeout:
+    description:
+      - Seconds pg_basebackup may run before it is stopped (and the task fails). V(0) sets no limit.
+    type: int
+    default: 21600
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details:
+      - Connects, checks that the role and server allow the backup (REPLICATION or SUPERUSER, two free WAL senders,
+        C(wal_level) not minimal), finds pg_basebackup, and reports the bundle name and the bundles retention would
+        delete. Runs nothing and writes nothing.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+notes:
+  - The name has minutes, so a second run in the same minute into the same place fails instead of overwriting.
+  - Tablespaces become further C(<oid>.tar.gz) members, which M(pgops.resilience.pg_bootstrap_basebackup) refuses.
+seealso:
+  - name: pg_basebackup
+    description: PostgreSQL 15 docs, pg_basebackup (tar format, --wal-method stream, backup_manifest).
+    link: https://www.postgresql.org/docs/15/app-pgbasebackup.html
+  - module: pgops.resilience.pg_bootstrap_basebackup
+'''
+
+EXAMPLES = r'''
+- name: Weekly base backup into the backups volume, keeping four
+  pgops.resilience.pg_basebackup_bundle:
+    directory: /backups
+    keep: 4
+
+- name: Base backup to S3, throttled, as a replication role
+  pgops.resilience.pg_basebackup_bundle:
+    login_host: postgres.records.svc
+    login_user: replicator
+    bucket: pg-backups
+    prefix: records/basebackup
+    max_rate: 50M
+'''
+
+RETURN = r'''
+bundle:
+  description: The bundle written (in check mode, the name it would have).
+  returned: always
+  type: dict
+  contains:
+    name:
+      description: File name, C(basebackup-YYYYMMDD-HHMM.bundle.tar.gz).
+      type: str
+    url:
+      description: Path or C(s3://) URL.
+      type: str
+    bytes:
+      description: Size of the archive in bytes.
+      type: int
+    sha256:
+      description: sha256 of the archive, also in its C(.sha256) file.
+      type: str
+server:
+  description: Where the backup was taken from, C(user@host:port/database), without a password.
+  returned: always
+  type: str
+server_version:
+  description: The server's version.
+  returned: always
+  type: str
+system_identifier:
+  description: The server's system identifier (a 64-bit number as text); every restore of this backup has it.
+  returned: always
+  type: str
+timeline:
+  description: The timeline the backup was taken on.
+  returned: when a bundle was written
+  type: int
+start_lsn:
+  description: The LSN where the backup starts; recovery needs the WAL from its segment (RV(start_wal_file)) on.
+  returned: when a bundle was written
+  type: str
+stop_lsn:
+  description: The LSN where the backup ends; a restore is consistent once replay has reached it.
+  returned: when a bundle was written
+  type: str
+start_wal_file:
+  description: The WAL segment holding RV(start_lsn).
+  returned: when a bundle was written
+  type: str
+label:
+  description: The backup label.
+  returned: always
+  type: str
+members:
+  description: Files pg_basebackup wrote, name to bytes.
+  returned: when a bundle was written
+  type: dict
+pg_basebackup:
+  description: The program used, C(path) and C(major) version.
+  returned: always
+  type: dict
+seconds:
+  description: Seconds per phase (C(basebackup), C(pack), C(store), C(total)).
+  returned: always
+  type: dict
+deleted:
+  description: Bundles deleted by retention (in check mode, those that would be), oldest first.
+  returned: always
+  type: list
+  elements: str
+warnings:
+  description: Lines pg_basebackup printed on stderr while succeeding.
+  returned: always
+  type: list
+  elements: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pgops.resilience.plugins.module_utils import basebackup, bundle
+from ansible_collections.pgops.resilience.plugins.module_utils.postgres import run_postgres_module
+
+
+def main():
+    run_postgres_module(AnsibleModule, basebackup.bundle_argument_spec(),
+                        lambda module: basebackup.take_bundle(module.params, check_mode=module.check_mode),
+                        mutually_exclusive=bundle.STORE_MUTUALLY_EXCLUSIVE, required_one_of=bundle.STORE_REQUIRED_ONE_OF)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,176 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgops.resilience contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: pg_dump_bundle
+short_description: Write the nightly logical dump bundle of a PostgreSQL database to a directory or S3
+version_added: 0.1.0
+description:
+  - Dumps one database into C(nightly-YYYYMMDD-HHMM.tar.gz) (UTC), the bundle of the runbook's nightly job, holding
+    C(records.dir/) (C(pg_dump -Fd -j N)), C(globals.sql) (C(pg_dumpall --globals-only)), C(records.sql.gz) (the same
+    dump as plain SQL), C(pg_settings.tsv), C(extensions.tsv), optionally C(fingerprints.json), and C(manifest.json)
+    with the sha256 and size of every member. A C(.sha256) file beside the archive holds the archive's own sha256.
+  - Every member comes from one snapshot, exported by the module's transaction and passed to C(pg_dump --snapshot).
+    The plain SQL is written by C(pg_restore -f -) from the directory dump, so the database is read once.
+  - Every program's exit status is checked. When one fails, the task fails with the program's own message (its stderr),
+    nothing is stored and no old bundle is deleted.
+  - Connection settings and the password reach the programs only through libpq's environment variables, never their
+    command line.
+  - The bundle is written under a temporary name and renamed when complete (a directory), or uploaded and its size
+    checked (S3). Only then are all but the newest O(keep) bundles deleted.
+author:
+  - pgops.resilience maintainers (@pgops)
+extends_documentation_fragment:
+  - pgops.resilience.postgres
+  - pgops.resilience.bundle_store
+  - pgops.resilience.s3
+options:
+  database:
+    description:
+      - The database to dump. Defaults to O(login_db).
+    type: str
+  jobs:
+    description:
+      - Parallel jobs of C(pg_dump -j). Each one holds a connection for the whole dump.
+    type: int
+    default: 2
+  keep:
+    description:
+      - How many of the newest bundles to keep, the new one included. V(0) keeps every bundle.
+      - Only files named C(nightly-YYYYMMDD-HHMM.tar.gz) (and their C(.sha256)) count and are ever deleted.
+    type: int
+    default: 7
+  plain_sql:
+    description:
+      - Whether to add C(records.sql.gz), the plain SQL form, restorable with C(psql) alone.
+    type: bool
+    default: true
+  role_passwords:
+    description:
+      - Whether C(globals.sql) includes the roles' password hashes. Reading them needs a superuser; with V(false)
+        C(pg_dumpall --no-role-passwords) works for other roles too.
+    type: bool
+    default: true
+  fingerprints:
+    description:
+      - Whether to record the row count and a checksum of every table of the dumped snapshot in C(fingerprints.json),
+        so that a restore drill (M(pgops.resilience.pg_dump_restore) with O(pgops.resilience.pg_dump_restore#module:drill=true))
+        compares with exactly what was dumped. Reads every table once more.
+    type: bool
+    default: false
+  bindir:
+    description:
+      - Directory of the PostgreSQL client programs. By default the newest C(/usr/lib/postgresql/*/bin),
+        C(/usr/pgsql-*/bin), then PATH, skipping programs older than the server.
+    type: path
+  scratch_dir:
+    description:
+      - Where the bundle is built before it is uploaded, with O(bucket). With O(directory) it is built there.
+    type: path
+  timeout:
+    description:
+      - Seconds each program may run.
+    type: int
+    default: 21600
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details: Connects, finds the programs, and reports the bundle name and the bundles retention would delete; dumps nothing.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+notes:
+  - The name has minutes, so a second run in the same minute into the same place fails instead of overwriting.
+  - Restore with M(pgops.resilience.pg_dump_restore) or the playbook C(pgops.resilience.restore_dump).
+seealso:
+  - name: pg_dump
+    description: PostgreSQL 15 docs, pg_dump (directory format, --jobs, --snapshot).
+    link: https://www.postgresql.org/docs/15/app-pgdump.html
+  - module: pgops.resilience.pg_dump_restore
+'''
+
+EXAMPLES = r'''
+- name: Nightly dump of records into the backups volume, keeping a week
+  pgops.resilience.pg_dump_bundle:
+    database: records
+    directory: /backups
+    jobs: 2
+    keep: 7
+
+- name: Dump to S3, with fingerprints for the restore drill
+  pgops.resilience.pg_dump_bundle:
+    database: records
+    bucket: pg-backups
+    prefix: records/nightly
+    fingerprints: true
+'''
+
+RETURN = r'''
+bundle:
+  description: The bundle written (in check mode, the name it would have).
+  returned: always
+  type: dict
+  contains:
+    name:
+      description: File name, C(nightly-YYYYMMDD-HHMM.tar.gz).
+      type: str
+    url:
+      description: Path or C(s3://) URL.
+      type: str
+    bytes:
+      description: Size of the archive in bytes.
+      type: int
+    sha256:
+      description: sha256 of the archive, also in its C(.sha256) file.
+      type: str
+database:
+  description: The database dumped.
+  returned: always
+  type: str
+server_version:
+  description: The server's version.
+  returned: always
+  type: str
+members:
+  description: Number of files in the bundle, the manifest left out.
+  returned: when a bundle was written
+  type: int
+tables:
+  description: Number of tables and materialized views fingerprinted.
+  returned: with O(fingerprints=true), when a bundle was written
+  type: int
+seconds:
+  description: Seconds per phase (C(pg_dump), C(pg_dumpall), C(plain_sql), C(pack), C(store)).
+  returned: always
+  type: dict
+deleted:
+  description: Bundles deleted by retention (in check mode, those that would be), oldest first.
+  returned: always
+  type: list
+  elements: str
+warnings:
+  description: Lines the programs printed on stderr while succeeding.
+  returned: always
+  type: list
+  elements: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pgops.resilience.plugins.module_utils import bundle, dump_bundle
+from ansible_collections.pgops.resilience.plugins.module_utils.postgres import run_postgres_module
+
+
+def main():
+    run_postgres_module(AnsibleModule, dump_bundle.argument_spec(),
+                        lambda module: dump_bundle.make_bundle(module.params, check_mode=module.check_mode),
+                        mutually_exclusive=bundle.STORE_MUTUALLY_EXCLUSIVE, required_one_of=bundle.STORE_REQUIRED_ONE_OF)
+
+
+if __name__ == '__main__':
+    main()

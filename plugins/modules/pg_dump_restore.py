@@ -1,0 +1,242 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgops.resilience contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: pg_dump_restore
+short_description: Restore a logical dump bundle into a database, or prove it restores with a drill
+version_added: 0.1.0
+description:
+  - Restores a bundle written by M(pgops.resilience.pg_dump_bundle), the newest C(nightly-*.tar.gz) or the one named
+    in O(bundle), from a directory or S3.
+  - Before anything is changed the bundle is verified, the archive against its C(.sha256) file and every member
+    against the manifest. A bundle with a corrupted, missing or extra member is refused.
+  - Then, as the runbook's restore job does, each step checked - C(globals.sql) is applied with C(psql), tolerating
+    only C(already exists) errors; the extensions of C(extensions.tsv) are created; C(pg_restore -j --exit-on-error)
+    restores C(records.dir) (or C(psql --single-transaction -v ON_ERROR_STOP=1) restores C(records.sql.gz));
+    C(ANALYZE) runs; every materialized view is refreshed and reported; every table's rows are counted.
+  - The target database is created when missing. A database that already holds tables is refused unless O(clean=true).
+    A database the module created is dropped again when the restore fails, so no half-restored database is left.
+  - With O(drill=true) the bundle is restored into a scratch database C(pgops_drill_<time>), every table's row count
+    and checksum is compared with the source, and the scratch database is dropped. The task fails on any difference.
+author:
+  - pgops.resilience maintainers (@pgops)
+extends_documentation_fragment:
+  - pgops.resilience.postgres
+  - pgops.resilience.bundle_store
+  - pgops.resilience.s3
+options:
+  database:
+    description:
+      - The database to restore into; created (owned by the dumped database's owner, when that role exists) when missing.
+      - Required unless O(drill=true). With O(drill=true) it must start with C(pgops_drill_); by default a name with
+        the time is made.
+      - The connection options (O(login_db), default C(postgres)) name the database used to create it.
+    type: str
+  bundle:
+    description:
+      - File name of the bundle to restore, such as an uploaded C(records_dump_20251102.tar.gz) with its C(.sha256).
+        Empty for the newest C(nightly-YYYYMMDD-HHMM.tar.gz).
+    type: str
+    default: ''
+  source:
+    description:
+      - What to restore from - V(directory) (C(records.dir) with C(pg_restore -j)), V(plain) (C(records.sql.gz) with
+        C(psql), in one transaction), or V(auto) (the directory dump when the bundle holds one).
+    type: str
+    default: auto
+    choices: [auto, directory, plain]
+  jobs:
+    description:
+      - Parallel jobs of C(pg_restore -j).
+    type: int
+    default: 2
+  clean:
+    description:
+      - Restore into a database that already holds tables, dropping the dumped objects first
+        (C(pg_restore --clean --if-exists)). Objects the dump does not hold are left as they are.
+    type: bool
+    default: false
+  globals:
+    description:
+      - Whether to apply C(globals.sql) (roles, tablespaces). Note that it sets the dumped roles' passwords, the
+        connecting superuser's included.
+    type: bool
+    default: true
+  extensions:
+    description:
+      - Whether to create the extensions listed in C(extensions.tsv) before the restore.
+    type: bool
+    default: true
+  analyze:
+    description:
+      - Whether to run C(ANALYZE) after the restore (C(vacuumdb --analyze-only -j) with O(jobs)), so the planner has statistics at once.
+    type: bool
+    default: true
+  refresh_materialized_views:
+    description:
+      - Whether to refresh every materialized view after the restore; each one is reported in RV(materialized_views).
+    type: bool
+    default: true
+  drill:
+    description:
+      - Restore into a scratch database, compare, then drop it (see O(compare_with)). Nothing else is changed, apart
+        from roles that C(globals.sql) creates.
+    type: bool
+    default: false
+  compare_with:
+    description:
+      - What the drill compares the restored tables with. V(bundle) - the fingerprints recorded at dump time
+        (O(pgops.resilience.pg_dump_bundle#module:fingerprints=true)), exactly what was dumped. V(database) - the
+        source database now (O(source_database)), which only matches while nothing has changed since the dump.
+        V(auto) - the bundle's fingerprints when it holds them, else the database.
+    type: str
+    default: auto
+    choices: [auto, bundle, database]
+  source_database:
+    description:
+      - The database the drill compares with when comparing with a database. Defaults to the database named in the bundle.
+    type: str
+  keep_drill_database:
+    description:
+      - Keep the drill's scratch database (for a look after a failed drill).
+    type: bool
+    default: false
+  bindir:
+    description:
+      - Directory of the PostgreSQL client programs (C(pg_restore), C(psql)). By default the newest installed, not
+        older than the server.
+    type: path
+  scratch_dir:
+    description:
+      - Where the bundle is downloaded and extracted (needs room for the extracted bundle). Removed afterwards.
+    type: path
+  timeout:
+    description:
+      - Seconds each program may run.
+    type: int
+    default: 21600
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details: Fetches and verifies the bundle into a temporary directory and reports what would be restored; changes no database.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+notes:
+  - C(pg_restore -j) cannot run in one transaction; that is why a database the module created is dropped when the
+    restore fails, and why an existing non-empty database needs O(clean=true).
+seealso:
+  - name: pg_restore
+    description: PostgreSQL 15 docs, pg_restore (--jobs, --exit-on-error, --clean).
+    link: https://www.postgresql.org/docs/15/app-pgrestore.html
+  - module: pgops.resilience.pg_dump_bundle
+'''
+
+EXAMPLES = r'''
+- name: Restore the newest nightly bundle into records
+  pgops.resilience.pg_dump_restore:
+    database: records
+    directory: /backups
+    jobs: 2
+
+- name: Restore an uploaded dump from S3
+  pgops.resilience.pg_dump_restore:
+    database: records
+    bucket: pg-backups
+    prefix: uploads
+    bundle: records_dump_20251102.tar.gz
+
+- name: Prove that last night's bundle restores what was dumped
+  pgops.resilience.pg_dump_restore:
+    drill: true
+    directory: /backups
+'''
+
+RETURN = r'''
+bundle:
+  description: The bundle restored.
+  returned: always
+  type: dict
+  contains:
+    name:
+      description: File name.
+      type: str
+    url:
+      description: Path or C(s3://) URL.
+      type: str
+    created:
+      description: When it was written (UTC, ISO 8601).
+      type: str
+    source_database:
+      description: The database it was dumped from.
+      type: str
+database:
+  description: The database restored into (the scratch database for a drill).
+  returned: always
+  type: str
+created_database:
+  description: Whether the module created the database.
+  returned: when something was restored
+  type: bool
+source:
+  description: What was restored from, V(directory) or V(plain).
+  returned: always
+  type: str
+globals:
+  description: C(applied) (bool) and C(already_existed) (the tolerated errors).
+  returned: with O(globals=true), when something was restored
+  type: dict
+extensions:
+  description: The extensions of the bundle, each with C(name), C(schema), C(version) and C(created).
+  returned: with O(extensions=true), when something was restored
+  type: list
+  elements: dict
+materialized_views:
+  description: Each materialized view with C(name), C(refreshed), C(seconds) and C(error).
+  returned: with O(refresh_materialized_views=true), when something was restored
+  type: list
+  elements: dict
+tables:
+  description: Rows of each restored table and populated materialized view, keyed by C(schema.name).
+  returned: when something was restored
+  type: dict
+rows:
+  description: Total of RV(tables).
+  returned: when something was restored
+  type: int
+drill:
+  description:
+    - C(identical) (bool), C(compared_with) (str), C(tables) (int compared), C(differences) (list of dicts with
+      C(table), C(problem), the source's and the restore's rows and checksums), C(dropped) (bool).
+  returned: with O(drill=true)
+  type: dict
+seconds:
+  description: Seconds per phase (C(verify), C(globals), C(extensions), C(pg_restore) or C(psql), C(analyze), C(refresh), C(count)).
+  returned: always
+  type: dict
+warnings:
+  description: Lines the programs printed on stderr while succeeding.
+  returned: always
+  type: list
+  elements: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pgops.resilience.plugins.module_utils import bundle, dump_restore
+from ansible_collections.pgops.resilience.plugins.module_utils.postgres import run_postgres_module
+
+
+def main():
+    run_postgres_module(AnsibleModule, dump_restore.argument_spec(),
+                        lambda module: dump_restore.restore(module.params, check_mode=module.check_mode),
+                        mutually_exclusive=bundle.STORE_MUTUALLY_EXCLUSIVE, required_one_of=bundle.STORE_REQUIRED_ONE_OF)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,116 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgops.resilience contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: pg_wipe_data_directory
+short_description: Empty a PostgreSQL data directory and recreate it 0700 for the server user
+version_added: 0.1.0
+description:
+  - The runbook's C(pgdata-wipe-full) job. B(It deletes everything in O(data_directory)), so it refuses unless
+    O(confirm) is that directory, and refuses while a server runs on it (a C(postmaster.pid) naming a live process
+    that works there). Nothing is changed when it refuses.
+  - With O(clear_parent=true) also deletes everything else in the parent directory - the mount point of the data
+    volume in the runbook's layout (PVC at C(/var/lib/postgresql), PGDATA C(/var/lib/postgresql/data)) - except
+    C(lost+found). The parent itself is never removed, and system directories (C(/), C(/var/lib), ...) are refused.
+  - The data directory is recreated empty, mode 0700, owned by the server user (PostgreSQL 15 docs, 19.2 "Creating a
+    Database Cluster"), so that C(initdb) or a restore can use it. Mount points inside are refused, not emptied.
+  - Returns the listings before and after (names and bytes), as the runbook's job shows them.
+author:
+  - pgops.resilience maintainers (@pgops)
+options:
+  data_directory:
+    description:
+      - The data directory (PGDATA) to empty, such as V(/var/lib/postgresql/data). A symbolic link is refused.
+    type: path
+    required: true
+  confirm:
+    description:
+      - Must be exactly O(data_directory), to confirm that everything in it is deleted.
+    type: str
+  clear_parent:
+    description:
+      - Also delete everything else in the parent directory of O(data_directory), except C(lost+found).
+    type: bool
+    default: false
+  server_user:
+    description:
+      - System user that gets the recreated data directory when the module runs as root, by name or as numbers
+        V(999:999). Defaults to the owner of the data directory (or its parent), else C(postgres). When not root,
+        the directory stays the current user's.
+    type: str
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details: Reports what would be removed (O(confirm) is still required); deletes nothing.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+seealso:
+  - module: pgops.resilience.pg_bootstrap_basebackup
+'''
+
+EXAMPLES = r'''
+- name: Wipe the PGDATA volume completely (the runbook's pgdata-wipe-full job)
+  pgops.resilience.pg_wipe_data_directory:
+    data_directory: /var/lib/postgresql/data
+    confirm: /var/lib/postgresql/data
+    clear_parent: true
+  register: wiped
+
+- name: Show what was there
+  ansible.builtin.debug:
+    msg: "{{ wiped.before.data_directory | map(attribute='name') | list }}"
+'''
+
+RETURN = r'''
+data_directory:
+  description: The data directory, normalised.
+  returned: always
+  type: str
+parent:
+  description: Its parent directory.
+  returned: always
+  type: str
+before:
+  description:
+    - C(data_directory), the entries of the data directory, and with O(clear_parent) C(parent), the other entries of
+      the parent, before. Each entry has C(name), C(type) (directory, file, link, other) and C(bytes).
+  returned: always
+  type: dict
+after:
+  description: The same listings afterwards (empty in check mode).
+  returned: always
+  type: dict
+removed:
+  description: The paths deleted (or that would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+bytes_removed:
+  description: Bytes of the files deleted.
+  returned: always
+  type: int
+server_user:
+  description: The user the data directory belongs to.
+  returned: always
+  type: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pgops.resilience.plugins.module_utils import basebackup
+from ansible_collections.pgops.resilience.plugins.module_utils.common import run_module
+
+
+def main():
+    module = AnsibleModule(argument_spec=basebackup.wipe_argument_spec(), supports_check_mode=True)
+    run_module(module, lambda: basebackup.wipe(module.params, check_mode=module.check_mode))
+
+
+if __name__ == '__main__':
+    main()
