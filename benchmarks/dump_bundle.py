@@ -385,8 +385,8 @@ def main(argv=None):
         started = time.monotonic()
         expected = bench.build(args.rows)
         size = bench.sql(DATABASE, 'SELECT pg_catalog.pg_database_size(current_database())')[0][0]
-        print('%s: %s built (%s on disk) in %.1f s' % (DATABASE, ', '.join('%s %s' % (k, format(v, ',')) for k, v in sorted(expected.items())),
-                                                      mb(size), time.monotonic() - started), flush=True)
+        built = ', '.join('%s %s' % (k, format(v, ',')) for k, v in sorted(expected.items()))
+        print('%s: %s built (%s on disk) in %.1f s' % (DATABASE, built, mb(size), time.monotonic() - started), flush=True)
         runs, dump_bytes, dump_files = run_rounds(bench, args.repeat, expected)
         lines = report(runs, expected, args.jobs, dump_bytes, dump_files)
         print()
