@@ -877,22 +877,29 @@ def _bootstrap(params, check_mode, datadir, details, began):  # pylint: disable=
         details.update(result)
         if check_mode:
             return result
+        # Again, right before the wipe: fetching and verifying may have taken long enough for a server to start.
+        refuse_running_server(datadir)
         # -- from here on the data directory changes --------------------------------------------------------------
         started = time.monotonic()
         details['wiped'] = result['wiped'] = True
-        if os.path.isdir(datadir):
-            empty_directory(datadir)
-        _make_data_directory(datadir, server)
-        restored = extract_base_tar(os.path.join(members_dir, BASE_MEMBER), datadir)
-        wal = os.path.join(members_dir, WAL_MEMBER)
-        if os.path.isfile(wal):
-            os.makedirs(os.path.join(datadir, 'pg_wal'), mode=0o700, exist_ok=True)
-            more = extract_base_tar(wal, os.path.join(datadir, 'pg_wal'))
-            restored = dict(files=restored['files'] + more['files'], bytes=restored['bytes'] + more['bytes'])
-        result['restored'] = restored
+        try:
+            if os.path.isdir(datadir):
+                empty_directory(datadir)
+            _make_data_directory(datadir, server)
+            restored = extract_base_tar(os.path.join(members_dir, BASE_MEMBER), datadir)
+            wal = os.path.join(members_dir, WAL_MEMBER)
+            if os.path.isfile(wal):
+                os.makedirs(os.path.join(datadir, 'pg_wal'), mode=0o700, exist_ok=True)
+                more = extract_base_tar(wal, os.path.join(datadir, 'pg_wal'))
+                restored = dict(files=restored['files'] + more['files'], bytes=restored['bytes'] + more['bytes'])
+            result['restored'] = restored
+            _prepare_recovery(datadir, settings, chosen['name'], server)
+        except OSError as exc:
+            # Root-squashed volumes and full disks fail here: say so, with wiped=true (see the caller).
+            raise PgopsError('restoring the base backup into %s failed after it was emptied: %s. Check the volume\'s '
+                             'permissions and free space, then run the bootstrap again.' % (datadir, exc))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    _prepare_recovery(datadir, settings, chosen['name'], server)
     result['seconds']['restore'] = round(time.monotonic() - started, 3)
     details.update(result)
     if start:
@@ -920,6 +927,23 @@ def _prepare_recovery(datadir, settings, bundle_name, server):
         handle.write(render_recovery_settings(settings, '(%s, %s)' % (bundle_name, isoformat_z(utc_now()))))
     server.chown_tree(datadir)
     os.chmod(datadir, 0o700)
+
+
+def _rewrite_auto_conf(auto, server):
+    """postgresql.auto.conf without the recovery targets, replaced atomically (a temporary file in the same
+    directory, flushed, given the old mode and the server user, then renamed), as ALTER SYSTEM itself does: a crash
+    or a full disk never leaves the running server's settings file half-written."""
+    with open(auto, encoding='utf-8') as handle:
+        text = handle.read()
+    mode = stat.S_IMODE(os.stat(auto).st_mode)
+    temp = auto + '.pgops-tmp'
+    with open(temp, 'w', encoding='utf-8') as handle:
+        handle.write(without_recovery_targets(text))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(temp, mode)
+    server.chown(temp)
+    os.replace(temp, auto)
 
 
 def _start_and_wait(datadir, bindir, server, log_file, timeout, backup_timeline, result):
@@ -978,12 +1002,7 @@ def _start_and_wait(datadir, bindir, server, log_file, timeout, backup_timeline,
     result['recovery'] = dict(consistent_lsn=log.value_of('consistent'), redo_done_lsn=log.value_of('redo_done'),
                               stop=log.value_of('stop'), last_transaction_time=log.value_of('last_transaction'),
                               checkpoint_lsn=control.get('Latest checkpoint location'), cluster_state=control.get('Database cluster state'))
-    auto = os.path.join(datadir, 'postgresql.auto.conf')
-    with open(auto, encoding='utf-8') as handle:
-        text = handle.read()
-    # Written in place: the file keeps its owner and mode; the server reads it again only at reload or restart.
-    with open(auto, 'w', encoding='utf-8') as handle:
-        handle.write(without_recovery_targets(text))
+    _rewrite_auto_conf(os.path.join(datadir, 'postgresql.auto.conf'), server)
     # pg_ctl -w returns once the server accepts connections, right after recovery; nothing is left to wait for.
     with contextlib.suppress(subprocess.TimeoutExpired):
         ctl.wait(timeout=30)

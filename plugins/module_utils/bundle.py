@@ -156,7 +156,8 @@ def pack(root, dest_path, kind, info=None):
         raise PgopsError('%s already holds a %s; it is reserved for the bundle manifest.' % (root, MANIFEST_NAME))
     manifest = dict(format=MANIFEST_FORMAT, kind=kind, created=isoformat_z(utc_now()), info=info or {}, members={})
     directory = os.path.dirname(os.path.abspath(dest_path))
-    temp = os.path.join(directory, PARTIAL_PREFIX + os.path.basename(dest_path))
+    # A name of its own per run: two runs in the same minute never write into one file.
+    temp = os.path.join(directory, '%s%s.%s' % (PARTIAL_PREFIX, os.path.basename(dest_path), os.urandom(4).hex()))
     try:
         with open(temp, 'wb') as raw:
             writer = HashingWriter(raw)
@@ -174,8 +175,9 @@ def pack(root, dest_path, kind, info=None):
             raw.flush()
             os.fsync(raw.fileno())
         digest = writer.digest.hexdigest()
-        _write_durably(dest_path + CHECKSUM_SUFFIX, ('%s  %s\n' % (digest, os.path.basename(dest_path))).encode('ascii'))
+        # The archive first: an archive without its checksum file is refused by readers, never trusted.
         os.replace(temp, dest_path)
+        _write_durably(dest_path + CHECKSUM_SUFFIX, ('%s  %s\n' % (digest, os.path.basename(dest_path))).encode('ascii'))
         _fsync_directory(directory)
     except OSError as exc:
         _remove_quietly(temp)
@@ -194,7 +196,8 @@ def _add_bytes(tar, name, data):
 
 
 def _write_durably(path, data):
-    temp = os.path.join(os.path.dirname(os.path.abspath(path)), PARTIAL_PREFIX + os.path.basename(path))
+    temp = os.path.join(os.path.dirname(os.path.abspath(path)), '%s%s.%s' % (PARTIAL_PREFIX, os.path.basename(path),
+                                                                           os.urandom(4).hex()))
     with open(temp, 'wb') as handle:
         handle.write(data)
         handle.flush()
@@ -523,11 +526,16 @@ class BundleStore:
                 self.client.upload_file(path, self.bucket, self._key(name))
                 self.client.upload_file(path + CHECKSUM_SUFFIX, self.bucket, self._key(name + CHECKSUM_SUFFIX))
                 head = self.client.head_object(Bucket=self.bucket, Key=self._key(name))
-            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-                raise self._s3_error(exc, 'upload', name)
-            if head.get('ContentLength') != packed['bytes']:
-                raise PgopsError('%s: the stored object has %s bytes, but %d were uploaded.'
-                                 % (self.url(name), head.get('ContentLength'), packed['bytes']))
+                if head.get('ContentLength') != packed['bytes']:
+                    raise PgopsError('%s: the stored object has %s bytes, but %d were uploaded.'
+                                     % (self.url(name), head.get('ContentLength'), packed['bytes']))
+            except (PgopsError, botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+                # A bundle that did not store completely must not become "the newest" nor count towards keep.
+                try:
+                    self.delete(name)
+                except PgopsError:
+                    pass
+                raise exc if isinstance(exc, PgopsError) else self._s3_error(exc, 'upload', name)
             _remove_quietly(path)
             _remove_quietly(path + CHECKSUM_SUFFIX)
         return dict(name=name, url=self.url(name), bytes=packed['bytes'], sha256=packed['sha256'])

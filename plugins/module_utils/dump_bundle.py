@@ -60,7 +60,7 @@ def argument_spec():
         keep=dict(type='int', default=7),
         plain_sql=dict(type='bool', default=True),
         role_passwords=dict(type='bool', default=True),
-        fingerprints=dict(type='bool', default=False),
+        fingerprints=dict(type='bool', default=True),
         bindir=dict(type='path'),
         scratch_dir=dict(type='path'),
         timeout=dict(type='int', default=6 * 3600),
@@ -121,14 +121,17 @@ def make_bundle(params, check_mode=False):
             return result
         staging = tempfile.mkdtemp(prefix=bundle.PARTIAL_PREFIX + name + '-', dir=store.staging_directory(params.get('scratch_dir')))
         try:
-            packed = _dump_and_pack(conn, conn_params, database, facts, programs, staging, name, result)
+            # A directory store: packed beside the staging directory, in the store, and renamed into place when complete.
+            # S3: packed inside it, uploaded, and removed with it whatever happens.
+            packed_in = os.path.dirname(staging) if store.is_local else staging
+            packed = _dump_and_pack(conn, conn_params, database, facts, programs, staging, os.path.join(packed_in, name), result)
+            started = time.monotonic()
+            stored = store.store(packed)
+            result['seconds']['store'] = round(time.monotonic() - started, 3)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     finally:
         conn.close()
-    started = time.monotonic()
-    stored = store.store(packed)
-    result['seconds']['store'] = round(time.monotonic() - started, 3)
     result['bundle'] = stored
     result['members'] = len(packed['manifest']['members'])
     # Only now, with the new bundle stored and verified, may an old one go.
@@ -136,8 +139,8 @@ def make_bundle(params, check_mode=False):
     return result
 
 
-def _dump_and_pack(conn, params, database, facts, programs, staging, name, result):
-    """Write every member into ``staging/bundle`` and pack it next to ``staging``; return :func:`bundle.pack`'s result."""
+def _dump_and_pack(conn, params, database, facts, programs, staging, dest_path, result):
+    """Write every member into ``staging/bundle`` and pack it as ``dest_path``; return :func:`bundle.pack`'s result."""
     root = os.path.join(staging, 'bundle')
     os.mkdir(root)
     env = libpq_environment(params, dbname=database)
@@ -147,18 +150,24 @@ def _dump_and_pack(conn, params, database, facts, programs, staging, name, resul
     started = time.monotonic()
     snapshot = _export_snapshot(conn)
     dump = _start_pg_dump(programs['pg_dump'], env, snapshot, params['jobs'], os.path.join(root, DIRECTORY_DUMP), staging)
+    side_error = None
     try:
         # While pg_dump runs, the same snapshot gives the settings, the extensions and the fingerprints.
-        _copy_query(conn, _SETTINGS_QUERY, os.path.join(root, SETTINGS))
-        _copy_query(conn, _EXTENSIONS_QUERY, os.path.join(root, EXTENSIONS))
-        if params['fingerprints']:
-            result['tables'] = _write_fingerprints(params, snapshot, os.path.join(root, FINGERPRINTS))
+        try:
+            _copy_query(conn, _SETTINGS_QUERY, os.path.join(root, SETTINGS))
+            _copy_query(conn, _EXTENSIONS_QUERY, os.path.join(root, EXTENSIONS))
+            if params['fingerprints']:
+                result['tables'] = _write_fingerprints(params, snapshot, os.path.join(root, FINGERPRINTS))
+        except PgopsError as exc:
+            side_error = exc  # pg_dump's own verdict comes first: it names what it could not dump
         stderr = _wait(dump, timeout)
     finally:
         _stop(dump)
         conn.rollback()
     if dump.returncode != 0:
         raise pg_tools.failure('pg_dump of database %s' % database, dump.returncode, stderr, secrets)
+    if side_error is not None:
+        raise side_error
     result['warnings'] += pg_tools.warnings_of(stderr)
     seconds['pg_dump'] = round(time.monotonic() - started, 3)
     started = time.monotonic()
@@ -176,7 +185,7 @@ def _dump_and_pack(conn, params, database, facts, programs, staging, name, resul
                 owner=facts['owner'], encoding=facts['encoding'], snapshot=snapshot, jobs=params['jobs'],
                 pg_dump=os.path.basename(programs['pg_dump']), pg_dump_major=pg_tools.program_major(programs['pg_dump']),
                 fingerprints=bool(params['fingerprints']))
-    packed = bundle.pack(root, os.path.join(os.path.dirname(staging), name), KIND, info)
+    packed = bundle.pack(root, dest_path, KIND, info)
     seconds['pack'] = round(time.monotonic() - started, 3)
     return packed
 

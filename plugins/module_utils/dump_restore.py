@@ -31,6 +31,8 @@ from ansible_collections.pgops.resilience.plugins.module_utils.postgres import (
 # psql's report of a failed statement: "psql:/path/globals.sql:12: ERROR:  role "app" already exists".
 _PSQL_ERROR = re.compile(r'^psql:[^\n]*?:\d+: (ERROR|FATAL|PANIC):\s+(.*)$', re.MULTILINE)
 _ALREADY_EXISTS = re.compile(r'already exists$')
+# pg_dumpall's role creation line: CREATE ROLE name; with the name quoted when it needs to be (quote_identifier).
+_CREATE_ROLE = re.compile(r'^CREATE ROLE ((?:"(?:[^"]|"")+")|[a-z_][a-z0-9_$]*);$', re.MULTILINE)
 DRILL_PREFIX = 'pgops_drill_'
 MAINTENANCE_DB = 'postgres'
 
@@ -164,14 +166,17 @@ class _Restore:
             major = _server_major(conn)
             self.programs = dict((p, pg_tools.find_client_program(p, self.params.get('bindir'), major))
                                  for p in ('pg_restore', 'psql', 'vacuumdb'))
-            if self.params['globals']:
+            exists = self._refuse_unusable_target(conn)  # before anything changes, roles included
+            if self.params['globals'] and self.params['drill']:
+                self.result['globals'] = self._timed('globals', lambda: self._create_missing_roles(conn))
+            elif self.params['globals']:
                 self.result['globals'] = self._timed('globals', self._apply_globals)
-            self._prepare_database(conn)
+            self._create_database(conn, exists)
         finally:
             conn.close()
         try:
             self._restore_into_target()
-            compared = self._check_target()
+            compared = self._count_target()
         except PgopsError as exc:
             self._drop_after_failure()
             exc.details.setdefault('restore', self.result)
@@ -198,11 +203,22 @@ class _Restore:
                              'was restored.' % '; '.join(other[:5]), stderr=stderr)
         return dict(applied=True, already_existed=errors)
 
-    def _prepare_database(self, conn):
-        """Create the target database when it is missing; refuse one that already holds tables unless ``clean``."""
-        exists = _one(conn, 'SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s', (self.target,))
+    def _refuse_unusable_target(self, conn):
+        """Whether the target database exists; refuse a drill database that exists, and a database that already
+        holds tables unless ``clean``."""
+        exists = bool(_one(conn, 'SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s', (self.target,)))
         if exists and self.params['drill']:
             raise PgopsError('the drill database %s already exists; drop it or leave database unset.' % self.target)
+        if exists and not self.params['clean']:
+            tables = _count_user_tables(self._target_params())
+            if tables:
+                raise PgopsError('database %s already holds %d tables. Restore into a new database, or set clean=true to '
+                                 'drop and recreate the objects the dump holds (pg_restore --clean --if-exists).'
+                                 % (self.target, tables))
+        return exists
+
+    def _create_database(self, conn, exists):
+        """Create the target database when it is missing, owned by the dumped database's owner when that role exists."""
         if not exists:
             owner = self.info.get('owner')
             query = sql.SQL('CREATE DATABASE {}').format(sql.Identifier(self.target))
@@ -212,12 +228,26 @@ class _Restore:
                 cur.execute(query)
             self.created = True
         self.result['created_database'] = self.created
-        if exists and not self.params['clean']:
-            tables = _count_user_tables(self._target_params())
-            if tables:
-                raise PgopsError('database %s already holds %d tables. Restore into a new database, or set clean=true to '
-                                 'drop and recreate the objects the dump holds (pg_restore --clean --if-exists).'
-                                 % (self.target, tables))
+
+    def _create_missing_roles(self, conn):
+        """For a drill: only the ``CREATE ROLE`` statements of globals.sql, for roles this server lacks, so the restored
+        objects have their owners. The ``ALTER ROLE`` lines (passwords, attributes) would change the live server's
+        roles, which a drill must not do."""
+        path = os.path.join(self.root, dump_bundle.GLOBALS)
+        created, existing = [], []
+        if not os.path.isfile(path):
+            return dict(applied=False, created_roles=created, already_existed=existing)
+        with open(path, encoding='utf-8') as handle:
+            statements = [m.group(0) for m in _CREATE_ROLE.finditer(handle.read())]
+        for statement in statements:
+            name = _role_name(statement)
+            if _one(conn, 'SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s', (name,)):
+                existing.append(name)
+                continue
+            # The statement as pg_dumpall wrote it: the role name is already quoted there.
+            _execute(conn, statement, 'creating role %s for the drill' % name)
+            created.append(name)
+        return dict(applied=False, created_roles=created, already_existed=existing)
 
     def _target_params(self):
         return dict(self.params, login_db=self.target)
@@ -242,7 +272,7 @@ class _Restore:
     def _analyze(self, env):
         """``vacuumdb --analyze-only --jobs N``: ANALYZE of every table, on as many connections as the restore used."""
         cmd = [self.programs['vacuumdb'], '--analyze-only', '--jobs=%d' % self.params['jobs'], '--no-password', '--quiet',
-               '--dbname=%s' % self.target]
+               '--dbname=%s' % _conninfo_dbname(self.target)]
         self.result['warnings'] += pg_tools.warnings_of(
             pg_tools.run_program(cmd, env, 'vacuumdb --analyze-only', self.secrets, self.params['timeout']))
 
@@ -275,10 +305,9 @@ class _Restore:
 
     def _pg_restore(self, env):
         cmd = [self.programs['pg_restore'], '--jobs=%d' % self.params['jobs'], '--exit-on-error', '--no-password',
-               '--dbname=%s' % self.target]
+               '--dbname=%s' % _conninfo_dbname(self.target)]
         if self.params['clean']:
             cmd += ['--clean', '--if-exists']
-        # --dbname takes a connection string; with only the name in it, the rest comes from the environment.
         cmd.append(os.path.join(self.root, dump_bundle.DIRECTORY_DUMP))
         stderr = pg_tools.run_program(cmd, env, 'pg_restore into database %s' % self.target, self.secrets,
                                       self.params['timeout'])
@@ -315,7 +344,7 @@ class _Restore:
             raise pg_tools.failure('psql --single-transaction < records.sql.gz', proc.returncode, stderr, self.secrets)
         self.result['warnings'] += pg_tools.warnings_of(stderr)
 
-    def _check_target(self):
+    def _count_target(self):
         """Row counts of every table (and checksums for a drill) of the restored database."""
         conn = connect(self._target_params())
         try:
@@ -406,6 +435,19 @@ def refresh_materialized_views(conn):
             break
         pending = failed
     return [report[k] for k in sorted(report)]
+
+
+def _conninfo_dbname(name):
+    """``dbname='name'`` for a program's ``--dbname``, which reads a value holding ``=`` or a URI prefix as a connection
+    string (libpq "Connection Strings"): quoted, a database name is only ever a name. The rest of the connection comes
+    from the environment."""
+    return "dbname='%s'" % name.replace('\\', '\\\\').replace("'", "\\'")
+
+
+def _role_name(statement):
+    """The role name of a ``CREATE ROLE`` line matched by ``_CREATE_ROLE`` (unquoted)."""
+    text = _CREATE_ROLE.match(statement).group(1)
+    return text[1:-1].replace('""', '"') if text.startswith('"') else text
 
 
 def _server_major(conn):

@@ -59,9 +59,10 @@ options:
     description:
       - Whether to record the row count and a checksum of every table of the dumped snapshot in C(fingerprints.json),
         so that a restore drill (M(pgops.resilience.pg_dump_restore) with O(pgops.resilience.pg_dump_restore#module:drill=true))
-        compares with exactly what was dumped. Reads every table once more.
+        compares with exactly what was dumped, even when the database has changed since. Reads every table once more,
+        on one more connection while pg_dump runs.
     type: bool
-    default: false
+    default: true
   bindir:
     description:
       - Directory of the PostgreSQL client programs. By default the newest C(/usr/lib/postgresql/*/bin),
@@ -102,12 +103,12 @@ EXAMPLES = r'''
     jobs: 2
     keep: 7
 
-- name: Dump to S3, with fingerprints for the restore drill
+- name: Dump to S3, without the plain SQL copy
   pgops.resilience.pg_dump_bundle:
     database: records
     bucket: pg-backups
     prefix: records/nightly
-    fingerprints: true
+    plain_sql: false
 '''
 
 RETURN = r'''

@@ -38,8 +38,9 @@ options:
     type: str
   bundle:
     description:
-      - File name of the bundle to restore, such as an uploaded C(records_dump_20251102.tar.gz) with its C(.sha256).
-        Empty for the newest C(nightly-YYYYMMDD-HHMM.tar.gz).
+      - File name of the bundle to restore, such as a copy of a bundle this collection wrote, uploaded under another
+        name with its C(.sha256). Empty for the newest C(nightly-YYYYMMDD-HHMM.tar.gz).
+      - A dump made by hand (no C(manifest.json), no C(.sha256)) is refused, since it cannot be verified.
     type: str
     default: ''
   source:
@@ -63,7 +64,8 @@ options:
   globals:
     description:
       - Whether to apply C(globals.sql) (roles, tablespaces). Note that it sets the dumped roles' passwords, the
-        connecting superuser's included.
+        connecting superuser's included. It runs after the target database has been checked, so a refused restore
+        changes no role. See O(drill) for what a drill applies.
     type: bool
     default: true
   extensions:
@@ -83,8 +85,10 @@ options:
     default: true
   drill:
     description:
-      - Restore into a scratch database, compare, then drop it (see O(compare_with)). Nothing else is changed, apart
-        from roles that C(globals.sql) creates.
+      - Restore into a scratch database, compare, then drop it (see O(compare_with)).
+      - Of C(globals.sql) only the C(CREATE ROLE) lines of roles the server lacks are run, so the restored objects have
+        their owners; its C(ALTER ROLE) lines (passwords, attributes) are not, since they would change the live
+        server's roles. Nothing else is changed.
     type: bool
     default: false
   compare_with:
@@ -188,7 +192,9 @@ source:
   returned: always
   type: str
 globals:
-  description: C(applied) (bool) and C(already_existed) (the tolerated errors).
+  description:
+    - C(applied) (bool) and C(already_existed) (the tolerated errors); for a drill C(created_roles) and
+      C(already_existed) (role names).
   returned: with O(globals=true), when something was restored
   type: dict
 extensions:

@@ -141,7 +141,7 @@ def test_dump_restore_and_drill_give_identical_counts_and_checksums(sandbox, sho
 
 
 def test_plain_sql_restore_and_drill_against_the_live_source(sandbox, shop, store_dir):
-    dump_bundle.make_bundle(dump_params(sandbox, shop, store_dir))
+    dump_bundle.make_bundle(dump_params(sandbox, shop, store_dir, fingerprints=False))
     target = 'plain_%s' % uuid.uuid4().hex[:8]
     restored = dump_restore.restore(restore_params(sandbox, store_dir, database=target, source='plain'))
     assert restored['source'] == 'plain' and restored['tables'] == RESTORED_ROWS
@@ -274,6 +274,28 @@ def test_playbooks_dump_restore_and_drill(sandbox, shop, store_dir):
     assert '"sales.orders": 4000' in restored.stdout and '5 tables, 4848 rows' in restored.stdout
     drilled = run_playbook(sandbox, 'pgops.resilience.restore_dump', dict(restore_drill=True, restore_directory=str(store_dir)))
     assert drilled.returncode == 0, drilled.stdout + drilled.stderr
-    assert 'drill: identical to database %s now' % shop in drilled.stdout
+    assert 'drill: identical to the fingerprints recorded in the bundle (4 tables)' in drilled.stdout
     missing = run_playbook(sandbox, 'pgops.resilience.restore_dump', dict(restore_directory=str(store_dir)))
     assert missing.returncode != 0 and 'Set restore_database' in missing.stdout
+
+
+def test_a_drill_changes_no_role_and_a_refused_restore_applies_no_globals(sandbox, shop, store_dir):
+    sandbox.primary.execute('CREATE ROLE "Drill Only" NOLOGIN')
+    dump_bundle.make_bundle(dump_params(sandbox, shop, store_dir))
+    # After the dump, shop_app's password changes and a role the dump holds disappears.
+    sandbox.primary.execute("ALTER ROLE shop_app PASSWORD 'changed-after-the-dump'")
+    sandbox.primary.execute('DROP ROLE "Drill Only"')
+    before = sandbox.primary.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'shop_app'")
+    try:
+        drill = dump_restore.restore(restore_params(sandbox, store_dir, drill=True))
+    finally:
+        sandbox.primary.execute('DROP ROLE IF EXISTS "Drill Only"')
+    assert drill['drill']['identical'] and 'shop_app' in drill['globals']['already_existed']
+    assert drill['globals']['created_roles'] == ['Drill Only']
+    assert sandbox.primary.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'shop_app'") == before
+    target = 'busy_%s' % uuid.uuid4().hex[:8]
+    sandbox.primary.execute('CREATE DATABASE %s' % target)
+    sandbox.primary.execute('CREATE TABLE t (i int)', dbname=target)
+    with pytest.raises(PgopsError, match='already holds 1 tables'):
+        dump_restore.restore(restore_params(sandbox, store_dir, database=target))
+    assert sandbox.primary.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'shop_app'") == before
