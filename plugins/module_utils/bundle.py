@@ -196,8 +196,8 @@ def _add_bytes(tar, name, data):
 
 
 def _write_durably(path, data):
-    temp = os.path.join(os.path.dirname(os.path.abspath(path)), '%s%s.%s' % (PARTIAL_PREFIX, os.path.basename(path),
-                                                                           os.urandom(4).hex()))
+    name = '%s%s.%s' % (PARTIAL_PREFIX, os.path.basename(path), os.urandom(4).hex())
+    temp = os.path.join(os.path.dirname(os.path.abspath(path)), name)
     with open(temp, 'wb') as handle:
         handle.write(data)
         handle.flush()
