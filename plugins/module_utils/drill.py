@@ -121,6 +121,7 @@ import tempfile
 import time
 import uuid
 
+from ansible_collections.pgops.resilience.plugins.module_utils import pg_tools
 from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError, isoformat_z, redact
 
 try:
@@ -169,7 +170,6 @@ _SETTING_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?\Z
 _LSN = re.compile(r'[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}\Z')
 _LABEL_LINE = re.compile(r'([A-Z][A-Z ]*[A-Z]):\s?(.*)\Z')
 _START_WAL = re.compile(r'([0-9A-Fa-f]+/[0-9A-Fa-f]+) \(file ([0-9A-Fa-f]{24})\)')
-_VERSION = re.compile(r'\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?')
 # Server log lines the runner follows (lc_messages = 'C' makes them English), PostgreSQL 15 wording.
 _LOG_MARKS = (
     ('consistent', re.compile(r'consistent recovery state reached(?: at ([0-9A-F]+/[0-9A-F]+))?')),
@@ -368,21 +368,12 @@ def pid_alive(pid):
 
 
 def server_major(bindir):
-    """The major version (str, ``'15'``) of the ``postgres`` program in ``bindir``, from ``postgres -V``.
+    """The major version (str: ``'15'``, or ``'9.6'`` before 10) of the ``postgres`` program in ``bindir``.
 
-    :raises PgopsError: when it cannot be run or its output is not understood.
+    :raises PgopsError: when it cannot be run or its output is not understood (see :func:`pg_tools.program_version`).
     """
-    program = os.path.join(bindir, 'postgres')
-    try:
-        out = subprocess.run([program, '-V'], capture_output=True, text=True, timeout=30, check=False,
-                             stdin=subprocess.DEVNULL).stdout
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise PgopsError('cannot run %s -V: %s. Check bindir.' % (program, exc))
-    match = _VERSION.search(out or '')
-    if not match:
-        raise PgopsError('%s -V printed %r, not a PostgreSQL version. Check bindir.' % (program, (out or '').strip()[:80]))
-    major = int(match.group(1))
-    return str(major) if major >= 10 else '%d.%s' % (major, match.group(2) or '0')
+    major, minor = pg_tools.program_version(os.path.join(bindir, 'postgres'))
+    return str(major) if major >= 10 else '%d.%s' % (major, minor or '0')
 
 
 def _complete(directory):

@@ -25,8 +25,9 @@ STDERR_TAIL = 4000  # characters of a failed program's stderr put in the error m
 _VERSION = re.compile(r'\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?')
 
 
-def program_major(path):
-    """The major version (int) of a PostgreSQL program, from ``<program> --version``.
+def program_version(path):
+    """``(major, minor)`` of a PostgreSQL program, from ``<program> --version`` (every PostgreSQL program, the
+    server ``postgres`` included, prints ``<name> (PostgreSQL) 15.4``): ``major`` an int, ``minor`` a str or None.
 
     :raises PgopsError: when it cannot be run or does not print a PostgreSQL version.
     """
@@ -38,7 +39,12 @@ def program_major(path):
     match = _VERSION.search(out or '')
     if not match:
         raise PgopsError('%s --version printed %r, not a PostgreSQL version. Check bindir.' % (path, (out or '').strip()[:80]))
-    return int(match.group(1))
+    return int(match.group(1)), match.group(2)
+
+
+def program_major(path):
+    """The major version (int) of a PostgreSQL program (see :func:`program_version`)."""
+    return program_version(path)[0]
 
 
 def find_client_program(name, bindir=None, server_major=None):

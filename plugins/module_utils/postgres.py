@@ -515,11 +515,13 @@ def server_identity(conn):
         cursor.execute('SELECT lsn::text, pg_catalog.pg_walfile_name(lsn) FROM pg_catalog.pg_current_wal_lsn() AS lsn')
         lsn, walfile = cursor.fetchone()
         identity['lsn'], identity['timeline'] = lsn, walfile_timeline(walfile)
-    identity['system_identifier'] = _system_identifier(conn)
+    identity['system_identifier'] = system_identifier(conn)
     return identity
 
 
-def _system_identifier(conn):
+def system_identifier(conn):
+    """The cluster's system identifier (str, from ``pg_control_system()``), or None when the role may not call it
+    (EXECUTE revoked from PUBLIC). ``conn`` must be in autocommit mode: the refusal would abort a transaction."""
     try:
         with conn.cursor() as cursor:
             cursor.execute('SELECT system_identifier::text FROM pg_catalog.pg_control_system()')

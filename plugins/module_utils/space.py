@@ -17,7 +17,7 @@ import socket
 import sys
 
 from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError, isoformat_z
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import connect, pg_errors
+from ansible_collections.pgops.resilience.plugins.module_utils.postgres import connect, pg_errors, system_identifier
 
 try:
     import psycopg2
@@ -304,22 +304,14 @@ def server_data_directory(cursor):
     return cursor.fetchone()[0]
 
 
-def _system_identifier(cursor):
-    try:
-        cursor.execute('SELECT system_identifier::text FROM pg_catalog.pg_control_system()')
-    except psycopg2.errors.InsufficientPrivilege:
-        return None
-    return cursor.fetchone()[0]
-
-
-def verify_data_directory(path, system_identifier):
+def verify_data_directory(path, identifier):
     """Whether ``path`` is the data directory of the server connected to: the system identifier, the first field
-    of ``global/pg_control`` (a native-endian ``uint64``), equals the server's (``pg_control_system()``).
+    of ``global/pg_control`` (a native-endian ``uint64``), equals ``identifier`` (the server's, from :func:`postgres.system_identifier`).
 
     :returns: True, or None when either side cannot be read (as a user without access to the data directory).
     :raises PgopsError: when they differ: the path is another cluster's data directory.
     """
-    if system_identifier is None:
+    if identifier is None:
         return None
     try:
         with open(os.path.join(path, 'global', 'pg_control'), 'rb') as handle:
@@ -329,9 +321,9 @@ def verify_data_directory(path, system_identifier):
     if len(head) < 8:
         return None
     local = int.from_bytes(head, sys.byteorder)
-    if str(local) != str(system_identifier):
+    if str(local) != str(identifier):
         raise PgopsError('data_directory %s belongs to another PostgreSQL cluster (system identifier %s, the server connected to '
-                         'has %s). Run the module on the database host, or correct data_directory.' % (path, local, system_identifier))
+                         'has %s). Run the module on the database host, or correct data_directory.' % (path, local, identifier))
     return True
 
 
@@ -373,7 +365,7 @@ def run(params):
                 result['databases'] = database_sizes(cursor)
                 result['tables'] = largest_tables(cursor, top)
                 result['wal'] = wal_usage(cursor, notes)
-                system_identifier = _system_identifier(cursor)
+                identifier = system_identifier(conn)
             with pg_errors('reading the data directory setting'):
                 data_directory = params.get('data_directory') or server_data_directory(cursor)
     finally:
@@ -381,7 +373,7 @@ def run(params):
     result['data_directory_source'] = 'option' if params.get('data_directory') else 'server'
     data_fs = filesystem(data_directory, 'data_directory')
     result['data_directory'] = data_directory
-    result['data_directory_verified'] = verify_data_directory(data_directory, system_identifier)
+    result['data_directory_verified'] = verify_data_directory(data_directory, identifier)
     if result['data_directory_verified'] is None:
         notes.append('Could not check that %s is the data directory of the server connected to (global/pg_control or '
                      'pg_control_system() unreadable).' % data_directory)
