@@ -155,7 +155,7 @@ class Bench:
             self.psql_copy(table, prefill)
             self.sql('VACUUM ANALYZE %s' % table)
         self.s3.delete_object(Bucket=self.sandbox.s3.bucket,
-                              Key=fmt.table_prefix(PREFIX, DATABASE, table) + fmt.WATERMARK_NAME)
+                              Key=fmt.table_prefix(PREFIX, DATABASE, 'public', table) + fmt.WATERMARK_NAME)
         self.sql('CHECKPOINT')
 
     def psql_copy(self, table, path):

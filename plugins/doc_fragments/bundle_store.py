@@ -7,7 +7,8 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    """The bundle store options; the S3 connection options come from the pgops.resilience.s3 fragment."""
+    """The bundle store options; the S3 connection options come from the pgops.resilience.s3 fragment. FILE_MODE
+    (``pgops.resilience.bundle_store.file_mode``) is the ``mode`` option of the modules that write bundles."""
 
     DOCUMENTATION = r'''
 options:
@@ -30,4 +31,19 @@ options:
       - Key prefix of the bundles in O(bucket), without a trailing slash (V(backups/records)).
     type: str
     default: ''
+'''
+
+    FILE_MODE = r'''
+options:
+  mode:
+    description:
+      - Permissions of the bundle and its C(.sha256) in O(directory) - V('0600'), V('0640') or V('0660'), as a quoted
+        octal string. V('0640') or V('0660') let a group read them, such as the C(fsGroup) of a job that copies the
+        backups volume off-site.
+      - Never readable by others - a bundle holds all the data of the server or database it was taken from (and a
+        logical dump's C(globals.sql) the roles' password hashes).
+      - Everything else the module writes, the backup while it is built and the copy uploaded from O(scratch_dir), is
+        always 0600.
+    type: raw
+    default: '0600'
 '''

@@ -768,9 +768,10 @@ def prometheus_text(result, server_name, now):
     return '\n'.join(lines) + '\n'
 
 
-def write_atomically(path, text):
+def write_atomically(path, text, mode=0o600):
     """Write ``text`` to ``path`` through a temporary file in the same directory and a rename, so a reader (the
-    textfile collector) never sees half a file. The temporary name does not end with ``.prom``; the file gets mode 0644.
+    textfile collector) never sees half a file. The temporary name does not end with ``.prom``; the file gets ``mode``
+    (int; 0600 by default: only its owner reads it unless the metrics_file_mode option says otherwise).
 
     :returns: the absolute path written.
     :raises PgopsError: naming the path when the directory does not exist or cannot be written.
@@ -784,7 +785,7 @@ def write_atomically(path, text):
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
         temporary = None
     except OSError as exc:
@@ -811,6 +812,7 @@ def argument_spec():
         stale_started_hours=dict(type='float', default=24),
         wal_gap_limit=dict(type='int', default=100),
         metrics_file=dict(type='path'),
+        metrics_file_mode=dict(type='str', default='0600', choices=['0600', '0640', '0644']),
         now=dict(type='str'),
     )
     spec.update(s3.s3_connection_spec())
@@ -937,7 +939,8 @@ def run(params, check_mode=False, client=None):
         verdict_reasons=reasons, wal=scan.summary(), storage=storage, other_servers=others,
         stale_backups=stale, server_found=server_found, metrics_file=None)
     if params.get('metrics_file') and not check_mode:
-        result['metrics_file'] = write_atomically(params['metrics_file'], prometheus_text(result, params['server_name'], now))
+        result['metrics_file'] = write_atomically(params['metrics_file'], prometheus_text(result, params['server_name'], now),
+                                                  int(params.get('metrics_file_mode') or '0600', 8))
     return result
 
 

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 
-from ansible_collections.pgops.resilience.plugins.module_utils import drill
+from ansible_collections.pgops.resilience.plugins.module_utils import drill, paths
 from ansible_collections.pgops.resilience.plugins.module_utils.barman_catalog import BarmanCatalog, parse_time
 from ansible_collections.pgops.resilience.plugins.module_utils.barman_cloud import BarmanCloud, barman_cloud_spec
 from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError, isoformat_z
@@ -98,6 +98,9 @@ def run(params, check_mode):
 
     :raises PgopsError: with ``verdict='failed'`` and the phase when the fetch, the recovery or a check fails.
     """
+    if params.get('scratch_parent'):
+        # A scratch directory is made in it and later removed: never in a system directory (check mode too).
+        paths.refuse_system_directory(params['scratch_parent'], 'scratch_parent', within=True)
     barman = BarmanCloud(params)
     catalog = BarmanCatalog(client_from_params(params), params['destination_path'], params['server_name'], params.get('endpoint_url'))
     backup = choose_backup(catalog.backups(), params['backup_id'], _target_time(params))

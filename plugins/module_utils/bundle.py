@@ -4,16 +4,23 @@
 """Backup bundles: one ``.tar.gz`` holding a manifest with the sha256 of every member, kept in a directory or
 under an S3 prefix, with a ``<bundle>.sha256`` file beside it (``sha256sum`` format) for the whole archive.
 
-The logical dump bundles (``nightly-YYYYMMDD-HHMM.tar.gz``) and the base backup bundles
-(``basebackup-YYYYMMDD-HHMM.bundle.tar.gz``) of the reference runbook ``postgres-infra-setup.md`` both use it:
+The logical dump bundles (``nightly-...tar.gz``) and the base backup bundles (``basebackup-...bundle.tar.gz``) of the
+reference runbook ``postgres-infra-setup.md`` both use it. A name is ``<kind>-YYYYMMDD-HHMMSS-<run>`` and the suffix:
+the UTC time the run started, then 8 hex digits each run draws at random, so runs started together never share a
+name. Bundles named ``<kind>-YYYYMMDD-HHMM`` by earlier versions are still listed, restored and expired; sorted as text,
+both forms are in time order (:func:`bundle_sort_key`).
 
 - :func:`pack` writes the archive in one pass over the members: each one is hashed while it is added, the
-  manifest goes in last, and the whole archive is hashed while it is written.
+  manifest goes in last, and the whole archive is hashed while it is written. Every file is created 0600 (the
+  archive and its checksum file: ``mode``), every directory 0700, members are recorded 0600: a dump holds the data
+  and the roles' password hashes. Work in progress has hidden ``.partial-*`` names (:mod:`bundle_work`), and
+  :func:`remove_stale_partials` removes what a killed run left.
 - :func:`extract_verified` refuses an archive whose sha256 differs from its ``.sha256`` file, a member whose sha256
   differs from the manifest, a member missing from it or not in it, and any member that is not a plain file or
-  directory inside the destination (absolute paths, ``..``, links, devices).
-- :class:`BundleStore` lists, stores, fetches and deletes bundles; :func:`select_bundle` picks the newest or a named
-  one and :func:`expired_bundles` applies "keep the newest N".
+  directory inside the destination (absolute paths, ``..``, links, devices); :func:`verify_stream` checks the same
+  without writing anything.
+- :class:`BundleStore` lists, stores, fetches, verifies and deletes bundles; :func:`select_bundle` picks the newest or
+  a named one and :func:`expired_bundles` applies "keep the newest N".
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ import shutil
 import tarfile
 import zlib
 
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError, isoformat_z, utc_now
+from ansible_collections.pgops.resilience.plugins.module_utils import bundle_work
+from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError, isoformat_z, private_file, utc_now
 from ansible_collections.pgops.resilience.plugins.module_utils.s3 import client_from_params, s3_connection_spec, s3_error
 
 try:
@@ -36,11 +44,20 @@ try:
 except ImportError:  # pragma: no cover - reported by s3.require_boto3() when a bucket is used
     botocore = None
 
+# The files of a run (see bundle_work), part of this module's interface for its callers.
+PARTIAL_PREFIX = bundle_work.PARTIAL_PREFIX
+FILE_MODE = bundle_work.FILE_MODE
+DIRECTORY_MODE = bundle_work.DIRECTORY_MODE
+check_file_mode = bundle_work.check_file_mode
+make_staging_directory = bundle_work.make_staging_directory
+partial_path = bundle_work.partial_path
+
 MANIFEST_NAME = 'manifest.json'
 MANIFEST_FORMAT = 'pgops.resilience/bundle/1'
 CHECKSUM_SUFFIX = '.sha256'
-PARTIAL_PREFIX = '.partial-'
-TIME_FORMAT = '%Y%m%d-%H%M'
+TIME_FORMAT = '%Y%m%d-%H%M%S'  # of new names; the names of older bundles have minutes only ('%Y%m%d-%H%M')
+# A bundle name without its anchors: the time (minutes, or seconds followed by the run's 8 hex digits).
+_NAME = r'%s-(?P<time>\d{8}-\d{4}(?P<seconds>\d{2})?)(?(seconds)-[0-9a-f]{8})%s'
 CHUNK = 1024 * 1024  # bytes per read while hashing and copying
 # gzip level of the outer archive: 0 (stored blocks, still a valid .tar.gz). Its members are compressed already
 # (pg_dump's directory format, .sql.gz, pg_basebackup -z): level 1 cost 1.2 s per 57 MB for next to no saving
@@ -60,24 +77,55 @@ def store_argument_spec():
     return spec
 
 
+def file_mode_argument_spec():
+    """Argument spec of ``mode``, documented in the ``pgops.resilience.bundle_store.file_mode`` doc fragment: the
+    permissions of the bundle and its checksum file (see :func:`check_file_mode`), for the modules that write bundles.
+
+    :returns: dict for an ``AnsibleModule`` argument_spec.
+    """
+    return dict(mode=dict(type='raw', default='0600'))
+
+
 STORE_MUTUALLY_EXCLUSIVE = [('directory', 'bucket')]
 STORE_REQUIRED_ONE_OF = [('directory', 'bucket')]
 
 
-def bundle_name(kind_prefix, when=None, suffix='.tar.gz'):
-    """The file name of a bundle made at ``when``: ``nightly-20261121-0600.tar.gz``.
+def bundle_name(kind_prefix, when=None, suffix='.tar.gz', run_id=None):
+    """The file name of a bundle made at ``when`` by one run: ``nightly-20261121-060012-3fa85f64.tar.gz``.
 
     :param kind_prefix: str, ``nightly`` or ``basebackup``.
-    :param when: aware datetime (default now); the name uses UTC.
+    :param when: aware datetime (default now); the name uses UTC, to the second.
     :param suffix: str, ``.tar.gz`` or ``.bundle.tar.gz``.
+    :param run_id: 8 lowercase hex digits, or None for random ones: runs started in the same second (two CronJob
+        pods, a manual run beside the scheduled one) get different names, so none overwrites another's bundle.
     """
     when = (when or utc_now()).astimezone(datetime.timezone.utc)
-    return '%s-%s%s' % (kind_prefix, when.strftime(TIME_FORMAT), suffix)
+    run_id = run_id or os.urandom(4).hex()
+    if not re.match(r'[0-9a-f]{8}\Z', run_id):
+        raise PgopsError('a bundle run id is 8 lowercase hex digits, not %r.' % (run_id,))
+    return '%s-%s-%s%s' % (kind_prefix, when.strftime(TIME_FORMAT), run_id, suffix)
 
 
 def name_pattern(kind_prefix, suffix='.tar.gz'):
-    """A compiled regular expression matching the names :func:`bundle_name` makes, its group 1 the time."""
-    return re.compile(r'%s-(\d{8}-\d{4})%s\Z' % (re.escape(kind_prefix), re.escape(suffix)))
+    """A compiled regular expression matching the names :func:`bundle_name` makes and the older
+    ``<kind>-YYYYMMDD-HHMM<suffix>`` ones; its group 1 (``time``) is ``YYYYMMDD-HHMMSS`` or ``YYYYMMDD-HHMM``."""
+    return re.compile(_NAME % (re.escape(kind_prefix), re.escape(suffix)) + r'\Z')
+
+
+def bundle_sort_key(entry):
+    """The key that orders bundles (dicts with ``name`` and ``time``, as :meth:`BundleStore.list` returns them) from
+    oldest to newest: the time to the second (an older name's minute counts as its second 00), then the name."""
+    return (entry['time'].ljust(15, '0'), entry['name'])
+
+
+def remove_stale_partials(directory, kind_prefix, suffix, max_age, check_mode=False):
+    """Remove from ``directory`` the work in progress (``.partial-*``) of the runs of bundles named like
+    ``kind_prefix``/``suffix`` ones that are over: see :func:`bundle_work.remove_stale_partials`.
+
+    :returns: ``(removed, problems)``, lists of str (paths, messages).
+    """
+    return bundle_work.remove_stale_partials(directory, _NAME % (re.escape(kind_prefix), re.escape(suffix)), max_age,
+                                             check_mode)
 
 
 class HashingWriter:
@@ -138,28 +186,30 @@ def _members(root):
     return found
 
 
-def pack(root, dest_path, kind, info=None):
+def pack(root, dest_path, kind, info=None, mode=FILE_MODE):
     """Pack every file under ``root`` into the gzip tar ``dest_path`` with a manifest, then write
-    ``dest_path + '.sha256'``. Both are written under temporary names in the same directory, flushed to disk and
-    renamed into place (the archive first), so a reader never sees a partial bundle.
+    ``dest_path + '.sha256'``. Both are written under temporary names in the same directory (:func:`partial_path`),
+    flushed to disk and moved into place (the archive first), so a reader never sees a partial bundle; the archive
+    never replaces an existing file.
 
-    :param root: str, the directory whose files become the members (relative paths).
+    :param root: str, the directory whose files become the members (relative paths), recorded 0600 in the archive.
     :param dest_path: str, the archive to write.
     :param kind: str, what the bundle holds (``logical-dump``, ``base-backup``), recorded in the manifest.
     :param info: dict, more to record in the manifest (server version, database, tool versions...).
+    :param mode: int, the permissions of the archive and its checksum file (0600; see :func:`check_file_mode`).
     :returns: dict ``{'path', 'sha256', 'bytes', 'manifest'}``; ``manifest`` is the dict written as
         ``manifest.json``: ``{'format', 'kind', 'created', 'info', 'members': {relpath: {'sha256', 'bytes'}}}``.
-    :raises PgopsError: when a member is not a regular file or the archive cannot be written.
+    :raises PgopsError: when a member is not a regular file, ``dest_path`` exists, or the archive cannot be written.
     """
     members = _members(root)
     if MANIFEST_NAME in members:
         raise PgopsError('%s already holds a %s; it is reserved for the bundle manifest.' % (root, MANIFEST_NAME))
     manifest = dict(format=MANIFEST_FORMAT, kind=kind, created=isoformat_z(utc_now()), info=info or {}, members={})
     directory = os.path.dirname(os.path.abspath(dest_path))
-    # A name of its own per run: two runs in the same minute never write into one file.
-    temp = os.path.join(directory, '%s%s.%s' % (PARTIAL_PREFIX, os.path.basename(dest_path), os.urandom(4).hex()))
+    temp = partial_path(directory, os.path.basename(dest_path))
+    placed = False
     try:
-        with open(temp, 'wb') as raw:
+        with private_file(temp) as raw:
             writer = HashingWriter(raw)
             with tarfile.open(fileobj=writer, mode='w:gz', compresslevel=COMPRESS_LEVEL, format=tarfile.PAX_FORMAT) as tar:
                 for member in members:
@@ -167,21 +217,28 @@ def pack(root, dest_path, kind, info=None):
                     tarinfo = tar.gettarinfo(path, arcname=member)
                     tarinfo.uid = tarinfo.gid = 0
                     tarinfo.uname = tarinfo.gname = ''
+                    tarinfo.mode = FILE_MODE  # whatever the umask gave the file: it holds data
                     with open(path, 'rb') as handle:
                         reader = HashingReader(handle)
                         tar.addfile(tarinfo, reader)
                     manifest['members'][member] = dict(sha256=reader.digest.hexdigest(), bytes=reader.bytes)
                 _add_bytes(tar, MANIFEST_NAME, (json.dumps(manifest, indent=2, sort_keys=True) + '\n').encode('utf-8'))
             raw.flush()
+            os.fchmod(raw.fileno(), mode)
             os.fsync(raw.fileno())
         digest = writer.digest.hexdigest()
         # The archive first: an archive without its checksum file is refused by readers, never trusted.
-        os.replace(temp, dest_path)
-        _write_durably(dest_path + CHECKSUM_SUFFIX, ('%s  %s\n' % (digest, os.path.basename(dest_path))).encode('ascii'))
-        _fsync_directory(directory)
-    except OSError as exc:
-        _remove_quietly(temp)
-        _remove_quietly(dest_path + CHECKSUM_SUFFIX)
+        bundle_work.place_new(temp, dest_path)
+        placed = True
+        bundle_work.write_durably(dest_path + CHECKSUM_SUFFIX, ('%s  %s\n' % (digest, os.path.basename(dest_path))).encode('ascii'), mode)
+        bundle_work.fsync_directory(directory)
+    except (OSError, PgopsError) as exc:
+        bundle_work.remove_quietly(temp)
+        if placed:  # ours: the name was free when the archive took it
+            bundle_work.remove_quietly(dest_path)
+            bundle_work.remove_quietly(dest_path + CHECKSUM_SUFFIX)
+        if isinstance(exc, PgopsError):
+            raise
         raise PgopsError('cannot write the bundle %s: %s. Check the free space and permissions of %s.'
                          % (dest_path, exc, directory))
     return dict(path=dest_path, sha256=digest, bytes=writer.bytes, manifest=manifest)
@@ -190,34 +247,9 @@ def pack(root, dest_path, kind, info=None):
 def _add_bytes(tar, name, data):
     tarinfo = tarfile.TarInfo(name)
     tarinfo.size = len(data)
-    tarinfo.mode = 0o644
+    tarinfo.mode = FILE_MODE
     tarinfo.mtime = int(utc_now().timestamp())
     tar.addfile(tarinfo, io.BytesIO(data))
-
-
-def _write_durably(path, data):
-    name = '%s%s.%s' % (PARTIAL_PREFIX, os.path.basename(path), os.urandom(4).hex())
-    temp = os.path.join(os.path.dirname(os.path.abspath(path)), name)
-    with open(temp, 'wb') as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-
-
-def _fsync_directory(directory):
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove_quietly(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def read_checksum_file(path):
@@ -230,27 +262,46 @@ def read_checksum_file(path):
             text = handle.read(4096)
     except FileNotFoundError:
         return None
+    return parse_checksum(text, path)
+
+
+def parse_checksum(text, where):
+    """The sha256 (hex, lowercase) at the start of ``text``, the content of the checksum file ``where``.
+
+    :raises PgopsError: when it holds none.
+    """
     match = re.match(r'\s*([0-9a-fA-F]{64})\b', text)
     if not match:
         raise PgopsError('%s does not hold a sha256 checksum; the bundle cannot be verified. Restore it from another '
-                         'copy or pick another bundle.' % path)
+                         'copy or pick another bundle.' % where)
     return match.group(1).lower()
 
 
+def _no_checksum_file(name):
+    return PgopsError('bundle %s has no %s beside it, so it cannot be verified. Copy it from where it was made, '
+                      'or pick another bundle.' % (name, name + CHECKSUM_SUFFIX))
+
+
 def _safe_member(member, dest):
-    """The path ``member`` extracts to, or a PgopsError when it is not a plain file or directory inside ``dest``."""
+    """The path ``member`` extracts to (None when ``dest`` is None: nothing is written), or a PgopsError when it is
+    not a plain file or directory inside the destination."""
     name = member.name
-    target = os.path.realpath(os.path.join(dest, name))
-    if os.path.isabs(name) or '..' in name.split('/') or not (target == dest or target.startswith(dest + os.sep)):
-        raise PgopsError('member %r would be written outside the extraction directory' % name)
+    outside = PgopsError('member %r would be written outside the extraction directory' % name)
+    if os.path.isabs(name) or '..' in name.split('/'):
+        raise outside
+    target = None
+    if dest is not None:
+        target = os.path.realpath(os.path.join(dest, name))
+        if not (target == dest or target.startswith(dest + os.sep)):
+            raise outside
     if not (member.isfile() or member.isdir()):
         raise PgopsError('member %r is a link or special file; a bundle holds only files and directories' % name)
     return target
 
 
 def extract_verified(archive_path, dest, require_checksum_file=True, hash_only=()):
-    """Verify the bundle ``archive_path`` and extract it into ``dest`` (which must be empty or absent), reading the
-    archive once.
+    """Verify the bundle ``archive_path`` and extract it into ``dest`` (which must be empty or absent; created 0700),
+    reading the archive once. Files are written 0600 and directories 0700, whatever the archive records.
 
     Checks: every member is a plain file or directory inside ``dest``; the manifest lists exactly the files found,
     with the same sha256 and size; the archive's sha256 equals the one in ``<archive>.sha256`` (when that file
@@ -264,34 +315,45 @@ def extract_verified(archive_path, dest, require_checksum_file=True, hash_only=(
     name = os.path.basename(archive_path)
     expected = read_checksum_file(archive_path + CHECKSUM_SUFFIX)
     if expected is None and require_checksum_file:
-        raise PgopsError('bundle %s has no %s beside it, so it cannot be verified. Copy it from where it was made, '
-                         'or pick another bundle.' % (name, name + CHECKSUM_SUFFIX))
-    os.makedirs(dest, exist_ok=True)
+        raise _no_checksum_file(name)
+    os.makedirs(dest, mode=DIRECTORY_MODE, exist_ok=True)
     if os.listdir(dest):
         raise PgopsError('cannot extract bundle %s into %s: the directory is not empty.' % (name, dest))
     dest = os.path.realpath(dest)
+    with open(archive_path, 'rb') as raw:
+        return verify_stream(raw, name, expected, dest, hash_only)
+
+
+def verify_stream(raw, name, expected, dest=None, hash_only=()):
+    """Verify the bundle read from the file object ``raw`` (a file, an S3 object's body), reading it once; with
+    ``dest`` extract it there too (see :func:`extract_verified`), without it write nothing (check mode).
+
+    :param name: str, the bundle's name, for messages; :param expected: str, the sha256 of its checksum file, or None.
+    :returns: dict, the manifest.
+    :raises PgopsError: as :func:`extract_verified` (``dest`` is emptied again).
+    """
     corrupt = PgopsError('bundle %s is corrupt: its sha256 differs from the one %s records (%s). Do not restore it; '
                          'pick another bundle or restore it from another copy.' % (name, name + CHECKSUM_SUFFIX, expected))
-    with open(archive_path, 'rb') as raw:
-        reader = HashingReader(raw)
+    reader = HashingReader(raw)
+    try:
         try:
-            try:
-                found, manifest = _extract_members(reader, dest, set(hash_only))
-            finally:
-                for dummy in iter(lambda: reader.read(CHUNK), b''):
-                    pass  # the rest of the archive (tar padding, or what a failed read left): the hash covers it all
-            if expected is not None and reader.digest.hexdigest() != expected:
-                raise corrupt
-            _compare_with_manifest(manifest, found)
-        except (PgopsError, tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as exc:
+            found, manifest = _extract_members(reader, dest, set(hash_only))
+        finally:
+            for dummy in iter(lambda: reader.read(CHUNK), b''):
+                pass  # the rest of the archive (tar padding, or what a failed read left): the hash covers it all
+        if expected is not None and reader.digest.hexdigest() != expected:
+            raise corrupt
+        _compare_with_manifest(manifest, found)
+    except (PgopsError, tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as exc:
+        if dest is not None:
             _empty_directory(dest)
-            # A damaged archive often breaks the tar or gzip structure first: its checksum says what happened.
-            if exc is corrupt or (expected is not None and reader.digest.hexdigest() != expected):
-                raise corrupt
-            if isinstance(exc, PgopsError):
-                raise PgopsError('bundle %s is refused: %s. Nothing was restored from it; pick another bundle.' % (name, exc.msg))
-            raise PgopsError('bundle %s is refused: it is not a readable gzip tar archive (%s). Nothing was restored from '
-                             'it; pick another bundle.' % (name, exc))
+        # A damaged archive often breaks the tar or gzip structure first: its checksum says what happened.
+        if exc is corrupt or (expected is not None and reader.digest.hexdigest() != expected):
+            raise corrupt
+        if isinstance(exc, PgopsError):
+            raise PgopsError('bundle %s is refused: %s. Nothing was restored from it; pick another bundle.' % (name, exc.msg))
+        raise PgopsError('bundle %s is refused: it is not a readable gzip tar archive (%s). Nothing was restored from '
+                         'it; pick another bundle.' % (name, exc))
     return manifest
 
 
@@ -302,21 +364,21 @@ def _extract_members(fileobj, dest, hash_only):
         for member in tar:
             target = _safe_member(member, dest)
             if member.isdir():
-                os.makedirs(target, exist_ok=True)
+                if target is not None:
+                    bundle_work.private_directories(target, dest)
                 continue
             source = tar.extractfile(member)
             if member.name == MANIFEST_NAME:
                 manifest = _parse_manifest(source.read(16 * CHUNK))
                 continue
             reader = HashingReader(source)
-            if member.name in hash_only:
+            if target is None or member.name in hash_only:
                 for dummy in iter(lambda: reader.read(CHUNK), b''):
                     pass
             else:
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                with open(target, 'wb') as out:
+                bundle_work.private_directories(os.path.dirname(target), dest)
+                with private_file(target) as out:
                     shutil.copyfileobj(reader, out, CHUNK)
-                os.chmod(target, member.mode & 0o755 or 0o600)
             found[member.name] = dict(sha256=reader.digest.hexdigest(), bytes=reader.bytes)
     if manifest is None:
         raise PgopsError('it holds no %s' % MANIFEST_NAME)
@@ -354,7 +416,7 @@ def _empty_directory(path):
         if os.path.isdir(full) and not os.path.islink(full):
             shutil.rmtree(full, ignore_errors=True)
         else:
-            _remove_quietly(full)
+            bundle_work.remove_quietly(full)
 
 
 def select_bundle(bundles, name=None, where=''):
@@ -459,7 +521,8 @@ class BundleStore:
     def list(self, pattern):
         """The bundles here whose names match ``pattern`` (see :func:`name_pattern`), oldest first.
 
-        :returns: list of dicts ``{'name', 'url', 'bytes', 'time'}``, ``time`` the ``YYYYMMDD-HHMM`` of the name.
+        :returns: list of dicts ``{'name', 'url', 'bytes', 'time'}``, ``time`` the ``YYYYMMDD-HHMMSS`` (older names:
+            ``YYYYMMDD-HHMM``) of the name, sorted by :func:`bundle_sort_key`.
         :raises PgopsError: when the place cannot be listed.
         """
         found = []
@@ -480,7 +543,7 @@ class BundleStore:
                             found.append(dict(name=name, url=self.url(name), time=match.group(1), bytes=obj['Size']))
             except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
                 raise self._s3_error(exc, 'listing', '')
-        return sorted(found, key=lambda b: (b['time'], b['name']))
+        return sorted(found, key=bundle_sort_key)
 
     def exists(self, name):
         """True when a bundle (or its checksum file) called ``name`` is already here."""
@@ -536,31 +599,71 @@ class BundleStore:
                 except PgopsError:
                     pass
                 raise exc if isinstance(exc, PgopsError) else self._s3_error(exc, 'upload', name)
-            _remove_quietly(path)
-            _remove_quietly(path + CHECKSUM_SUFFIX)
+            bundle_work.remove_quietly(path)
+            bundle_work.remove_quietly(path + CHECKSUM_SUFFIX)
         return dict(name=name, url=self.url(name), bytes=packed['bytes'], sha256=packed['sha256'])
 
     def fetch(self, name, scratch_dir):
         """A local path of the bundle ``name`` with its checksum file beside it: the file itself for a directory
-        store, a download into ``scratch_dir`` for S3 (the caller removes ``scratch_dir``).
+        store, a download (0600) into ``scratch_dir`` for S3 (the caller removes ``scratch_dir``).
 
         :raises PgopsError: when it cannot be downloaded.
         """
         if self.is_local:
             return os.path.join(self.directory, name)
         local = os.path.join(scratch_dir, name)
+        self._download(name, local)
         try:
-            self.client.download_file(self.bucket, self._key(name), local)
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise self._s3_error(exc, 'download', name)
-        try:
-            self.client.download_file(self.bucket, self._key(name + CHECKSUM_SUFFIX), local + CHECKSUM_SUFFIX)
+            self._download(name + CHECKSUM_SUFFIX, local + CHECKSUM_SUFFIX)
         except botocore.exceptions.ClientError as exc:
             if exc.response.get('Error', {}).get('Code') not in ('404', 'NoSuchKey', 'NotFound'):
                 raise self._s3_error(exc, 'download', name + CHECKSUM_SUFFIX)
-        except botocore.exceptions.BotoCoreError as exc:
-            raise self._s3_error(exc, 'download', name + CHECKSUM_SUFFIX)
+            bundle_work.remove_quietly(local + CHECKSUM_SUFFIX)
         return local
+
+    def _download(self, name, local):
+        """Download the object ``name`` into a new 0600 file ``local``; a ClientError of the checksum file propagates."""
+        try:
+            with private_file(local) as out:
+                self.client.download_fileobj(self.bucket, self._key(name), out)
+        except botocore.exceptions.ClientError as exc:
+            if name.endswith(CHECKSUM_SUFFIX):
+                raise
+            raise self._s3_error(exc, 'download', name)
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._s3_error(exc, 'download', name)
+
+    def verify(self, name, require_checksum_file=True):
+        """Verify the bundle ``name`` where it is, reading it once and writing nothing (check mode): its sha256
+        against its checksum file, every member against the manifest (see :func:`verify_stream`).
+
+        :returns: dict, the manifest.
+        :raises PgopsError: when it is refused, or cannot be read.
+        """
+        if self.is_local:
+            path = os.path.join(self.directory, name)
+            expected = read_checksum_file(path + CHECKSUM_SUFFIX)
+            if expected is None and require_checksum_file:
+                raise _no_checksum_file(name)
+            with open(path, 'rb') as raw:
+                return verify_stream(raw, name, expected)
+        try:
+            try:
+                text = self.client.get_object(Bucket=self.bucket, Key=self._key(name + CHECKSUM_SUFFIX))['Body'].read(4096)
+                expected = parse_checksum(text.decode('ascii', 'replace'), self.url(name + CHECKSUM_SUFFIX))
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get('Error', {}).get('Code') not in ('404', 'NoSuchKey', 'NotFound'):
+                    raise
+                expected = None
+            if expected is None and require_checksum_file:
+                raise _no_checksum_file(name)
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(name))['Body']
+            try:
+                return verify_stream(body, name, expected)
+            finally:
+                body.close()
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._s3_error(exc, 'download', name)
 
     def delete(self, name):
         """Delete the bundle ``name`` and its checksum file (missing ones are not an error).
@@ -569,21 +672,29 @@ class BundleStore:
         """
         for item in (name, name + CHECKSUM_SUFFIX):
             if self.is_local:
-                _remove_quietly(os.path.join(self.directory, item))
+                bundle_work.remove_quietly(os.path.join(self.directory, item))
                 continue
             try:
                 self.client.delete_object(Bucket=self.bucket, Key=self._key(item))
             except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
                 raise self._s3_error(exc, 'deletion', item)
 
-    def apply_retention(self, pattern, keep, check_mode=False):
+    def apply_retention(self, pattern, keep, check_mode=False, own=None):
         """Delete all but the newest ``keep`` bundles matching ``pattern`` (see :func:`expired_bundles`). Call it
         only after the newest bundle has been stored and verified, so a failed run never costs an old bundle.
 
+        :param own: str, the name of the bundle this run stored, or None. A run deletes neither its own bundle nor
+            one newer than it: a run that finishes later than a concurrent one never deletes the bundle that run
+            reports; with ``keep=1`` a newer run's retention removes the older one.
         :returns: list of the names deleted (or that would be, in check mode), oldest first.
         """
-        expired = [b['name'] for b in expired_bundles(self.list(pattern), keep)]
+        bundles = self.list(pattern)
+        expired = bundles[:0]
+        for entry in expired_bundles(bundles, keep):
+            if own is None or bundle_sort_key(entry) < bundle_sort_key(dict(name=own, time=pattern.match(own).group(1))):
+                expired.append(entry)
+        names = [b['name'] for b in expired]
         if not check_mode:
-            for name in expired:
+            for name in names:
                 self.delete(name)
-        return expired
+        return names

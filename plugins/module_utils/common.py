@@ -1,12 +1,13 @@
 # -*- coding: utf-8 -*-
 # Copyright: pgops.resilience contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Errors, secret redaction and time helpers shared by every module of the collection."""
+"""Errors, secret redaction, private files and time helpers shared by every module of the collection."""
 
 from __future__ import annotations
 
 import datetime
 import gc
+import os
 import re
 
 REDACTED = '********'
@@ -17,6 +18,13 @@ _KV_SECRET = re.compile(r"""(?P<key>\b(?:password|sslpassword)\s*=\s*)(?P<value>
 _URI_SECRET = re.compile(r'(?P<key>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<value>[^@\s]+)(?=@)', re.IGNORECASE)
 # ?password=... or &password=... in a URI query string.
 _QUERY_SECRET = re.compile(r'(?P<key>[?&](?:password|sslpassword)=)(?P<value>[^&#\s]+)', re.IGNORECASE)
+
+
+# Server settings whose value can carry a credential: a connection string (primary_conninfo), a shell command
+# (archive_command, restore_command, archive_cleanup_command, recovery_end_command, ssl_passphrase_command, and
+# any extension's *_command, which may hold AWS_SECRET_ACCESS_KEY=... or a password), and any custom setting whose
+# name says it holds a secret. PostgreSQL docs, chapter 20 "Server Configuration".
+_SECRET_SETTING = re.compile(r'(conninfo|_command|password|passphrase|secret|token|credential)', re.IGNORECASE)
 
 
 class PgopsError(Exception):
@@ -50,6 +58,45 @@ def redact(text, secrets=()):
     return out
 
 
+def secret_setting(name):
+    """True when the server setting ``name`` (str) can carry a credential, so its value is masked in every report
+    and file (see :func:`mask_setting`)."""
+    return bool(_SECRET_SETTING.search(name or ''))
+
+
+def mask_setting(name, value):
+    """The value of server setting ``name`` as reports and files may show it: ``********`` for a setting that can
+    carry a credential (:func:`secret_setting`) and is not empty, else ``value`` with DSN and URI passwords masked.
+
+    :param name: str, the setting's name (``primary_conninfo``, ``archive_command``, ``shared_buffers``).
+    :param value: str or None.
+    :returns: str or None (None stays None; an empty value stays empty, so "not set" remains visible).
+    """
+    if value is None or value == '':
+        return value
+    if secret_setting(name):
+        return REDACTED
+    return redact(value)
+
+
+def private_file(path, mode='wb'):
+    """Open a new file at ``path`` that only its owner may read and write (0600, whatever the umask), for
+    anything that can hold data or settings: bundles, checksums, dumps, metrics, logs.
+
+    :param path: str; an existing file is truncated and its mode set to 0600 as well.
+    :param mode: ``'wb'`` or ``'w'``.
+    :returns: an open file object.
+    :raises OSError: as ``os.open`` does.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, 'O_NOFOLLOW', 0), 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def utc_now():
     """The current time as an aware ``datetime`` in UTC."""
     return datetime.datetime.now(datetime.timezone.utc)
@@ -74,7 +121,8 @@ def run_module(module, work):
 
     A :class:`PgopsError` becomes ``fail_json`` with its message and details; any secret in the message
     (no_log option values, passwords in DSNs or URIs) is masked first. Other exceptions propagate, so a
-    real bug still shows its traceback.
+    real bug still shows its traceback. A ``warnings`` list in the result (or in the error's details) goes
+    through ``module.warn``: a ``warnings`` key passed to ``exit_json`` is deprecated since ansible-core 2.19.
 
     :param module: ``AnsibleModule``.
     :param work: callable without arguments returning a dict.
@@ -88,7 +136,20 @@ def run_module(module, work):
         result = work()
     except PgopsError as exc:
         secrets = getattr(module, 'no_log_values', ())
+        details = _warned(module, exc.details)
         gc.freeze()
-        module.fail_json(msg=redact(exc.msg, secrets), **exc.details)
+        module.fail_json(msg=redact(exc.msg, secrets), **details)
+        return  # fail_json exits; a stand-in in a test may not
+    result = _warned(module, result)
     gc.freeze()
     module.exit_json(**result)
+
+
+def _warned(module, result):
+    """``result`` without its ``warnings`` list, each of which is handed to ``module.warn``."""
+    if 'warnings' not in result:
+        return result
+    result = dict(result)
+    for warning in result.pop('warnings') or ():
+        module.warn(str(warning))
+    return result

@@ -62,7 +62,7 @@ Public API (plain Python; no Ansible)::
     drill_settings(...), render_settings(settings), conf_literal(name, value), normalize_recovery_target(target),
     normalize_checks(checks), values_match(value, expected), jsonable(value), server_major(bindir).
 
-    Pieces other runners share (the base backup bootstrap of basebackup.py): ServerUser(name, datadir) (who runs the
+    Pieces other runners share (the base backup bootstrap of bootstrap.py): ServerUser(name, datadir) (who runs the
     server; runuser as root), LogFollower(path) (marks and FATAL lines of a growing server log), StartWatch(ctl,
     datadir, log).wait(probe, deadline, timeout_message) (pg_ctl start watched until a probe says done),
     postmaster_pid(datadir), postmaster_of(datadir, unknown_is_live=False), pid_alive(pid), read_tail(path).
@@ -121,7 +121,7 @@ import tempfile
 import time
 import uuid
 
-from ansible_collections.pgops.resilience.plugins.module_utils import pg_tools
+from ansible_collections.pgops.resilience.plugins.module_utils import paths, pg_tools
 from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError, isoformat_z, redact
 
 try:
@@ -1051,6 +1051,7 @@ class Drill:  # pylint: disable=too-many-instance-attributes
         self.restore_command = restore_command
         self.scratch_dir = os.path.abspath(scratch_dir) if scratch_dir else None
         if self.scratch_dir:
+            paths.refuse_system_directory(self.scratch_dir, 'scratch_dir')  # the runner deletes it at the end
             if self.scratch_dir == os.sep or os.path.islink(self.scratch_dir) or not os.path.isdir(self.scratch_dir):
                 raise PgopsError('scratch_dir %r must be an existing directory (not / and not a symbolic link): the runner '
                                  'deletes it at the end.' % (scratch_dir,))

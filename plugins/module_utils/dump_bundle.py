@@ -3,34 +3,37 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The nightly logical dump bundle of the reference runbook ``postgres-infra-setup.md``.
 
-``nightly-YYYYMMDD-HHMM.tar.gz`` (UTC) holds:
+``nightly-YYYYMMDD-HHMMSS-<run>.tar.gz`` (UTC, then 8 random hex digits of the run: see :mod:`bundle`; older bundles
+are ``nightly-YYYYMMDD-HHMM.tar.gz``) holds, every file 0600:
 
 - ``records.dir/``: ``pg_dump -Fd -j N`` of the database (what ``pg_restore -j`` restores);
 - ``globals.sql``: ``pg_dumpall --globals-only`` (roles, tablespaces);
 - ``records.sql.gz``: the same dump as plain SQL, for ``psql`` (written by ``pg_restore -f -`` from the directory
   dump, so it is the same snapshot and the database is read once, not twice);
-- ``pg_settings.tsv`` and ``extensions.tsv``: the server's settings and the database's extensions;
+- ``pg_settings.tsv`` and ``extensions.tsv``: the server's settings, credential-bearing ones masked
+  (``common.mask_setting``: ``primary_conninfo``, ``*_command``...), and the database's extensions;
 - ``fingerprints.json`` (with ``fingerprints``): row count and checksum of every table in the dumped snapshot, which
   a restore drill compares with what it restored;
 - ``manifest.json``: the sha256 of every member (see :mod:`bundle`).
 
 Every file of the dump comes from one snapshot: a REPEATABLE READ transaction exports it
 (``pg_export_snapshot()``, PostgreSQL 15 docs 9.27.5 "Snapshot Synchronization Functions") and ``pg_dump
---snapshot`` uses it.
+--snapshot`` uses it. The module's sessions are READ ONLY (a dump only reads), in check mode and in a run.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 
-from ansible_collections.pgops.resilience.plugins.module_utils import bundle, pg_tools, sanity
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils import bundle, paths, pg_tools, sanity
+from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError, mask_setting, private_file
 from ansible_collections.pgops.resilience.plugins.module_utils.postgres import (
     connect, connection_secrets, libpq_environment, pg_errors, psycopg2)
 
@@ -65,6 +68,7 @@ def argument_spec():
         scratch_dir=dict(type='path'),
         timeout=dict(type='int', default=6 * 3600),
     )
+    spec.update(bundle.file_mode_argument_spec())
     spec.update(bundle.store_argument_spec())
     return spec
 
@@ -77,6 +81,12 @@ def _validate(params):
         raise PgopsError('jobs must be at least 1 (pg_dump -j), not %d.' % params['jobs'])
     if params['keep'] < 0:
         raise PgopsError('keep must be 0 (keep every bundle) or the number of newest bundles to keep, not %d.' % params['keep'])
+    if params['timeout'] < 1:
+        raise PgopsError('timeout must be at least 1 second, not %d.' % params['timeout'])
+    bundle.check_file_mode(params.get('mode'))
+    if params.get('scratch_dir'):
+        # Before anything is made there (check mode too): our staging directory is created and removed in it.
+        paths.refuse_system_directory(params['scratch_dir'], 'scratch_dir', within=True)
     return database
 
 
@@ -92,39 +102,51 @@ def _server_facts(conn):
 def make_bundle(params, check_mode=False):
     """Dump ``database`` into a new bundle, store it, then delete all but the newest ``keep`` bundles.
 
+    Before it, the work in progress that killed runs left (``.partial-*`` in the directory store, or in the scratch
+    directory with S3) is removed: see :func:`bundle.remove_stale_partials`, with ``timeout`` as the age limit for
+    entries whose owner cannot be checked.
+
     :param params: dict, the module's parameters (connection options plus :func:`argument_spec`).
     :param check_mode: bool; when true nothing is run or written: the result says what would be.
     :returns: dict, the module result: ``changed``, ``bundle`` (``name``, ``url``, ``bytes``, ``sha256``), ``database``,
         ``server_version``, ``members`` (int), ``tables`` (int, with fingerprints), ``seconds`` (dict of phase ->
-        seconds), ``deleted`` (list of bundle names), ``warnings`` (stderr lines of the programs).
-    :raises PgopsError: when the connection, a program (with its stderr), the write or the upload fails; then no
-        bundle is stored and none is deleted.
+        seconds), ``deleted`` (list of bundle names), ``removed_partials`` (list of paths), ``warnings`` (stderr lines
+        of the programs, left-overs that could not be removed).
+    :raises PgopsError: for bad options (a system directory as ``scratch_dir``: :func:`paths.refuse_system_directory`),
+        or when the connection, a program (with its stderr), the write or the upload fails; then no bundle is stored
+        and none is deleted.
     """
     database = _validate(params)
+    mode = bundle.check_file_mode(params.get('mode'))
     store = bundle.BundleStore.from_params(params)
     conn_params = dict(params, login_db=database)
-    conn = connect(conn_params)
+    conn = connect(conn_params, read_only=True)
     try:
         facts = _server_facts(conn)
         programs = dict((p, pg_tools.find_client_program(p, params.get('bindir'), facts['server_major']))
                         for p in ('pg_dump', 'pg_dumpall', 'pg_restore'))
         name = bundle.bundle_name(NAME_PREFIX, suffix=SUFFIX)
         if store.exists(name):
-            raise PgopsError('bundle %s already exists in %s: a dump already ran this minute. Wait a minute, or keep '
-                             'the existing one.' % (name, store.location))
+            raise PgopsError('bundle %s already exists in %s; a bundle is never overwritten. Run again for a new name.'
+                             % (name, store.location))
         result = dict(changed=True, database=database, server_version=facts['server_version'],
                       bundle=dict(name=name, url=store.url(name)), warnings=[], seconds={})
+        staging_parent = store.staging_directory(params.get('scratch_dir'))
+        result['removed_partials'], problems = bundle.remove_stale_partials(staging_parent, NAME_PREFIX, SUFFIX,
+                                                                            params['timeout'], check_mode)
+        result['warnings'] += problems
         if check_mode:
-            existing = store.list(PATTERN) + [dict(name=name, time=name[len(NAME_PREFIX) + 1:-len(SUFFIX)])]
+            existing = store.list(PATTERN) + [dict(name=name, time=PATTERN.match(name).group(1))]
             result['deleted'] = [b['name'] for b in bundle.expired_bundles(existing, params['keep'])]
             result['programs'] = programs
             return result
-        staging = tempfile.mkdtemp(prefix=bundle.PARTIAL_PREFIX + name + '-', dir=store.staging_directory(params.get('scratch_dir')))
+        staging = bundle.make_staging_directory(staging_parent, name)
         try:
-            # A directory store: packed beside the staging directory, in the store, and renamed into place when complete.
+            # A directory store: packed beside the staging directory, in the store, and moved into place when complete.
             # S3: packed inside it, uploaded, and removed with it whatever happens.
             packed_in = os.path.dirname(staging) if store.is_local else staging
-            packed = _dump_and_pack(conn, conn_params, database, facts, programs, staging, os.path.join(packed_in, name), result)
+            packed = _dump_and_pack(conn, conn_params, database, facts, programs, staging, os.path.join(packed_in, name),
+                                    mode, result)
             started = time.monotonic()
             stored = store.store(packed)
             result['seconds']['store'] = round(time.monotonic() - started, 3)
@@ -134,38 +156,41 @@ def make_bundle(params, check_mode=False):
         conn.close()
     result['bundle'] = stored
     result['members'] = len(packed['manifest']['members'])
-    # Only now, with the new bundle stored and verified, may an old one go.
-    result['deleted'] = store.apply_retention(PATTERN, params['keep'])
+    # Only now, with the new bundle stored and verified, may an old one go (never this run's, nor a newer one).
+    result['deleted'] = store.apply_retention(PATTERN, params['keep'], own=name)
     return result
 
 
-def _dump_and_pack(conn, params, database, facts, programs, staging, dest_path, result):
-    """Write every member into ``staging/bundle`` and pack it as ``dest_path``; return :func:`bundle.pack`'s result."""
+def _dump_and_pack(conn, params, database, facts, programs, staging, dest_path, mode, result):
+    """Write every member into ``staging/bundle`` and pack it as ``dest_path`` (``mode``); return :func:`bundle.pack`'s
+    result."""
     root = os.path.join(staging, 'bundle')
-    os.mkdir(root)
+    os.mkdir(root, bundle.DIRECTORY_MODE)
     env = libpq_environment(params, dbname=database)
     secrets = connection_secrets(params)
     timeout = params['timeout']
     seconds = result['seconds']
     started = time.monotonic()
     snapshot = _export_snapshot(conn)
-    dump = _start_pg_dump(programs['pg_dump'], env, snapshot, params['jobs'], os.path.join(root, DIRECTORY_DUMP), staging)
+    dump = _start_pg_dump(programs['pg_dump'], env, snapshot, params['jobs'], os.path.join(root, DIRECTORY_DUMP), database)
     side_error = None
     try:
         # While pg_dump runs, the same snapshot gives the settings, the extensions and the fingerprints.
         try:
-            _copy_query(conn, _SETTINGS_QUERY, os.path.join(root, SETTINGS))
+            _write_settings(conn, os.path.join(root, SETTINGS))
             _copy_query(conn, _EXTENSIONS_QUERY, os.path.join(root, EXTENSIONS))
             if params['fingerprints']:
                 result['tables'] = _write_fingerprints(params, snapshot, os.path.join(root, FINGERPRINTS))
-        except PgopsError as exc:
+        except (PgopsError, OSError) as exc:
             side_error = exc  # pg_dump's own verdict comes first: it names what it could not dump
-        stderr = _wait(dump, timeout)
+        dump.wait(timeout)
     finally:
-        _stop(dump)
+        dump.stop()
         conn.rollback()
-    if dump.returncode != 0:
-        raise pg_tools.failure('pg_dump of database %s' % database, dump.returncode, stderr, secrets)
+    stderr = dump.result(secrets, target=root)
+    if isinstance(side_error, OSError):
+        raise PgopsError('writing the dump into %s failed: %s. Check the free space and permissions there (or give '
+                         'another scratch_dir).' % (staging, side_error))
     if side_error is not None:
         raise side_error
     result['warnings'] += pg_tools.warnings_of(stderr)
@@ -174,7 +199,8 @@ def _dump_and_pack(conn, params, database, facts, programs, staging, dest_path, 
     cmd = [programs['pg_dumpall'], '--globals-only', '--no-password', '-f', os.path.join(root, GLOBALS)]
     if not params['role_passwords']:
         cmd.append('--no-role-passwords')
-    result['warnings'] += pg_tools.warnings_of(pg_tools.run_program(cmd, env, 'pg_dumpall --globals-only', secrets, timeout))
+    result['warnings'] += pg_tools.warnings_of(pg_tools.run_program(cmd, env, 'pg_dumpall --globals-only', secrets, timeout,
+                                                                    target=root))
     seconds['pg_dumpall'] = round(time.monotonic() - started, 3)
     if params['plain_sql']:
         started = time.monotonic()
@@ -185,7 +211,7 @@ def _dump_and_pack(conn, params, database, facts, programs, staging, dest_path, 
                 owner=facts['owner'], encoding=facts['encoding'], snapshot=snapshot, jobs=params['jobs'],
                 pg_dump=os.path.basename(programs['pg_dump']), pg_dump_major=pg_tools.program_major(programs['pg_dump']),
                 fingerprints=bool(params['fingerprints']))
-    packed = bundle.pack(root, dest_path, KIND, info)
+    packed = bundle.pack(root, dest_path, KIND, info, mode)
     seconds['pack'] = round(time.monotonic() - started, 3)
     return packed
 
@@ -198,76 +224,74 @@ def _export_snapshot(conn):
         return cur.fetchone()[0]
 
 
-def _start_pg_dump(program, env, snapshot, jobs, target, staging):
+def _start_pg_dump(program, env, snapshot, jobs, target, database):
+    """Start ``pg_dump --format=directory`` of the exported snapshot into ``target``; returns the
+    :class:`pg_tools.Program` (its stderr read into memory, so that a full staging volume cannot swallow it)."""
     cmd = [program, '--format=directory', '--jobs=%d' % jobs, '--snapshot=%s' % snapshot, '--no-password',
            '--file=%s' % target]
-    stderr = open(os.path.join(staging, 'pg_dump.stderr'), 'w+b')  # a file: a pipe could fill up and stall pg_dump
-    try:
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
-    except OSError as exc:
-        stderr.close()
-        raise PgopsError('cannot run pg_dump (%s): %s' % (program, exc))
-    proc.stderr_file = stderr
-    return proc
+    return pg_tools.Program(cmd, env, 'pg_dump of database %s' % database)
 
 
-def _wait(proc, timeout):
-    """Wait for the pg_dump process; return its stderr text."""
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise PgopsError('pg_dump did not finish within timeout (%d seconds) and was stopped.' % timeout)
-    proc.stderr_file.seek(0)
-    return proc.stderr_file.read().decode('utf-8', 'replace')
-
-
-def _stop(proc):
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-    proc.stderr_file.close()
+def _private_text(path):
+    """A new 0600 text file (UTF-8) at ``path``."""
+    return io.TextIOWrapper(private_file(path), encoding='utf-8', newline='')
 
 
 def _copy_query(conn, query, path):
     """Write the rows of ``query`` as a tab-separated file with a header (COPY ... CSV, tab delimiter)."""
-    with pg_errors('writing %s' % os.path.basename(path)), conn.cursor() as cur, open(path, 'w', encoding='utf-8') as out:
+    with pg_errors('writing %s' % os.path.basename(path)), conn.cursor() as cur, _private_text(path) as out:
         cur.copy_expert("COPY (%s) TO STDOUT WITH (FORMAT csv, DELIMITER E'\\t', HEADER)" % query, out)
+
+
+def _write_settings(conn, path):
+    """pg_settings.tsv: the server's settings as a tab-separated file with a header, the value of every setting that
+    can carry a credential masked (``common.mask_setting``: a password in ``primary_conninfo``, a secret key in
+    ``restore_command`` or ``archive_command``), so the bundle holds no credential of the server's configuration."""
+    with pg_errors('reading pg_settings'), conn.cursor() as cur:
+        cur.execute(_SETTINGS_QUERY)
+        columns = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+    with _private_text(path) as out:
+        writer = csv.writer(out, delimiter='\t', lineterminator='\n')
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([row[0], mask_setting(row[0], row[1])] + list(row[2:]))
 
 
 def _write_fingerprints(params, snapshot, path):
     """fingerprints.json: row count and checksum of every table, read in the dump's snapshot on a connection of its
     own (the exporting transaction must stay open, and idle, until pg_dump has taken the snapshot)."""
-    conn = connect(params)
+    conn = connect(params, read_only=True)
     try:
         prints = sanity.table_fingerprints(conn, checksums=True, snapshot=snapshot)
     finally:
         conn.close()
-    with open(path, 'w', encoding='utf-8') as out:
+    with _private_text(path) as out:
         json.dump(prints, out, indent=1, sort_keys=True)
     return len(prints)
 
 
 def _plain_copy(pg_restore, env, directory_dump, target, timeout):
-    """records.sql.gz from the directory dump: ``pg_restore -f -`` streams the SQL script, gzip compresses it."""
+    """records.sql.gz from the directory dump: ``pg_restore -f -`` streams the SQL script, gzip compresses it.
+
+    :raises PgopsError: when pg_restore fails (its stderr), runs longer than ``timeout`` seconds, or ``target`` cannot
+        be written (a full volume).
+    """
     cmd = [pg_restore, '--file=-', directory_dump]
     deadline = time.monotonic() + timeout
-    with tempfile.TemporaryFile() as err:
+    program = pg_tools.Program(cmd, env, 'pg_restore --file=- (the plain SQL copy)', stdout=subprocess.PIPE)
+    try:
         try:
-            proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
-        except OSError as exc:
-            raise PgopsError('cannot run pg_restore (%s): %s' % (pg_restore, exc))
-        try:
-            with gzip.open(target, 'wb', compresslevel=PLAIN_COMPRESS_LEVEL) as out:
-                for block in iter(lambda: proc.stdout.read(bundle.CHUNK), b''):
+            with private_file(target) as raw, gzip.GzipFile(filename='', mode='wb', fileobj=raw,
+                                                            compresslevel=PLAIN_COMPRESS_LEVEL) as out:
+                for block in iter(lambda: program.stdout.read(bundle.CHUNK), b''):
                     out.write(block)
                     if time.monotonic() > deadline:
                         raise PgopsError('writing %s took longer than timeout and was stopped.' % PLAIN_DUMP)
-            proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-        err.seek(0)
-        if proc.returncode != 0:
-            raise pg_tools.failure('pg_restore --file=- (the plain SQL copy)', proc.returncode, err.read().decode('utf-8', 'replace'))
+        except OSError as exc:
+            raise PgopsError('writing %s failed: %s. Check the free space and permissions of %s (or give another '
+                             'scratch_dir).' % (PLAIN_DUMP, exc, os.path.dirname(target)))
+        program.wait()
+    finally:
+        program.stop()
+    program.result()

@@ -10,6 +10,17 @@ extensions, ``pg_restore -j`` from the directory dump (or ``psql`` with ``ON_ERR
 
 The drill restores into a scratch database, compares every table's row count and checksum with the source (the
 fingerprints recorded in the bundle, or the source database now), and drops the scratch database.
+
+Check mode writes nothing: the bundle is verified where it is (a file, or streamed from S3) and the server is asked,
+in READ ONLY sessions, whether the run would be refused; the result says what the run would do (``changed`` true).
+Extracted members are 0600 in a 0700 scratch directory (a dump holds the data and the roles' password hashes),
+``pgops-restore-pid<pid>@<host>.<hex>`` in ``scratch_dir``, removed at the end. A killed run cannot remove it: the
+next run removes such directories whose process is gone (:func:`remove_stale_scratch`).
+
+A database the restore creates carries the comment :data:`INCOMPLETE` (with the run and its start) until it is
+filled: a killed run cannot drop what it could not fill, and the next run knows it for an unfinished restore of
+this collection (:func:`left_over_databases`): it drops and restores again a target left so, and drops drill
+databases left so, but never a database without the comment, one with sessions, or one whose run still lives.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ import subprocess
 import tempfile
 import time
 
-from ansible_collections.pgops.resilience.plugins.module_utils import bundle, dump_bundle, pg_tools, sanity
+from ansible_collections.pgops.resilience.plugins.module_utils import bundle, bundle_work, dump_bundle, paths, pg_tools, sanity
 from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError, utc_now
 from ansible_collections.pgops.resilience.plugins.module_utils.postgres import (
     connect, connection_secrets, libpq_environment, pg_error_text, pg_errors, psycopg2, sql)
@@ -31,10 +42,19 @@ from ansible_collections.pgops.resilience.plugins.module_utils.postgres import (
 # psql's report of a failed statement: "psql:/path/globals.sql:12: ERROR:  role "app" already exists".
 _PSQL_ERROR = re.compile(r'^psql:[^\n]*?:\d+: (ERROR|FATAL|PANIC):\s+(.*)$', re.MULTILINE)
 _ALREADY_EXISTS = re.compile(r'already exists$')
+# Bytes of psql's stderr kept while globals.sql runs, every one read for errors: about 200 000 "already exists" lines.
+GLOBALS_STDERR_KEEP = 16 * 1024 * 1024
 # pg_dumpall's role creation line: CREATE ROLE name; with the name quoted when it needs to be (quote_identifier).
 _CREATE_ROLE = re.compile(r'^CREATE ROLE ((?:"(?:[^"]|"")+")|[a-z_][a-z0-9_$]*);$', re.MULTILINE)
 DRILL_PREFIX = 'pgops_drill_'
+# COMMENT ON DATABASE of a database a restore created, until the restore is complete (see the module docstring).
+INCOMPLETE = 'pgops.resilience: restore in progress'
+_INCOMPLETE_COMMENT = re.compile(r'%s, run %s, started (?P<started>\d+)\Z' % (re.escape(INCOMPLETE), bundle_work.RUN_TAG))
 MAINTENANCE_DB = 'postgres'
+SCRATCH_PREFIX = 'pgops-restore-'
+# A scratch directory of this module: SCRATCH_PREFIX and bundle_work.run_tag() (the owner), or, made by earlier
+# versions without an owner, tempfile.mkdtemp's 8 random characters.
+_SCRATCH_NAME = re.compile(r'%s(?:%s|[a-z0-9_]{8})\Z' % (re.escape(SCRATCH_PREFIX), bundle_work.RUN_TAG))
 
 
 def argument_spec():
@@ -70,6 +90,33 @@ def _validate(params):
     if params['drill'] and params.get('database') and not params['database'].startswith(DRILL_PREFIX):
         raise PgopsError('with drill=true the scratch database is dropped afterwards, so its name must start with %s '
                          '(got %r); leave database unset for a generated name.' % (DRILL_PREFIX, params['database']))
+    if params.get('scratch_dir'):
+        # Before anything is made there (check mode too): our scratch directory is created and removed in it.
+        paths.refuse_system_directory(params['scratch_dir'], 'scratch_dir', within=True)
+
+
+def remove_stale_scratch(parent, max_age, check_mode=False):
+    """Remove from ``parent`` the scratch directories (the extracted dump) of restores that are over: a killed run
+    (SIGKILL, an evicted pod) leaves its own behind.
+
+    Only plain directories of this user named like this module's (:data:`SCRATCH_PREFIX` and the owner of
+    ``bundle_work.run_tag()``, or an earlier version's ``pgops-restore-<8 random characters>``) are considered,
+    never a link; one goes when its process is gone from this host, or, for another host's and an earlier
+    version's, when nothing in it has changed for longer than ``max_age`` (see ``bundle_work.partial_is_stale``).
+
+    :param parent: str, the scratch directory's parent (``scratch_dir``, default the system temporary directory).
+    :param max_age: seconds (the run's ``timeout``), or None to judge by the owning process only.
+    :param check_mode: bool; report without removing.
+    :returns: ``(removed, problems)``: lists of str, the paths removed (or that would be) and what could not be.
+    """
+    def run_of(name):
+        match = _SCRATCH_NAME.match(name)
+        if not match:
+            return None
+        return name, ((int(match.group('pid')), match.group('host')) if match.group('pid') else (None, None))
+
+    return bundle_work.remove_stale_entries(parent, run_of, max_age, check_mode, 'left-over restore scratch directories',
+                                            directories_only=True)
 
 
 def restore(params, check_mode=False):
@@ -78,22 +125,30 @@ def restore(params, check_mode=False):
 
     :param params: dict, the module's parameters (connection options plus :func:`argument_spec`); the connection
         options name the server, and ``login_db`` the database to connect to for CREATE DATABASE (default postgres).
-    :param check_mode: bool; the bundle is still fetched and verified (into a temporary directory), nothing else.
+    :param check_mode: bool; the bundle is verified where it is and the target checked, writing nothing: the result
+        says what a run would do (``changed`` true, ``created_database`` whether it would create it).
     :returns: dict, the module result: ``changed``, ``bundle`` (``name``, ``url``, ``created``, ``source_database``),
+        ``removed_scratch`` (paths of the scratch directories of killed runs removed, :func:`remove_stale_scratch`),
         ``database``, ``created_database`` (bool), ``source`` (directory or plain), ``globals`` (``applied``,
         ``already_existed`` list), ``extensions`` (list of dicts), ``materialized_views`` (list of dicts with
         ``name``, ``refreshed``, ``seconds``, ``error``), ``tables`` (dict ``schema.name`` -> rows), ``rows`` (total),
         ``seconds`` (phase -> seconds), ``warnings``; with ``drill`` also ``drill`` (``identical``, ``compared_with``,
         ``differences``, ``dropped``).
     :raises PgopsError: when the bundle is refused, a step fails (with the program's or the server's message), or
-        the drill finds a difference (``details`` hold the result so far).
+        the drill finds a difference (``details`` hold the result so far under ``restore``, its warnings beside it).
     """
     _validate(params)
     store = bundle.BundleStore.from_params(params)
     chosen = _choose(store, params.get('bundle'))
-    scratch = tempfile.mkdtemp(prefix='pgops-restore-', dir=params.get('scratch_dir'))
+    parent = params.get('scratch_dir') or tempfile.gettempdir()
+    left_over = remove_stale_scratch(parent, params['timeout'] if (params.get('timeout') or 0) > 0 else None, check_mode)
+    if check_mode:
+        started = time.monotonic()
+        manifest = store.verify(chosen['name'])
+        result = _result(params, chosen, manifest, dict(verify=round(time.monotonic() - started, 3)), left_over)
+        return _Restore(params, None, manifest.get('info') or {}, result['database'], result).preview()
+    scratch = bundle_work.make_work_directory(os.path.join(parent, SCRATCH_PREFIX + bundle_work.run_tag()))  # 0700
     try:
-        seconds = {}
         started = time.monotonic()
         local = store.fetch(chosen['name'], scratch)
         root = os.path.join(scratch, 'bundle')
@@ -103,17 +158,21 @@ def restore(params, check_mode=False):
         if params['source'] == 'auto' and skip and not os.path.isdir(os.path.join(root, dump_bundle.DIRECTORY_DUMP)):
             shutil.rmtree(root)
             manifest = bundle.extract_verified(local, root)
-        seconds['verify'] = round(time.monotonic() - started, 3)
-        info = manifest.get('info') or {}
-        target = params.get('database') or '%s%s' % (DRILL_PREFIX, utc_now().strftime('%Y%m%d%H%M%S'))
-        result = dict(changed=not check_mode, bundle=dict(name=chosen['name'], url=chosen['url'], created=manifest.get('created'),
-                                                          source_database=info.get('database')),
-                      database=target, source=_source_format(params['source'], root), seconds=seconds, warnings=[])
-        if check_mode:
-            return result
-        return _Restore(params, root, info, target, result).run()
+        result = _result(params, chosen, manifest, dict(verify=round(time.monotonic() - started, 3)), left_over)
+        return _Restore(params, root, manifest.get('info') or {}, result['database'], result).run()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _result(params, chosen, manifest, seconds, left_over):
+    """The result's first fields, from the verified bundle: what is restored, from what, into which database; and
+    ``left_over``, :func:`remove_stale_scratch`'s ``(removed, problems)``."""
+    info = manifest.get('info') or {}
+    target = params.get('database') or '%s%s' % (DRILL_PREFIX, utc_now().strftime('%Y%m%d%H%M%S'))
+    return dict(changed=True, bundle=dict(name=chosen['name'], url=chosen['url'], created=manifest.get('created'),
+                                          source_database=info.get('database')),
+                database=target, source=_source_format(params['source'], manifest['members']), seconds=seconds,
+                removed_scratch=left_over[0], warnings=list(left_over[1]))
 
 
 def _choose(store, name):
@@ -129,9 +188,11 @@ def _choose(store, name):
     return bundle.select_bundle(store.list(dump_bundle.PATTERN), None, store.location)
 
 
-def _source_format(choice, root):
-    has_directory = os.path.isfile(os.path.join(root, dump_bundle.DIRECTORY_DUMP, 'toc.dat'))
-    has_plain = os.path.isfile(os.path.join(root, dump_bundle.PLAIN_DUMP))
+def _source_format(choice, members):
+    """``directory`` or ``plain``: what ``choice`` (``auto``, ``directory``, ``plain``) restores from a bundle whose
+    verified manifest lists ``members``."""
+    has_directory = dump_bundle.DIRECTORY_DUMP + '/toc.dat' in members
+    has_plain = dump_bundle.PLAIN_DUMP in members
     if choice == 'auto':
         choice = 'directory' if has_directory else 'plain'
     if (choice == 'directory' and not has_directory) or (choice == 'plain' and not has_plain):
@@ -160,13 +221,29 @@ class _Restore:
         self.result['seconds'][phase] = round(time.monotonic() - started, 3)
         return value
 
+    def preview(self):
+        """Check mode: what :meth:`run` checks before it changes anything (the client programs, a drill database that
+        exists, a non-empty database without ``clean``), in READ ONLY sessions; the result says what it would do."""
+        conn = connect(self.maintenance, read_only=True)
+        try:
+            major = _server_major(conn)
+            self.programs = dict((p, pg_tools.find_client_program(p, self.params.get('bindir'), major))
+                                 for p in ('pg_restore', 'psql', 'vacuumdb'))
+            exists = self._remove_left_over_databases(conn, check_mode=True)
+            exists = self._refuse_unusable_target(conn, exists)
+        finally:
+            conn.close()
+        self.result['created_database'] = not exists
+        return self.result
+
     def run(self):
         conn = connect(self.maintenance)
         try:
             major = _server_major(conn)
             self.programs = dict((p, pg_tools.find_client_program(p, self.params.get('bindir'), major))
                                  for p in ('pg_restore', 'psql', 'vacuumdb'))
-            exists = self._refuse_unusable_target(conn)  # before anything changes, roles included
+            exists = self._remove_left_over_databases(conn)
+            exists = self._refuse_unusable_target(conn, exists)  # before anything changes, roles included
             if self.params['globals'] and self.params['drill']:
                 self.result['globals'] = self._timed('globals', lambda: self._create_missing_roles(conn))
             elif self.params['globals']:
@@ -179,11 +256,38 @@ class _Restore:
             compared = self._count_target()
         except PgopsError as exc:
             self._drop_after_failure()
-            exc.details.setdefault('restore', self.result)
+            _add_result(exc, self.result)
             raise
+        if self.created and (not self.params['drill'] or self.params['keep_drill_database']):
+            self._mark_complete()
         if self.params['drill']:
             self._finish_drill(compared)
         return self.result
+
+    def _remove_left_over_databases(self, conn, check_mode=False):
+        """Drop what killed runs left (:func:`left_over_databases`): drill databases, and the target itself when it is
+        one (it is then restored afresh). Reported in ``removed_databases``.
+
+        :returns: bool, whether the target database exists afterwards.
+        :raises PgopsError: when the target is an unfinished restore whose run may still be at work (a session on it,
+            or its process alive).
+        """
+        left = left_over_databases(conn, self.params['timeout'] if (self.params.get('timeout') or 0) > 0 else None)
+        removable = [name for name in left if name.startswith(DRILL_PREFIX) or name == self.target]
+        for name in removable:
+            if not check_mode:
+                _execute(conn, sql.SQL('DROP DATABASE IF EXISTS {} WITH (FORCE)').format(sql.Identifier(name)),
+                         'dropping database %s, left unfinished by a killed run' % name)
+        self.result['removed_databases'] = removable
+        exists = bool(_one(conn, 'SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s', (self.target,)))
+        if exists and self.target not in removable:
+            comment = _one(conn, "SELECT pg_catalog.shobj_description(oid, 'pg_database') FROM pg_catalog.pg_database "
+                                 "WHERE datname = %s", (self.target,))
+            if comment and comment.startswith(INCOMPLETE):
+                raise PgopsError('database %s is being restored by another run (%s), or its run ended only now and its '
+                                 'sessions are still closing; try again later. A run that was killed is recognised once '
+                                 'its process is gone.' % (self.target, comment))
+        return exists and self.target not in removable
 
     # -- steps -------------------------------------------------------------------------------------------------
 
@@ -195,7 +299,9 @@ class _Restore:
             return dict(applied=False, already_existed=[])
         cmd = [self.programs['psql'], '--no-psqlrc', '--no-password', '--quiet', '--file=%s' % path]
         env = libpq_environment(self.maintenance)
-        stderr = pg_tools.run_program(cmd, env, 'psql -f globals.sql', self.secrets, self.params['timeout'])
+        # Every line is read for errors: stderr is kept whole up to GLOBALS_STDERR_KEEP bytes, and refused beyond.
+        stderr = pg_tools.run_program(cmd, env, 'psql -f globals.sql', self.secrets, self.params['timeout'],
+                                      keep=GLOBALS_STDERR_KEEP, complete=True)
         errors = [m.group(2).strip() for m in _PSQL_ERROR.finditer(stderr)]
         other = [e for e in errors if not _ALREADY_EXISTS.search(e)]
         if other:
@@ -203,10 +309,9 @@ class _Restore:
                              'was restored.' % '; '.join(other[:5]), stderr=stderr)
         return dict(applied=True, already_existed=errors)
 
-    def _refuse_unusable_target(self, conn):
-        """Whether the target database exists; refuse a drill database that exists, and a database that already
-        holds tables unless ``clean``."""
-        exists = bool(_one(conn, 'SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s', (self.target,)))
+    def _refuse_unusable_target(self, conn, exists):
+        """Whether the target database exists (``exists``, as :meth:`_remove_left_over_databases` left it); refuse a
+        drill database that exists, and a database that already holds tables unless ``clean``."""
         if exists and self.params['drill']:
             raise PgopsError('the drill database %s already exists; drop it or leave database unset.' % self.target)
         if exists and not self.params['clean']:
@@ -226,6 +331,10 @@ class _Restore:
                 query = sql.SQL('{} OWNER {}').format(query, sql.Identifier(owner))
             with pg_errors('creating database %s' % self.target), conn.cursor() as cur:
                 cur.execute(query)
+                # Marked at once: if this run is killed, the next one knows the half-restored database for its own.
+                cur.execute(sql.SQL('COMMENT ON DATABASE {} IS {}').format(
+                    sql.Identifier(self.target), sql.Literal('%s, run %s, started %d' % (
+                        INCOMPLETE, bundle_work.run_tag(), int(time.time())))))
             self.created = True
         self.result['created_database'] = self.created
 
@@ -319,34 +428,29 @@ class _Restore:
                '--single-transaction', '--file=-']
         if self.params['clean']:
             raise PgopsError('clean=true needs the directory dump (source=directory): the plain SQL has no DROP statements.')
-        with tempfile.TemporaryFile() as err:
-            try:
-                proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
-            except OSError as exc:
-                raise PgopsError('cannot run psql (%s): %s' % (cmd[0], exc))
+        psql = pg_tools.Program(cmd, env, 'psql --single-transaction < records.sql.gz', stdin=subprocess.PIPE)
+        try:
             try:
                 with gzip.open(os.path.join(self.root, dump_bundle.PLAIN_DUMP), 'rb') as source:
-                    shutil.copyfileobj(source, proc.stdin, bundle.CHUNK)
+                    shutil.copyfileobj(source, psql.stdin, bundle.CHUNK)
             except BrokenPipeError:
                 pass  # psql stopped at an error: its exit status and stderr say which
             except (OSError, EOFError) as exc:
-                proc.kill()
+                psql.stop()
                 raise PgopsError('cannot read %s: %s' % (dump_bundle.PLAIN_DUMP, exc))
             finally:
                 try:
-                    proc.stdin.close()
+                    psql.stdin.close()
                 except BrokenPipeError:
                     pass
-                proc.wait()
-            err.seek(0)
-            stderr = err.read().decode('utf-8', 'replace')
-        if proc.returncode != 0:
-            raise pg_tools.failure('psql --single-transaction < records.sql.gz', proc.returncode, stderr, self.secrets)
-        self.result['warnings'] += pg_tools.warnings_of(stderr)
+                psql.wait()
+        finally:
+            psql.stop()
+        self.result['warnings'] += pg_tools.warnings_of(psql.result(self.secrets))
 
     def _count_target(self):
         """Row counts of every table (and checksums for a drill) of the restored database."""
-        conn = connect(self._target_params())
+        conn = connect(self._target_params(), read_only=True)
         try:
             prints = self._timed('count', lambda: sanity.table_fingerprints(conn, checksums=self.params['drill']))
         finally:
@@ -354,6 +458,15 @@ class _Restore:
         self.result['tables'] = dict((key, value['rows']) for key, value in sorted(prints.items()))
         self.result['rows'] = sum(self.result['tables'].values())
         return prints
+
+    def _mark_complete(self):
+        """Take the :data:`INCOMPLETE` comment off the database this run created and filled."""
+        conn = connect(self.maintenance)
+        try:
+            _execute(conn, sql.SQL('COMMENT ON DATABASE {} IS NULL').format(sql.Identifier(self.target)),
+                     'marking database %s restored' % self.target)
+        finally:
+            conn.close()
 
     def _drop_after_failure(self):
         """A database this run created and could not fill is dropped, so no half-restored database is left."""
@@ -383,9 +496,9 @@ class _Restore:
         if not self.params['keep_drill_database']:
             drill['dropped'] = self._drop_target()
         if not outcome['identical']:
-            raise PgopsError('restore drill of %s: %d tables differ from %s (first: %s). The bundle does not restore '
-                             'what was dumped.' % (self.result['bundle']['name'], len(outcome['differences']),
-                                                   compared_with, outcome['differences'][0]), restore=self.result)
+            raise _add_result(PgopsError('restore drill of %s: %d tables differ from %s (first: %s). The bundle does not '
+                                         'restore what was dumped.' % (self.result['bundle']['name'], len(outcome['differences']),
+                                                                       compared_with, outcome['differences'][0])), self.result)
 
     def _source_fingerprints(self):
         wanted = self.params['compare_with']
@@ -400,7 +513,7 @@ class _Restore:
         database = self.params.get('source_database') or self.info.get('database')
         if not database:
             raise PgopsError('the bundle does not name its database; set source_database for the drill to compare with.')
-        conn = connect(dict(self.params, login_db=database))
+        conn = connect(dict(self.params, login_db=database), read_only=True)
         try:
             return sanity.table_fingerprints(conn, checksums=True), 'database %s now' % database
         finally:
@@ -437,6 +550,30 @@ def refresh_materialized_views(conn):
     return [report[k] for k in sorted(report)]
 
 
+def left_over_databases(conn, max_age):
+    """Databases a restore or drill of this collection created and did not finish, whose run is over: they carry the
+    :data:`INCOMPLETE` comment, no session is connected to them, and the run named in the comment is gone from this
+    host, or, for another host's run, started more than ``max_age`` seconds ago (``bundle_work.partial_is_stale``).
+
+    :param conn: psycopg2 connection to the maintenance database.
+    :param max_age: seconds (the run's ``timeout``) or None.
+    :returns: list of database names.
+    """
+    with pg_errors('looking for databases killed restores left'), conn.cursor() as cur:
+        cur.execute("SELECT d.datname, pg_catalog.shobj_description(d.oid, 'pg_database'), "
+                    "(SELECT count(*) FROM pg_catalog.pg_stat_activity AS a WHERE a.datid = d.oid) "
+                    "FROM pg_catalog.pg_database AS d "
+                    "WHERE pg_catalog.shobj_description(d.oid, 'pg_database') LIKE %s ORDER BY 1", (INCOMPLETE + '%',))
+        rows = cur.fetchall()
+    left, now = [], time.time()
+    for name, comment, sessions in rows:
+        match = _INCOMPLETE_COMMENT.match(comment or '')
+        if match and not sessions and bundle_work.partial_is_stale(
+                (int(match.group('pid')), match.group('host')), int(match.group('started')), now, max_age):
+            left.append(name)
+    return left
+
+
 def _conninfo_dbname(name):
     """``dbname='name'`` for a program's ``--dbname``, which reads a value holding ``=`` or a URI prefix as a connection
     string (libpq "Connection Strings"): quoted, a database name is only ever a name. The rest of the connection comes
@@ -466,8 +603,17 @@ def _execute(conn, query, what):
         cur.execute(query)
 
 
+def _add_result(exc, result):
+    """``exc`` with the result so far in its details (``restore``), its warnings beside it, where ``run_module`` hands
+    them to ``module.warn`` (a ``warnings`` key inside a result is not one Ansible shows)."""
+    result = dict(result)
+    exc.details['warnings'] = list(exc.details.get('warnings') or ()) + list(result.pop('warnings', None) or ())
+    exc.details.setdefault('restore', result)
+    return exc
+
+
 def _count_user_tables(params):
-    conn = connect(params)
+    conn = connect(params, read_only=True)
     try:
         return _one(conn, "SELECT count(*) FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n "
                           "ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'm') "

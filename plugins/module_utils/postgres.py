@@ -195,14 +195,20 @@ def describe_server(params):
                             merged.get('dbname') or 'default database')
 
 
-def connect(params, autocommit=True):
+def connect(params, autocommit=True, read_only=False):
     """Open a psycopg2 connection from module parameters.
 
     The session is READ COMMITTED whatever ``default_transaction_isolation`` says, because the
     advisory-lock protocol of :func:`try_advisory_lock` relies on each statement seeing the latest commits.
 
+    With ``read_only`` (check mode, and every ``_info`` module) every transaction of the session is READ ONLY
+    (``default_transaction_read_only``, set by libpq's ``options`` at connection start and again by
+    ``set_session``), so no statement of the run can write, whatever it calls (PostgreSQL docs, "SET
+    TRANSACTION": a read-only transaction refuses INSERT, UPDATE, DELETE, DDL, ``nextval`` and COPY FROM).
+
     :param params: dict of the options of :func:`postgres_argument_spec`.
     :param autocommit: bool, the initial autocommit mode.
+    :param read_only: bool, make every transaction READ ONLY.
     :returns: ``psycopg2.extensions.connection``.
     :raises StandbyRefusesConnections: when the server is a standby with ``hot_standby = off``.
     :raises PgopsError: naming the server (never the password) and libpq's reason, for a wrong password,
@@ -211,6 +217,10 @@ def connect(params, autocommit=True):
     require_psycopg2()
     dsn, kwargs = connection_kwargs(params)
     secrets = connection_secrets(params)
+    if read_only:
+        # Added to the options the user gave (in connect_params or in conninfo), which kwargs would replace.
+        given = kwargs.get('options') or (psycopg2.extensions.parse_dsn(dsn).get('options') if dsn else None) or ''
+        kwargs['options'] = (given + ' -c default_transaction_read_only=on').strip()
     try:
         conn = psycopg2.connect(dsn, **kwargs)
     except psycopg2.Error as exc:
@@ -221,7 +231,8 @@ def connect(params, autocommit=True):
         raise PgopsError('Cannot connect to PostgreSQL at %s: %s. Check login_host, login_port, login_user, '
                          'login_password, login_db (or conninfo) and that the server accepts the connection.'
                          % (describe_server(params), redact(reason, secrets)))
-    conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_READ_COMMITTED, autocommit=autocommit)
+    conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_READ_COMMITTED, autocommit=autocommit,
+                     readonly=True if read_only else None)
     return conn
 
 

@@ -120,6 +120,22 @@ def s3_error(exc, action, bucket, key, endpoint_url, secrets=()):
                       % (action, bucket, key, where, redact(reason, secrets)))
 
 
+class ObjectExists(PgopsError):
+    """A write that must not replace an object found one there (``If-None-Match: *`` answered 412)."""
+
+
+def _precondition_failed(exc):
+    """True when a conditional write was refused because the object exists (412, or 409 for a write racing another)."""
+    return isinstance(exc, botocore.exceptions.ClientError) and \
+        exc.response.get('Error', {}).get('Code') in ('PreconditionFailed', 'ConditionalRequestConflict', '412', '409')
+
+
+def _not_implemented(exc):
+    """True when the store does not know a request header (an S3-compatible store without conditional writes)."""
+    return isinstance(exc, botocore.exceptions.ClientError) and \
+        exc.response.get('Error', {}).get('Code') in ('NotImplemented', '501')
+
+
 def _missing(exc):
     """True when a botocore error says the object does not exist."""
     return isinstance(exc, botocore.exceptions.ClientError) and \
@@ -166,18 +182,46 @@ class JsonObject:
             raise PgopsError('%s holds JSON but not an object; move it away or delete it to start afresh.' % self.url)
         return document
 
-    def write(self, document):
+    def write(self, document, only_if_absent=False):
         """Upload ``document`` (a dict) as pretty, key-sorted JSON; values JSON cannot hold are written as text.
 
+        :param only_if_absent: write only when no object exists at the key (see :func:`conditional_put`).
         :returns: dict with ``bucket``, ``key``, ``etag`` and ``size`` (bytes).
+        :raises ObjectExists: with ``only_if_absent``, when an object is there.
         :raises PgopsError: when the upload fails.
         """
         body = (json.dumps(document, indent=2, sort_keys=True, default=str) + '\n').encode('utf-8')
         try:
-            response = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, ContentType='application/json')
+            response = conditional_put(self.client, only_if_absent, Bucket=self.bucket, Key=self.key, Body=body,
+                                       ContentType='application/json')
+        except ObjectExists:
+            raise ObjectExists('s3://%s/%s exists already.' % (self.bucket, self.key))
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise s3_error(exc, 'upload', self.bucket, self.key, self.endpoint_url)
         return dict(bucket=self.bucket, key=self.key, etag=response.get('ETag', '').strip('"'), size=len(body))
+
+
+def conditional_put(client, only_if_absent, **request):
+    """``put_object(**request)``; with ``only_if_absent`` it carries ``If-None-Match: *`` (S3 conditional writes),
+    so that an object already at the key is never replaced.
+
+    A store that does not implement conditional writes (501) gets the plain request again: callers still hold their
+    own lock and check for the key first, so the condition is a second guard, against writers that do not.
+
+    :returns: the ``put_object`` response.
+    :raises ObjectExists: when the store refuses because an object is there.
+    :raises botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError: for other failures.
+    """
+    if not only_if_absent:
+        return client.put_object(**request)
+    try:
+        return client.put_object(IfNoneMatch='*', **request)
+    except botocore.exceptions.ClientError as exc:
+        if _precondition_failed(exc):
+            raise ObjectExists('s3://%s/%s exists already.' % (request.get('Bucket'), request.get('Key')))
+        if not _not_implemented(exc):
+            raise
+    return client.put_object(**request)
 
 
 class Bucket:
@@ -241,20 +285,22 @@ class Bucket:
                 return False
             raise self._error(exc, 'lookup', key)
 
-    def put_verified(self, key, body, content_type):
+    def put_verified(self, key, body, content_type, only_if_absent=False):
         """Upload ``body`` (bytes) and check that the store holds exactly it.
 
         The upload carries ``Content-MD5``, so the store refuses a body damaged on the way; afterwards
         ``HeadObject`` must report the same size and, for a single-part upload, an ETag equal to the MD5
         (the S3 API's documented ETag of a non-encrypted single-part object).
 
+        :param only_if_absent: never replace an object at ``key`` (see :func:`conditional_put`).
         :returns: dict with ``key``, ``size`` (bytes) and ``etag``.
+        :raises ObjectExists: with ``only_if_absent``, when an object is there (it is left as it is).
         :raises PgopsError: when the upload fails or the stored object differs.
         """
         md5 = hashlib.md5(body)  # nosec - integrity check required by the S3 API, not a security use
         try:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type,
-                                   ContentMD5=base64.b64encode(md5.digest()).decode('ascii'))
+            conditional_put(self.client, only_if_absent, Bucket=self.bucket, Key=key, Body=body, ContentType=content_type,
+                            ContentMD5=base64.b64encode(md5.digest()).decode('ascii'))
             head = self.client.head_object(Bucket=self.bucket, Key=key)
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise self._error(exc, 'upload', key)

@@ -313,7 +313,7 @@ def run(params, warn=None):
     schemas = params.get('schemas')
     if schemas is not None and not all(s for s in schemas):
         raise PgopsError('schemas: give schema names exactly as in the catalog; an empty name is not one.')
-    conn = connect(params)
+    conn = connect(params, read_only=True)
     try:
         with transaction(conn, read_only_snapshot=True) as cursor:
             with pg_errors('reading the server'):

@@ -357,7 +357,7 @@ def run(params):
         if params.get(option):
             _check_directory(params[option], option)
     notes = []
-    conn = connect(params)
+    conn = connect(params, read_only=True)
     try:
         with conn.cursor() as cursor:
             with pg_errors('reading sizes'):

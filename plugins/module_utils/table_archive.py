@@ -6,22 +6,33 @@
 Each batch is one transaction that locks its rows (``SELECT ... FOR UPDATE``), uploads them, and deletes
 them only after the upload is verified. A ``<key>.pending`` marker written before the upload and removed
 after the commit lets the next run finish or undo a batch that a crash interrupted, so no row is lost
-and none is archived twice (see :func:`recover_pending`).
+and none is archived twice (see :meth:`Archiver.recover_pending`).
+
+Keys hold the database, schema and table (format 2 of ``docs/archive-format.md``), one run per table holds a
+session advisory lock, and the marker, the batch and its sidecar are written with ``If-None-Match: *``: two runs,
+on any two tables, never write one key, and a run only ever deletes objects it wrote itself or that a marker
+under its own table's prefix names.
 """
 
 from __future__ import annotations
 
 import time
 
+from ansible_collections.pgops.resilience.plugins.module_utils import archive_copy
 from ansible_collections.pgops.resilience.plugins.module_utils import archive_format as fmt
 from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError, isoformat_z, utc_now
 from ansible_collections.pgops.resilience.plugins.module_utils.postgres import (
-    advisory_lock_key, connect, pg_errors, primary_key, resolve_schema_table, table_columns, transaction)
-from ansible_collections.pgops.resilience.plugins.module_utils.s3 import Bucket, client_from_params, s3_connection_spec
+    advisory_lock_key, connect, pg_error_text, pg_errors, primary_key, resolve_schema_table, table_columns, transaction)
+from ansible_collections.pgops.resilience.plugins.module_utils.s3 import (
+    Bucket, ObjectExists, client_from_params, s3_connection_spec)
+from ansible_collections.pgops.resilience.plugins.module_utils.sql_expression import check_boolean_expression, expression_sql
 
 try:
+    import psycopg2
+    import psycopg2.extensions
     from psycopg2 import sql
 except ImportError:  # reported by connect()
+    psycopg2 = None
     sql = None
 
 # Session settings that make row_to_json's text the same whatever the role's defaults are: timestamps
@@ -77,12 +88,35 @@ def validate(params):
         raise PgopsError('max_batches must be at least 1, or left unset to archive every matching row.')
 
 
+# Column types whose row_to_json value is not their text output, so archive_restore could not read them back:
+# composite types (and domains over them, and arrays of either), written as JSON objects, and types with a cast to
+# json or jsonb, which to_json uses (PostgreSQL docs, "JSON Functions and Operators", to_json; hstore has one).
+_UNRESTORABLE_COLUMNS = """
+SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)
+FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+WHERE a.attrelid = pg_catalog.to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+  AND EXISTS (
+    SELECT 1 FROM pg_catalog.pg_type x
+    WHERE x.oid IN (t.oid, t.typbasetype, e.oid, e.typbasetype)
+      AND x.oid NOT IN ('json'::pg_catalog.regtype, 'jsonb'::pg_catalog.regtype)
+      AND (x.typtype = 'c' OR EXISTS (
+        SELECT 1 FROM pg_catalog.pg_cast c
+        WHERE c.castsource = x.oid AND c.casttarget IN ('json'::pg_catalog.regtype, 'jsonb'::pg_catalog.regtype))))
+ORDER BY a.attnum
+"""
+
+
 class Archiver:
     """One run of ``table_archive`` on one table.
 
     :param params: the module parameters.
     :param conn: psycopg2 connection (autocommit on).
     :param bucket: :class:`Bucket`.
+    :raises PgopsError: before any row is touched, for a table or column that ``archive_restore`` could not bring
+        back (a column named like a metadata field, a type whose JSON is not its text), a missing key, or a ``where``
+        that is not one boolean expression.
     """
 
     def __init__(self, params, conn, bucket):
@@ -95,6 +129,11 @@ class Archiver:
             self.key_columns = params.get('key_columns') or primary_key(cursor, self.relation)
             cursor.execute('SELECT pg_catalog.current_database()')
             self.database = params.get('database') or cursor.fetchone()[0]
+            cursor.execute(_UNRESTORABLE_COLUMNS, [self.relation.ident.as_string(cursor)])
+            unrestorable = cursor.fetchall()
+        self._refuse_unrestorable(unrestorable)
+        if params.get('where'):
+            check_boolean_expression(conn, self.relation, params['where'], 'where')
         types = dict((c.name, c.type) for c in self.columns)
         if not self.key_columns:
             raise PgopsError('table %s has no primary key: give key_columns, columns that identify a row, so that '
@@ -104,119 +143,241 @@ class Archiver:
                 raise PgopsError('table %s has no column %r (key_columns / date_column); its columns are: %s.'
                                  % (self.relation.display, name, ', '.join(sorted(types))))
         self.key_types = [types[name] for name in self.key_columns]
-        self.prefix = fmt.table_prefix(params['prefix'], self.database, params['table'])
+        self.prefix = fmt.table_prefix(params['prefix'], self.database, self.relation.schema, self.relation.name)
+        self.legacy_prefix = fmt.legacy_table_prefix(params['prefix'], self.database, self.relation.name)
+
+    def _refuse_unrestorable(self, unrestorable):
+        """Refuse columns ``archive_restore`` could not bring back, before a row is touched."""
+        clashing = [c.name for c in self.columns if c.name in fmt.METADATA_COLUMNS]
+        if clashing:
+            raise PgopsError('table %s has column(s) %s, named like the metadata fields every archived row carries (%s), '
+                             'so their values could not be told apart on restore. Rename the column(s) or archive the '
+                             'table another way; nothing was archived.'
+                             % (self.relation.display, ', '.join(clashing), ', '.join(fmt.METADATA_COLUMNS)))
+        if unrestorable:
+            raise PgopsError('table %s has column(s) whose JSON form is not their text form, which archive_restore could '
+                             'not read back: %s. Composite types and types with a cast to json (such as hstore) are not '
+                             'supported; nothing was archived.'
+                             % (self.relation.display, ', '.join('%s (%s)' % (fmt.json_text(n), t) for n, t in unrestorable)))
+
+    # Values go into these statements as sql.Literal, and they are run without a parameter list: psycopg2 would
+    # otherwise read a % in a quoted identifier (a column named "50%") as the start of a placeholder.
 
     def condition(self):
-        """The WHERE clause (``sql.Composed``) and its parameters for the rows to archive."""
+        """The WHERE clause for the rows to archive (``sql.Composed``, values as literals)."""
         params = self.params
-        parts, args = [], []
+        parts = []
         if params.get('older_than'):
-            parts.append(sql.SQL('t.{} < pg_catalog.now() - %s::interval').format(sql.Identifier(params['date_column'])))
-            args.append(params['older_than'])
+            parts.append(sql.SQL('t.{} < pg_catalog.now() - {}::interval').format(
+                sql.Identifier(params['date_column']), sql.Literal(params['older_than'])))
         elif params.get('before'):
-            parts.append(sql.SQL('t.{} < %s::timestamptz').format(sql.Identifier(params['date_column'])))
-            args.append(params['before'])
+            parts.append(sql.SQL('t.{} < {}::timestamptz').format(
+                sql.Identifier(params['date_column']), sql.Literal(params['before'])))
         if params.get('where'):
-            # An operator-written SQL expression, like the WHERE of a runbook's DELETE: trusted input. Its %
-            # (modulo, LIKE patterns) is doubled: the query is run with parameters, where % starts a placeholder.
-            parts.append(sql.SQL('(') + sql.SQL(params['where'].replace('%', '%%')) + sql.SQL(')'))
-        return sql.SQL(' AND ').join(parts), args
+            # Checked by check_boolean_expression in __init__: one boolean expression, no ; or unbalanced ).
+            parts.append(expression_sql(params['where']))
+        return sql.SQL(' AND ').join(parts)
 
     def count(self):
         """Rows that match the cutoff now (int), under the session settings of a batch (``before`` is read in
         UTC there, so check mode counts the rows a run would archive)."""
-        where, args = self.condition()
         with pg_errors('counting the rows to archive in %s' % self.relation.display), transaction(self.conn) as cursor:
             for statement in _SESSION:
                 cursor.execute(statement)
-            cursor.execute(sql.SQL('SELECT count(*) FROM {} AS t WHERE ').format(self.relation.ident) + where, args)
+            cursor.execute(sql.SQL('SELECT count(*) FROM {} AS t WHERE ').format(self.relation.ident) + self.condition())
             return cursor.fetchone()[0]
 
     def _select(self):
-        where, args = self.condition()
+        where = self.condition()
         names = [sql.Identifier(c.name) for c in self.columns]
         date = self.params.get('date_column')
-        query = sql.SQL('SELECT pg_catalog.row_to_json(x)::text, {keys}, {date} FROM (SELECT {cols} FROM {table} AS t'
-                        ' WHERE {where} ORDER BY {order} LIMIT %s FOR UPDATE OF t) AS x').format(
+        # x.* is the whole row even when the table has a column named x (a bare x would be that column).
+        query = sql.SQL('SELECT pg_catalog.row_to_json(x.*)::text, {keys}, {date} FROM (SELECT {cols} FROM {table} AS t'
+                        ' WHERE {where} ORDER BY {order} LIMIT {limit} FOR UPDATE OF t) AS x').format(
             keys=sql.SQL(', ').join(sql.SQL('x.{}::text').format(sql.Identifier(k)) for k in self.key_columns),
             date=sql.SQL('x.{}').format(sql.Identifier(date)) if date else sql.SQL('NULL'),
             cols=sql.SQL(', ').join(sql.SQL('t.{}').format(n) for n in names), table=self.relation.ident, where=where,
-            order=sql.SQL(', ').join(sql.SQL('t.{}').format(sql.Identifier(k)) for k in self.key_columns))
-        return query, args + [self.params['batch_size']]
+            order=sql.SQL(', ').join(sql.SQL('t.{}').format(sql.Identifier(k)) for k in self.key_columns),
+            limit=sql.Literal(self.params['batch_size']))
+        return query
 
     # The key values come as one text[] per key column, zipped by ROWS FROM: the multi-array form of unnest
     # only exists unqualified (PostgreSQL docs, "Table Functions"), and pg_catalog.unnest(a, b) does not.
 
-    def _key_match(self):
-        """``(key columns) IN (...)`` for one ``%s::text[]`` parameter per key column (``sql.Composed``)."""
+    def _key_match(self, key_values):
+        """``(key columns) IN (...)`` for ``key_values`` (one list of text per key column), as ``sql.Composed``."""
         aliases = [sql.Identifier('k%d' % i) for i in range(len(self.key_columns))]
         return sql.SQL('({cols}) IN (SELECT {casts} FROM ROWS FROM ({arrays}) AS u({aliases}))').format(
             cols=sql.SQL(', ').join(sql.Identifier(k) for k in self.key_columns),
-            casts=sql.SQL(', ').join(sql.SQL('u.{}::' + t).format(a) for a, t in zip(aliases, self.key_types)),
-            arrays=sql.SQL(', ').join(sql.SQL('pg_catalog.unnest(%s::text[])') for alias in aliases),
+            casts=sql.SQL(', ').join(sql.SQL('u.{}::{}').format(a, sql.SQL(t)) for a, t in zip(aliases, self.key_types)),
+            arrays=sql.SQL(', ').join(sql.SQL('pg_catalog.unnest({}::text[])').format(sql.Literal(values))
+                                      for values in key_values),
             aliases=sql.SQL(', ').join(aliases))
 
     def _delete(self, cursor, key_values):
         """Delete the rows whose key columns hold ``key_values`` (one list of text per key column)."""
-        cursor.execute(sql.SQL('DELETE FROM {} WHERE ').format(self.relation.ident) + self._key_match(), key_values)
+        cursor.execute(sql.SQL('DELETE FROM {} WHERE ').format(self.relation.ident) + self._key_match(key_values))
         return cursor.rowcount
 
     def count_keys(self, cursor, key_values):
         """How many of the rows named by ``key_values`` (one list of text per key column) exist (int)."""
-        cursor.execute(sql.SQL('SELECT count(*) FROM {} WHERE ').format(self.relation.ident) + self._key_match(), key_values)
+        cursor.execute(sql.SQL('SELECT count(*) FROM {} WHERE ').format(self.relation.ident) + self._key_match(key_values))
         return cursor.fetchone()[0]
 
     def archive_batch(self, archived_at, number):
-        """Archive one batch: lock, upload, verify, delete, commit.
+        """Archive one batch: lock its rows, write the marker, upload and verify the batch and its sidecar, delete
+        the rows, commit, remove the marker.
 
         :returns: dict describing the batch, or ``None`` when no row matches any more.
-        :raises PgopsError: when a step fails; the transaction is rolled back and the uploaded objects are
-            removed, so the rows stay in the table.
+        :raises KeyTaken: when another run already wrote this batch's key (nothing was changed).
+        :raises BatchError: when a step fails; before the commit the transaction is rolled back and the objects
+            this batch wrote are removed (or, when that fails too, left with their marker for the next run); a
+            failed commit leaves the batch in doubt, with its marker, for the next run to resolve.
         """
         stamp = isoformat_z(archived_at)
-        key = fmt.batch_key(self.params['prefix'], self.database, self.params['table'], archived_at, number)
-        batch_id = '%s_%s_%s_%03d' % (self.database, self.params['table'], archived_at.strftime('%Y%m%dT%H%M%SZ'), number)
+        key = fmt.batch_key(self.params['prefix'], self.database, self.relation.schema, self.relation.name, archived_at,
+                            number)
+        batch_id = fmt.batch_id(self.database, self.relation.schema, self.relation.name, archived_at, number)
         marker = key + fmt.PENDING_SUFFIX
-        with pg_errors('archiving batch %d of %s' % (number, self.relation.display)), transaction(self.conn) as cursor:
-            for statement in _SESSION:
-                cursor.execute(statement)
-            cursor.execute('SELECT pg_catalog.set_config(%s, %s, true)', ['lock_timeout', '%ds' % self.params['lock_timeout']])
-            query, args = self._select()
-            cursor.execute(query, args)
-            rows = cursor.fetchall()
-            if not rows:
-                return None
-            width = len(self.key_columns)
-            suffix = fmt.metadata_suffix(stamp, batch_id, self.database, self.params['table'])
-            body, count = fmt.encode_batch((r[0] for r in rows), suffix)
-            dates = [r[1 + width] for r in rows if r[1 + width] is not None]
-            sidecar = fmt.sidecar_document(
-                key, body, count, [(c.name, c.type) for c in self.columns],
-                dict(database=self.database, schema=self.relation.schema, table=self.relation.name), batch_id, stamp,
-                self.params.get('date_column'), _iso(min(dates)) if dates else None, _iso(max(dates)) if dates else None,
-                self.key_columns)
-            # The marker first: whatever happens after it, the next run knows this batch was under way.
-            self.bucket.json_object(marker).write(dict(batch_id=batch_id, started_at=stamp))
+        what = 'batch %d of %s' % (number, self.relation.display)
+        created = []
+        self.conn.autocommit = False
+        try:
             try:
-                self.bucket.put_verified(key, body, 'application/gzip')
-                self.bucket.json_object(key + fmt.SIDECAR_SUFFIX).write(sidecar)
-                deleted = self._delete(cursor, [[r[1 + i] for r in rows] for i in range(width)])
-                if deleted != count:
-                    raise PgopsError('batch %d of %s: deleted %d rows but archived %d; rolled back. Do key_columns (%s) '
-                                     'identify one row each?' % (number, self.relation.display, deleted, count,
-                                                                 ', '.join(self.key_columns)))
-            except BaseException:
-                cursor.connection.rollback()
-                self.bucket.delete(key, key + fmt.SIDECAR_SUFFIX, marker)
-                raise
+                with self.conn.cursor() as cursor:
+                    rows = self._lock_rows(cursor)
+                    if not rows:
+                        self.conn.rollback()
+                        return None
+                    body, count, sidecar = self._encode(key, batch_id, stamp, rows)
+                    # The marker first: whatever happens after it, the next run knows this batch was under way.
+                    self.bucket.json_object(marker).write(dict(batch_id=batch_id, started_at=stamp), only_if_absent=True)
+                    created.append(marker)
+                    self.bucket.put_verified(key, body, 'application/gzip', only_if_absent=True)
+                    created.insert(0, key)
+                    self.bucket.json_object(key + fmt.SIDECAR_SUFFIX).write(sidecar, only_if_absent=True)
+                    created.insert(1, key + fmt.SIDECAR_SUFFIX)
+                    width = len(self.key_columns)
+                    deleted = self._delete(cursor, [[r[1 + i] for r in rows] for i in range(width)])
+                    if deleted != count:
+                        raise PgopsError('deleted %d rows but archived %d; rolled back. Do key_columns (%s) identify one '
+                                         'row each?' % (deleted, count, ', '.join(self.key_columns)))
+            except BaseException as exc:
+                left = self._abandon(created)
+                if isinstance(exc, ObjectExists) and not created:
+                    raise KeyTaken(exc.msg)
+                raise self._batch_error(what, exc, left)
+            try:
+                self.conn.commit()
+            except psycopg2.Error as exc:
+                raise BatchError('Committing %s failed: %s. Whether it committed is not known: its objects and the '
+                                 'marker %s stay, and the next run completes or undoes it.' % (what, pg_error_text(exc), marker),
+                                 connection_lost=self._lost(), in_doubt=key)
+        finally:
+            if not self._lost():
+                self.conn.autocommit = True
         # Committed: the rows live only in the archive now.
-        self.bucket.delete(marker)
-        return dict(key=key, records=count, sha256=sidecar['sha256'], size_bytes=sidecar['size_bytes'],
-                    date_min=sidecar['date_min'], date_max=sidecar['date_max'])
+        batch = dict(key=key, records=count, sha256=sidecar['sha256'], size_bytes=sidecar['size_bytes'],
+                     date_min=sidecar['date_min'], date_max=sidecar['date_max'])
+        try:
+            self.bucket.delete(marker)
+        except PgopsError as exc:
+            raise BatchError('%s was committed, but its marker could not be removed (%s); the next run removes it.'
+                             % (what, exc.msg), committed=batch)
+        return batch
+
+    def _lock_rows(self, cursor):
+        """Run the batch's ``SELECT ... FOR UPDATE`` under the session settings of :data:`_SESSION` (list of rows)."""
+        for statement in _SESSION:
+            cursor.execute(statement)
+        cursor.execute('SELECT pg_catalog.set_config(%s, %s, true)', ['lock_timeout', '%ds' % self.params['lock_timeout']])
+        cursor.execute(self._select())
+        return cursor.fetchall()
+
+    def _encode(self, key, batch_id, stamp, rows):
+        """``(body, record count, sidecar document)`` of the locked ``rows``."""
+        width = len(self.key_columns)
+        suffix = fmt.metadata_suffix(stamp, batch_id, self.database, self.relation.name)
+        body, count, size = fmt.encode_batch((r[0] for r in rows), suffix)
+        dates = [r[1 + width] for r in rows if r[1 + width] is not None]
+        sidecar = fmt.sidecar_document(
+            key, body, count, [(c.name, c.type) for c in self.columns],
+            dict(database=self.database, schema=self.relation.schema, table=self.relation.name), batch_id, stamp,
+            self.params.get('date_column'), _iso(min(dates)) if dates else None, _iso(max(dates)) if dates else None,
+            self.key_columns, uncompressed_bytes=size)
+        return body, count, sidecar
+
+    def _lost(self):
+        """True when the connection to PostgreSQL is gone (closed, or in an unknown state)."""
+        return bool(self.conn.closed) or \
+            self.conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_UNKNOWN
+
+    def _abandon(self, created):
+        """Roll the batch's transaction back and delete the objects it wrote (the marker last).
+
+        The transaction cannot have committed, even when the connection is gone: COMMIT was not sent.
+
+        :returns: the keys left in S3 because deleting them failed (the marker among them, so the next run removes
+            them).
+        """
+        if not self._lost():
+            try:
+                self.conn.rollback()
+            except psycopg2.Error:
+                pass  # the connection went away just now: the server rolls back by itself
+        for index, key in enumerate(created):
+            try:
+                self.bucket.delete(key)
+            except PgopsError:
+                return created[index:]
+        return []
+
+    def _batch_error(self, what, exc, left):
+        """A :class:`BatchError` for ``exc`` raised while archiving ``what`` (rolled back)."""
+        if isinstance(exc, psycopg2.Error):
+            reason = 'PostgreSQL error: %s' % pg_error_text(exc)
+        elif isinstance(exc, PgopsError):
+            reason = exc.msg
+        elif isinstance(exc, Exception):
+            reason = '%s: %s' % (type(exc).__name__, exc)
+        else:
+            raise exc  # KeyboardInterrupt, SystemExit: after the clean-up above
+        note = ' Could not remove %s; the next run does.' % ', '.join(left) if left else ''
+        return BatchError('%s failed and was rolled back: %s.%s' % (what, reason.rstrip('.'), note),
+                          connection_lost=self._lost())
 
     def pending_markers(self):
-        """Keys of the ``.pending`` markers left by interrupted runs (list of str)."""
-        return [o['key'] for o in self.bucket.list(self.prefix) if o['key'].endswith(fmt.PENDING_SUFFIX)]
+        """Keys of the ``.pending`` markers left by interrupted runs on this table (list of str): those under its
+        prefix, and those an earlier version left under the format 1 prefix whose sidecar names this table.
+        A format 1 marker without a sidecar cannot say which schema's table it belongs to; it is in
+        :meth:`legacy_markers_unknown` and left alone."""
+        return [o['key'] for o in self.bucket.list(self.prefix) if o['key'].endswith(fmt.PENDING_SUFFIX)] + \
+            self._legacy_markers()[0]
+
+    def legacy_markers_unknown(self):
+        """Format 1 markers under this table's name whose batch has no sidecar to say its schema (list of str)."""
+        return self._legacy_markers()[1]
+
+    def _legacy_markers(self):
+        ours, unknown = [], []
+        objects = self.bucket.list(self.legacy_prefix)
+        present = set(o['key'] for o in objects)
+        for obj in objects:
+            marker = obj['key']
+            if not marker.endswith(fmt.PENDING_SUFFIX) or fmt.parse_key(marker[:-len(fmt.PENDING_SUFFIX)],
+                                                                        under=self.legacy_prefix) is None:
+                continue
+            sidecar_key = marker[:-len(fmt.PENDING_SUFFIX)] + fmt.SIDECAR_SUFFIX
+            if sidecar_key not in present:
+                unknown.append(marker)
+                continue
+            try:
+                fmt.verify_sidecar(marker, self.bucket.json_object(sidecar_key).read(), self.database,
+                                   self.relation.schema, self.relation.name)
+                ours.append(marker)
+            except fmt.ArchiveFileError:
+                continue  # another schema's table of the same name
+        return ours, unknown
 
     def recover_pending(self):
         """Finish or undo the batches an interrupted run left behind.
@@ -236,8 +397,8 @@ class Archiver:
                 self.bucket.delete(key + fmt.SIDECAR_SUFFIX, marker)
                 outcomes.append(dict(key=key, outcome='rolled_back'))
                 continue
-            lines = fmt.split_lines(key, fmt.decompress(key, body))
-            values = fmt.key_values(key, lines, self.key_columns)
+            lines = archive_copy.split_lines(key, fmt.decompress(key, body))
+            values = archive_copy.key_values(key, lines, self.key_columns)
             with pg_errors('checking the interrupted batch %s' % key), transaction(self.conn) as cursor:
                 present = self.count_keys(cursor, values)
             if present == len(lines):
@@ -253,6 +414,21 @@ class Archiver:
         return outcomes
 
 
+class KeyTaken(PgopsError):
+    """Another run already wrote the first object of a batch key; nothing was changed."""
+
+
+class BatchError(PgopsError):
+    """A batch failed: ``committed`` (the batch dict, when it committed before a later step failed), ``in_doubt``
+    (its key, when the commit itself failed) and ``connection_lost`` (bool)."""
+
+    def __init__(self, msg, committed=None, in_doubt=None, connection_lost=False):
+        super().__init__(msg)
+        self.committed = committed
+        self.in_doubt = in_doubt
+        self.connection_lost = connection_lost
+
+
 def _iso(value):
     return value.isoformat() if hasattr(value, 'isoformat') else str(value)
 
@@ -261,13 +437,15 @@ def run(params, check_mode=False):
     """Run ``table_archive``: see the module's documentation for options and return values.
 
     :returns: dict, the module result.
-    :raises PgopsError: for bad options, connection and S3 failures, and failed batches (with the batches
-        already committed in ``batches``).
+    :raises PgopsError: for bad options, connection and S3 failures, and failed batches; then the details hold the
+        batches already committed (``batches``), ``changed`` (true when any did), ``connection_lost`` and, when the
+        connection went away during a commit, the batch ``in_doubt``.
     """
     validate(params)
     fmt.require_msgspec()
     started = time.monotonic()
-    conn = connect(params)
+    # Check mode counts rows only: every transaction of its session is READ ONLY.
+    conn = connect(params, read_only=check_mode)
     try:
         bucket = Bucket(client_from_params(params), params['bucket'], params.get('endpoint_url'))
         archiver = Archiver(params, conn, bucket)
@@ -280,65 +458,123 @@ def run(params, check_mode=False):
                 batches = min(batches, params['max_batches'])
                 rows = min(rows, batches * params['batch_size'])
             result.update(would_archive_records=rows, would_write_batches=batches,
-                          pending_markers=archiver.pending_markers())
+                          pending_markers=archiver.pending_markers(), unresolved_markers=archiver.legacy_markers_unknown())
+            # What a run would do: archive rows, or resolve interrupted batches.
+            result['changed'] = bool(rows or result['pending_markers'])
             return result
         with _table_lock(conn, archiver):
-            result['recovered'] = archiver.recover_pending()
-            result['changed'] = bool(result['recovered'])
-            archived_at = _fresh_run_time(archiver)
-            number = 0
-            while params.get('max_batches') is None or number < params['max_batches']:
-                number += 1
-                try:
-                    batch = archiver.archive_batch(archived_at, number)
-                except PgopsError as exc:
-                    raise PgopsError(exc.msg, **_partial(result, started))
-                if batch is None:
-                    break
-                result['batches'].append(batch)
-                result['keys'].append(batch['key'])
-                result['records_archived'] += batch['records']
-                result['changed'] = True
+            try:
+                _archive(archiver, result)
+            except BatchError as exc:
+                raise _failed(result, exc, started)
+            except PgopsError as exc:
+                raise PgopsError(exc.msg, **_partial(result, started, connection_lost=archiver._lost()))
         result['duration_ms'] = int((time.monotonic() - started) * 1000)
         return result
     finally:
         conn.close()
 
 
-def _partial(result, started):
-    return dict(batches=result['batches'], keys=result['keys'], records_archived=result['records_archived'],
-                duration_ms=int((time.monotonic() - started) * 1000))
+def _archive(archiver, result):
+    """Resolve interrupted batches, then archive batch after batch into ``result`` until no row matches or
+    ``max_batches`` is reached."""
+    params = archiver.params
+    result['recovered'] = archiver.recover_pending()
+    result['changed'] = bool(result['recovered'])
+    result['unresolved_markers'] = archiver.legacy_markers_unknown()
+    if result['unresolved_markers']:
+        result['warnings'] = ['%d .pending marker(s) of an earlier version under %s have no sidecar, so which schema\'s '
+                              'table they belong to is not known; they were left alone: %s. Resolve them with the '
+                              'version that wrote them, or by hand.' % (len(result['unresolved_markers']),
+                                                                        archiver.legacy_prefix,
+                                                                        ', '.join(result['unresolved_markers']))]
+    archived_at = _fresh_run_time(archiver)
+    number = 0
+    while params.get('max_batches') is None or number < params['max_batches']:
+        number += 1
+        try:
+            batch = archiver.archive_batch(archived_at, number)
+        except KeyTaken:
+            if number > 1:
+                raise
+            # Another writer took this second's first key between the check and the marker: take the next second.
+            archived_at, number = _fresh_run_time(archiver, after=archived_at), 0
+            continue
+        if batch is None:
+            break
+        _add_batch(result, batch)
+
+
+def _add_batch(result, batch):
+    result['batches'].append(batch)
+    result['keys'].append(batch['key'])
+    result['records_archived'] += batch['records']
+    result['changed'] = True
+
+
+def _failed(result, exc, started):
+    """The :class:`PgopsError` of a run stopped by the :class:`BatchError` ``exc``, with what committed before."""
+    if exc.committed:
+        _add_batch(result, exc.committed)
+    done = '%d batch(es), %d row(s), were archived and committed before it' % (len(result['batches']),
+                                                                               result['records_archived'])
+    if exc.connection_lost:
+        msg = 'Lost the connection to PostgreSQL: %s %s; they are listed in batches. Run table_archive again when the ' \
+              'server is back: it resolves any interrupted batch from its .pending marker.' % (exc.msg, done)
+    else:
+        msg = '%s %s (listed in batches).' % (exc.msg, done)
+    return PgopsError(msg, **_partial(result, started, connection_lost=exc.connection_lost, in_doubt=exc.in_doubt))
+
+
+def _partial(result, started, **extra):
+    details = dict(changed=result['changed'], batches=result['batches'], keys=result['keys'],
+                   records_archived=result['records_archived'], recovered=result.get('recovered', []),
+                   duration_ms=int((time.monotonic() - started) * 1000))
+    details.update(extra)
+    return details
 
 
 class _table_lock:
     """Session-level advisory lock on the table for the whole run: two archivers of one table would
-    otherwise race for the same key names and pending markers."""
+    otherwise race for the same key names and pending markers. Released by the session's end when the
+    connection is gone, so leaving never hides the error that is on its way."""
 
     def __init__(self, conn, archiver):
         self.conn = conn
+        self.archiver = archiver
         self.key = advisory_lock_key('pgops.resilience.table_archive', archiver.database, archiver.relation.schema,
                                      archiver.relation.name)
         self.display = archiver.relation.display
 
     def __enter__(self):
-        with self.conn.cursor() as cursor:
+        with pg_errors('taking the advisory lock of %s' % self.display), self.conn.cursor() as cursor:
             cursor.execute('SELECT pg_catalog.pg_try_advisory_lock(%s)', [self.key])
             if not cursor.fetchone()[0]:
                 raise PgopsError('Another table_archive run holds the lock of %s (advisory lock %d); try again when it '
                                  'has finished.' % (self.display, self.key))
         return self
 
-    def __exit__(self, *exc):
-        with self.conn.cursor() as cursor:
-            cursor.execute('SELECT pg_catalog.pg_advisory_unlock(%s)', [self.key])
+    def __exit__(self, exc_type, exc, traceback):
+        if self.archiver._lost():
+            return
+        try:
+            with self.conn.cursor() as cursor:
+                cursor.execute('SELECT pg_catalog.pg_advisory_unlock(%s)', [self.key])
+        except psycopg2.Error as error:
+            if exc_type is None:
+                raise PgopsError('Could not release the advisory lock of %s: %s' % (self.display, pg_error_text(error)))
 
 
-def _fresh_run_time(archiver):
-    """The run's timestamp (whole seconds, UTC), moved on until no object of this table carries it: two runs
-    in the same second would otherwise write the same keys."""
+def _fresh_run_time(archiver, after=None):
+    """The run's timestamp (whole seconds, UTC, later than ``after``), moved on until no object of this table
+    carries it: two runs in the same second would otherwise write the same keys."""
     while True:
         archived_at = utc_now().replace(microsecond=0)
-        first = fmt.batch_key(archiver.params['prefix'], archiver.database, archiver.params['table'], archived_at, 1)
-        if not archiver.bucket.exists(first):
+        if after is not None and archived_at <= after:
+            time.sleep(0.2)
+            continue
+        first = fmt.batch_key(archiver.params['prefix'], archiver.database, archiver.relation.schema,
+                              archiver.relation.name, archived_at, 1)
+        if not archiver.bucket.exists(first) and not archiver.bucket.exists(first + fmt.PENDING_SUFFIX):
             return archived_at
         time.sleep(1)

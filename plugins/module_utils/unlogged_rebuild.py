@@ -428,7 +428,8 @@ def run(params, check_mode=False, warn=None):
         written (the message says whether the rebuild was committed).
     """
     try:
-        conn = connect(params, autocommit=True)
+        # Check mode only reads: every transaction of its session is READ ONLY.
+        conn = connect(params, autocommit=True, read_only=check_mode)
     except StandbyRefusesConnections as exc:
         return UnloggedRebuild(None, params).finish(is_primary=False, skipped_reason='standby', reason=exc.msg)
     try:

@@ -14,8 +14,14 @@ description:
   - Without O(s3_key) and O(restore_all) it lists the table's archives. With O(s3_key) it restores one
     archive; with O(restore_all) every archive of the table, optionally between O(start_date) and
     O(end_date) (the date in the key), skipping those the restore watermark says are restored.
-  - Each archive is checked against its C(.meta.json) sidecar (size and sha256) before any of its rows is
-    written. Archives without a sidecar (older archivers) are restored and reported as unverified.
+  - Each archive is checked against its C(.meta.json) sidecar before any of its rows is written - the source
+    database, schema and table it names, the size and sha256 of the object, the decompressed size - and after
+    reading, its record count. Archives without a sidecar (older archivers) are restored and reported as
+    unverified; their rows' C(_source_database) and C(_source_table) must name the table.
+  - Every line must be one JSON object naming each member once (a line with a duplicate member fails its
+    archive); with V(strict) it may hold no member the archive does not declare.
+  - Memory is bounded per archive by O(max_archive_bytes) and O(max_record_bytes); an archive over either
+    fails alone, named, and the others go on.
   - Each archive is loaded with C(COPY ... FROM STDIN) under its own savepoint. A bad archive is rolled back
     and reported and the others go on; the task fails at the end when any archive failed.
   - While one archive is copied, the next ones are downloaded, verified and converted in a background thread.
@@ -28,7 +34,8 @@ extends_documentation_fragment:
 options:
   database:
     description:
-      - The C({database}) part of the archive keys. Also the database connected to, unless O(login_db) is given.
+      - The C({database}) part of the archive keys (the source database). Also the database connected to, unless
+        O(login_db) is given.
       - In this module O(login_db) does not fall back to E(PGDATABASE), so that the restore never lands in
         another database than the one named here.
     type: str
@@ -38,15 +45,24 @@ options:
     type: str
     required: true
   schema:
-    description: Schema of O(table).
+    description: Schema of O(table), the table restored into.
     type: str
     default: public
+  source_schema:
+    description:
+      - The schema the archives were taken from (the C({schema}) part of their keys and the C(source.schema) of their
+        sidecars). Defaults to O(schema).
+      - Give it to restore one schema's archives into a table of another schema (a copy to inspect); archives whose
+        sidecar names another schema are never restored, even by O(s3_key).
+      - Archives of format 1 (keys without the schema, C({prefix}/{database}/{table}/...)) are read too, when their
+        sidecar names this schema, or when they have no sidecar.
+    type: str
   bucket:
     description: Bucket holding the archives.
     type: str
     required: true
   prefix:
-    description: First part of the archive keys.
+    description: First part of the archive keys, C({prefix}/{database}/{schema}/{table}/...).
     type: str
     default: archives
   s3_key:
@@ -113,8 +129,10 @@ options:
   restore_watermark:
     description:
       - Track restored archives with the restore watermark (O(restore_all) only), at
-        C({prefix}/{database}/{table}/.restore_watermark.json) in S3 and/or in the table C(restore_watermarks),
-        created in O(schema) when needed.
+        C({prefix}/{database}/{source_schema}/{table}/.restore_watermark.json) in S3 (C(.restore_watermark.{schema}.json)
+        when O(schema) differs from O(source_schema)) and/or in the table C(restore_watermarks), created in O(schema)
+        when needed. A watermark an earlier version wrote at C({prefix}/{database}/{table}/.restore_watermark.json)
+        is read when it names O(schema).
     type: bool
     default: true
   storage_type:
@@ -138,10 +156,24 @@ options:
       - Restore archives the watermark says are restored already. The watermark is still updated at the end.
     type: bool
     default: false
+  max_archive_bytes:
+    description:
+      - The largest decompressed archive read, in bytes (at least 1 MiB). Decompression stops there, so a small
+        object that expands without end fails alone instead of taking the host's memory.
+      - The restore holds about three archives at a time (the one being copied and two prepared ahead), each up to
+        twice this size while it is decompressed.
+    type: int
+    default: 268435456
+  max_record_bytes:
+    description:
+      - The longest line (one row's JSON) read, in bytes (at least 1 MiB); a longer line fails its archive, named by
+        its number, as soon as decompression reaches it.
+    type: int
+    default: 67108864
 attributes:
   check_mode:
     support: full
-    description: Same as O(dry_run).
+    description: Same as O(dry_run); every statement runs in a READ ONLY transaction.
   diff_mode:
     support: none
     description: Not supported.
@@ -180,7 +212,7 @@ EXAMPLES = r'''
     database: production_db
     table: audit_logs
     bucket: company-archives
-    s3_key: archives/production_db/audit_logs/year=2026/month=01/day=15/audit_logs_20260115T020000Z_batch_001.jsonl.gz
+    s3_key: archives/production_db/public/audit_logs/year=2026/month=01/day=15/audit_logs_20260115T020000Z_batch_001.jsonl.gz
     schema_migration_strategy: lenient
 '''
 
@@ -193,6 +225,18 @@ table:
   description: The table, as SQL writes it.
   returned: always
   type: str
+prefix:
+  description: The format 2 prefix of the archives read, C({prefix}/{database}/{source_schema}/{table}/).
+  returned: always
+  type: str
+source:
+  description: The C(database), C(schema) and C(table) the archives must come from.
+  returned: always
+  type: dict
+other_schema_archives:
+  description: Format 1 archives under the table's name left out because their sidecar names another schema.
+  returned: always
+  type: int
 archives:
   description: The table's archives, oldest first, each with C(key), C(date), C(size_bytes), C(has_sidecar), C(pending) and C(restored) (per the watermark).
   returned: in list mode
@@ -259,6 +303,16 @@ duration_ms:
   description: Duration of the run in milliseconds.
   returned: when restoring
   type: int
+committed:
+  description: C(files), C(records_restored) and C(records_skipped) as of the last commit.
+  returned: when restoring, once a transaction committed
+  type: dict
+connection_lost:
+  description:
+    - True when the task failed because the connection to PostgreSQL was lost. RV(records_restored) then counts the
+      committed rows only, and the archives of the open transaction are listed with status V(rolled_back).
+  returned: on failure
+  type: bool
 '''
 
 from ansible.module_utils.basic import AnsibleModule

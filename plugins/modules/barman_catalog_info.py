@@ -76,6 +76,13 @@ options:
         C(pgops_barman_wal_gaps), C(pgops_barman_wal_missing_segments), C(pgops_barman_storage_bytes) and
         C(pgops_barman_storage_objects) (by C(directory) C(base), C(wals) or C(other)) and C(pgops_barman_other_servers).
     type: path
+  metrics_file_mode:
+    description:
+      - Permissions of O(metrics_file). V(0600) lets only the user running the module read it; when node_exporter runs
+        as another user, give V(0640) with the directory's group set to node_exporter's, or V(0644).
+    type: str
+    default: '0600'
+    choices: ['0600', '0640', '0644']
   now:
     description:
       - The time to judge ages against, ISO 8601 (such as C(2026-01-31T06:00:00Z); without an offset, UTC).

@@ -75,7 +75,10 @@ options:
     type: str
     default: postgres
   scratch_parent:
-    description: Directory in which the scratch directory is made (default the system temporary directory). It needs room for the whole data directory.
+    description:
+      - Directory in which the scratch directory is made (default the system temporary directory). It needs room for the whole data directory.
+      - The scratch directory made in it is removed at the end. System trees (C(/etc), C(/usr) and all under it, C(/var/log), ... as listed by
+        M(pgops.resilience.pg_wipe_data_directory)) are refused, by name, through a symbolic link or a bind mount, in check mode too.
     type: path
   pg_bindir:
     description: Directory of the PostgreSQL server programs of the backup's major version (default found from C(PG_VERSION)).

@@ -11,17 +11,30 @@ short_description: Write the weekly physical base backup bundle of a PostgreSQL 
 version_added: 0.1.0
 description:
   - Takes a base backup with C(pg_basebackup -Ft -z -X stream --checkpoint fast) and stores it as
-    C(basebackup-YYYYMMDD-HHMM.bundle.tar.gz) (UTC), the bundle of the runbook's weekly job, holding C(base.tar.gz)
+    C(basebackup-YYYYMMDD-HHMMSS-<run>.bundle.tar.gz), the bundle of the runbook's weekly job, holding C(base.tar.gz)
     (the data directory), C(pg_wal.tar.gz) (the WAL written during the backup, streamed alongside), C(backup_manifest),
     and C(manifest.json) with the sha256 and size of every member and what the backup is (server version, system
     identifier, timeline, start and stop LSN, label). A C(.sha256) file beside the archive holds its own sha256.
+  - The name holds the time the run started (UTC, to the second) and C(<run>), 8 hex digits drawn at random by each
+    run, so two runs started together never write to, or report, the same bundle. Sorted by name, bundles are in time
+    order; bundles named C(basebackup-YYYYMMDD-HHMM.bundle.tar.gz) by earlier versions still count, oldest first
+    within their minute.
+  - The bundle and its C(.sha256) are created with O(mode) (0600), and its members are recorded 0600 (a base backup
+    holds all the data); what pg_basebackup writes is 0600 and staging directories are 0700.
   - The connection settings and the password reach C(pg_basebackup) only through libpq's environment variables,
     never its command line. The role needs the REPLICATION attribute (or SUPERUSER) and C(pg_hba.conf) must allow
     its replication connections.
   - pg_basebackup's exit status is checked. When it fails, the task fails with its own message (stderr), the partial
     files are removed, nothing is stored and no old bundle is deleted.
   - The bundle is written under a temporary name and renamed when complete, then read back and its sha256 compared
-    (a directory), or uploaded and its size checked (S3). Only then are all but the newest O(keep) bundles deleted.
+    (a directory), or uploaded and its size checked (S3). Only then are all but the newest O(keep) bundles deleted; a
+    run never deletes its own bundle, nor one newer than it.
+  - Work in progress has hidden names, C(.partial-<bundle name>.pid<pid>@<host>.<random>). Before it starts, a run
+    removes those of base backup bundles that killed runs left in O(scratch_dir) and O(directory) (with O(bucket)
+    and no O(scratch_dir), in the system temporary directory) - entries whose process is gone from this host, and
+    entries of other hosts (or of earlier versions, without an owner) in which nothing has changed for longer than
+    O(timeout). Only plain directories and files of this user with such names are removed, never a link. They are
+    listed in RV(removed_partials).
   - Restore with M(pgops.resilience.pg_bootstrap_basebackup) (PostgreSQL 15 docs, 26.3.4 "Recovering Using a
     Continuous Archive Backup"), which needs the WAL archive from the backup's start on.
 author:
@@ -29,12 +42,14 @@ author:
 extends_documentation_fragment:
   - pgops.resilience.postgres
   - pgops.resilience.bundle_store
+  - pgops.resilience.bundle_store.file_mode
   - pgops.resilience.s3
 options:
   keep:
     description:
       - How many of the newest bundles to keep, the new one included. V(0) keeps every bundle.
-      - Only files named C(basebackup-YYYYMMDD-HHMM.bundle.tar.gz) (and their C(.sha256)) count and are ever deleted.
+      - Only files named C(basebackup-YYYYMMDD-HHMMSS-<run>.bundle.tar.gz) or C(basebackup-YYYYMMDD-HHMM.bundle.tar.gz)
+        (and their C(.sha256)) count and are ever deleted.
     type: int
     default: 4
   bindir:
@@ -47,6 +62,9 @@ options:
       - Where pg_basebackup writes before the bundle is packed (it needs room for the compressed backup). By default
         a hidden C(.partial-*) directory in O(directory), or the system temporary directory with O(bucket), where the
         bundle is also packed before the upload.
+      - A directory of our own is made in it and removed afterwards. C(/etc), C(/usr) and the other system trees
+        (those of M(pgops.resilience.pg_wipe_data_directory)) are refused, check mode too; C(/tmp) and C(/var/tmp)
+        are fine.
     type: path
   checkpoint:
     description:
@@ -62,11 +80,13 @@ options:
   label:
     description:
       - The backup label (C(pg_basebackup --label)), recorded in C(backup_label). Defaults to
-        C(pgops.resilience basebackup-YYYYMMDD-HHMM).
+        C(pgops.resilience basebackup-YYYYMMDD-HHMMSS-<run>).
     type: str
   timeout:
     description:
       - Seconds pg_basebackup may run before it is stopped (and the task fails). V(0) sets no limit.
+      - Also the age after which the work in progress of another host's run, or of an earlier version, counts as
+        left over (with V(0), never by age).
     type: int
     default: 21600
 attributes:
@@ -74,14 +94,15 @@ attributes:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
-      - Connects, checks that the role and server allow the backup (REPLICATION or SUPERUSER, two free WAL senders,
-        C(wal_level) not minimal), finds pg_basebackup, and reports the bundle name and the bundles retention would
-        delete. Runs nothing and writes nothing.
+      - Connects in a READ ONLY session, checks that the role and server allow the backup (REPLICATION or
+        SUPERUSER, two free WAL senders, C(wal_level) not minimal), finds pg_basebackup, and reports the bundle name,
+        the bundles retention would delete and the left-over work in progress that would be removed. Runs nothing
+        and writes nothing.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
-  - The name has minutes, so a second run in the same minute into the same place fails instead of overwriting.
+  - A bundle is never overwritten; concurrent runs write bundles of different names.
   - Tablespaces become further C(<oid>.tar.gz) members, which M(pgops.resilience.pg_bootstrap_basebackup) refuses.
 seealso:
   - name: pg_basebackup
@@ -96,6 +117,11 @@ EXAMPLES = r'''
     directory: /backups
     keep: 4
 
+- name: Weekly base backup that the off-site copy job (same group) may read
+  pgops.resilience.pg_basebackup_bundle:
+    directory: /backups
+    mode: '0640'
+
 - name: Base backup to S3, throttled, as a replication role
   pgops.resilience.pg_basebackup_bundle:
     login_host: postgres.records.svc
@@ -107,12 +133,12 @@ EXAMPLES = r'''
 
 RETURN = r'''
 bundle:
-  description: The bundle written (in check mode, the name it would have).
+  description: The bundle written (in check mode, a name like the one it would have; each run draws its own C(<run>)).
   returned: always
   type: dict
   contains:
     name:
-      description: File name, C(basebackup-YYYYMMDD-HHMM.bundle.tar.gz).
+      description: File name, C(basebackup-YYYYMMDD-HHMMSS-<run>.bundle.tar.gz).
       type: str
     url:
       description: Path or C(s3://) URL.
@@ -172,8 +198,8 @@ deleted:
   returned: always
   type: list
   elements: str
-warnings:
-  description: Lines pg_basebackup printed on stderr while succeeding.
+removed_partials:
+  description: Paths of the left-over work in progress of killed runs that were removed (in check mode, that would be).
   returned: always
   type: list
   elements: str

@@ -13,7 +13,8 @@ description:
   - The runbook's "Bootstrap from Physical Backup", following PostgreSQL 15 docs, 26.3.4 "Recovering Using a Continuous
     Archive Backup". B(It deletes everything in O(data_directory)), so it refuses unless O(confirm) is that directory,
     and refuses while a server runs on it (a C(postmaster.pid) naming a live process that works there).
-  - Fetches the bundle (O(bundle), or the newest C(basebackup-YYYYMMDD-HHMM.bundle.tar.gz)) and verifies it into a
+  - Fetches the bundle (O(bundle), or the newest C(basebackup-YYYYMMDD-HHMMSS-<run>.bundle.tar.gz), older
+    C(basebackup-YYYYMMDD-HHMM.bundle.tar.gz) ones included) and verifies it into a
     scratch directory first - the archive's sha256, every member's sha256 and size against the manifest, the
     C(backup_label) of the base archive. A corrupted bundle is refused before anything in the data directory is
     touched.
@@ -28,6 +29,17 @@ description:
     the C(recovery_target) lines again and reports the new timeline and where replay ended. The server is left
     running. When recovery fails, the task fails with the server's FATAL lines and the end of its log.
   - With O(start=false) only prepares the data directory, for Kubernetes, where the Deployment starts the server.
+  - B(System directories are refused) as O(data_directory), before anything is fetched, in check mode too. The list
+    is that of M(pgops.resilience.pg_wipe_data_directory). C(/etc), C(/usr), C(/var/log), C(/var/cache) and the
+    other system trees are refused with everything under them. C(/), C(/srv), C(/opt), C(/tmp), C(/var/lib),
+    C(/root), C(/home/<name>) and the like are refused themselves only, so C(/var/lib/postgresql/15/main) and
+    C(/srv/pgdata/main) are allowed. The path is compared as given, resolved through symbolic links, and by device
+    and inode (a bind mount).
+  - B(Only a data directory or an empty directory is replaced.) O(data_directory) must be missing, empty (files
+    that hold nothing, such as C(lost+found), C(recovery.signal), C(standby.signal) or C(postmaster.pid), aside),
+    or hold C(PG_VERSION) and C(global/pg_control). The file C(pgops.resilience-incomplete) is written into it
+    before the first deletion and removed once the base backup is restored completely, so that a bootstrap that
+    stopped half-way (a full disk) may simply be run again. Any other directory is refused with what it holds.
 author:
   - pgops.resilience maintainers (@pgops)
 extends_documentation_fragment:
@@ -38,6 +50,7 @@ options:
     description:
       - The data directory (PGDATA) to replace, such as V(/var/lib/postgresql/data). Its parent must exist. A
         symbolic link is refused; give the directory it points to.
+      - It must be missing, empty or a PostgreSQL data directory, and not a system directory (see the description).
     type: path
     required: true
   confirm:
@@ -61,8 +74,10 @@ options:
   restore_command:
     description:
       - The C(restore_command) to use verbatim instead, such as one fetching from object storage. It must contain
-        C(%f) and C(%p); other C(%) escapes than C(%r) and C(%%) are refused. Put no secret in it; it is written to
-        C(postgresql.auto.conf).
+        C(%f) and C(%p); other C(%) escapes than C(%r) and C(%%) are refused.
+      - It is written as given to C(postgresql.auto.conf) (0600, in the data directory), and shown masked
+        (C(********)) in the result and in every message. Better still, keep secrets out of it (an instance role, a
+        credentials file the server user reads).
     type: str
   recovery_target_time:
     description:
@@ -79,6 +94,8 @@ options:
       - Further settings appended to C(postgresql.auto.conf) before the recovery settings, such as C(port) or
         C(archive_mode) to run beside another server. They stay after recovery. The recovery settings themselves
         (C(restore_command), C(recovery_target*)) are refused here.
+      - The value of a setting that can carry a credential (C(primary_conninfo), any C(*_command), names with
+        password, passphrase, secret, token or credential) is shown masked in the result and in every message.
     type: dict
     default: {}
   bindir:
@@ -102,6 +119,8 @@ options:
     description:
       - Directory in which the bundle is verified before the data directory is touched (default the system temporary
         directory). It needs room for the bundle, twice with O(bucket).
+      - A directory of our own is made in it and removed afterwards. C(/etc), C(/usr) and the other system trees
+        (see the description) are refused; C(/tmp) and C(/var/tmp) are fine.
     type: path
   log_file:
     description:
@@ -113,8 +132,8 @@ attributes:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
-      - Fetches and verifies the bundle in the scratch directory and reports what would be deleted; the data directory
-        is not touched and nothing is started.
+      - Refuses what a real run refuses, fetches and verifies the bundle in a scratch directory of its own (removed
+        again) and reports what would be deleted; the data directory is not touched and nothing is started.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
@@ -184,7 +203,7 @@ removed:
   type: list
   elements: dict
 restore_command:
-  description: The restore_command written.
+  description: The restore_command written, masked (C(********)); C(postgresql.auto.conf) holds the real one.
   returned: always
   type: str
 recovery_target_time:
@@ -192,7 +211,9 @@ recovery_target_time:
   returned: always
   type: str
 settings:
-  description: The lines appended to C(postgresql.auto.conf).
+  description:
+    - The lines appended to C(postgresql.auto.conf), the values of C(restore_command) and of other settings that can
+      carry a credential masked (C(********)).
   returned: always
   type: list
   elements: str
@@ -238,15 +259,17 @@ log_tail:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils import basebackup
+from ansible_collections.pgops.resilience.plugins.module_utils import bootstrap
 from ansible_collections.pgops.resilience.plugins.module_utils.common import run_module
 
 
 def main():
-    module = AnsibleModule(argument_spec=basebackup.bootstrap_argument_spec(), supports_check_mode=True,
-                           mutually_exclusive=basebackup.BOOTSTRAP_MUTUALLY_EXCLUSIVE,
-                           required_one_of=basebackup.BOOTSTRAP_REQUIRED_ONE_OF)
-    run_module(module, lambda: basebackup.bootstrap(module.params, check_mode=module.check_mode))
+    module = AnsibleModule(argument_spec=bootstrap.bootstrap_argument_spec(), supports_check_mode=True,
+                           mutually_exclusive=bootstrap.BOOTSTRAP_MUTUALLY_EXCLUSIVE,
+                           required_one_of=bootstrap.BOOTSTRAP_REQUIRED_ONE_OF)
+    # A secret key in restore_command or a password in a conninfo setting: masked in everything Ansible shows.
+    module.no_log_values.update(bootstrap.bootstrap_secrets(module.params))
+    run_module(module, lambda: bootstrap.bootstrap(module.params, check_mode=module.check_mode))
 
 
 if __name__ == '__main__':

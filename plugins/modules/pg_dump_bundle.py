@@ -10,10 +10,19 @@ module: pg_dump_bundle
 short_description: Write the nightly logical dump bundle of a PostgreSQL database to a directory or S3
 version_added: 0.1.0
 description:
-  - Dumps one database into C(nightly-YYYYMMDD-HHMM.tar.gz) (UTC), the bundle of the runbook's nightly job, holding
+  - Dumps one database into C(nightly-YYYYMMDD-HHMMSS-<run>.tar.gz), the bundle of the runbook's nightly job, holding
     C(records.dir/) (C(pg_dump -Fd -j N)), C(globals.sql) (C(pg_dumpall --globals-only)), C(records.sql.gz) (the same
     dump as plain SQL), C(pg_settings.tsv), C(extensions.tsv), optionally C(fingerprints.json), and C(manifest.json)
     with the sha256 and size of every member. A C(.sha256) file beside the archive holds the archive's own sha256.
+  - The name holds the time the run started (UTC, to the second) and C(<run>), 8 hex digits drawn at random by each
+    run, so two runs started together (a manual run beside the CronJob's) never write to, or report, the same
+    bundle. Sorted by name, bundles are in time order. Bundles named C(nightly-YYYYMMDD-HHMM.tar.gz) by earlier
+    versions are still listed, restored and expired, oldest first within their minute.
+  - Secrets at rest - the bundle and its C(.sha256) are created with O(mode) (0600), every file of the dump while it
+    is built is 0600 and every directory 0700, and the members are recorded 0600 inside the archive. C(globals.sql)
+    holds the roles' password hashes (see O(role_passwords)). In C(pg_settings.tsv) the value of every setting that
+    can carry a credential (C(primary_conninfo), C(restore_command), C(archive_command), any C(*_command), and
+    settings named like a password, secret, token or credential) is masked as C(********).
   - Every member comes from one snapshot, exported by the module's transaction and passed to C(pg_dump --snapshot).
     The plain SQL is written by C(pg_restore -f -) from the directory dump, so the database is read once.
   - Every program's exit status is checked. When one fails, the task fails with the program's own message (its stderr),
@@ -21,12 +30,19 @@ description:
   - Connection settings and the password reach the programs only through libpq's environment variables, never their
     command line.
   - The bundle is written under a temporary name and renamed when complete (a directory), or uploaded and its size
-    checked (S3). Only then are all but the newest O(keep) bundles deleted.
+    checked (S3). Only then are all but the newest O(keep) bundles deleted; a run never deletes its own bundle, nor
+    one newer than it.
+  - Work in progress has hidden names, C(.partial-<bundle name>.pid<pid>@<host>.<random>). Before it starts, a run
+    removes those of nightly bundles that killed runs left in O(directory) (or, with O(bucket), in O(scratch_dir)) -
+    entries whose process is gone from this host, and entries of other hosts (or of earlier versions, without an
+    owner) in which nothing has changed for longer than O(timeout). Only plain directories and files of this user
+    with such names are removed, never a link. They are listed in RV(removed_partials).
 author:
   - pgops.resilience maintainers (@pgops)
 extends_documentation_fragment:
   - pgops.resilience.postgres
   - pgops.resilience.bundle_store
+  - pgops.resilience.bundle_store.file_mode
   - pgops.resilience.s3
 options:
   database:
@@ -41,7 +57,8 @@ options:
   keep:
     description:
       - How many of the newest bundles to keep, the new one included. V(0) keeps every bundle.
-      - Only files named C(nightly-YYYYMMDD-HHMM.tar.gz) (and their C(.sha256)) count and are ever deleted.
+      - Only files named C(nightly-YYYYMMDD-HHMMSS-<run>.tar.gz) or C(nightly-YYYYMMDD-HHMM.tar.gz) (and their
+        C(.sha256)) count and are ever deleted.
     type: int
     default: 7
   plain_sql:
@@ -70,23 +87,30 @@ options:
     type: path
   scratch_dir:
     description:
-      - Where the bundle is built before it is uploaded, with O(bucket). With O(directory) it is built there.
+      - Where the bundle is built before it is uploaded, with O(bucket) (default C($TMPDIR) or C(/tmp)). With
+        O(directory) it is built there.
+      - A directory of our own is made in it and removed afterwards. C(/etc), C(/usr) and the other system trees
+        (those of M(pgops.resilience.pg_wipe_data_directory)) are refused, check mode too; C(/tmp) and C(/var/tmp)
+        are fine.
     type: path
   timeout:
     description:
-      - Seconds each program may run.
+      - Seconds each program may run. Also the age after which the work in progress of another host's run, or of an
+        earlier version, counts as left over.
     type: int
     default: 21600
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: Connects, finds the programs, and reports the bundle name and the bundles retention would delete; dumps nothing.
+    details:
+      - Connects in READ ONLY sessions, finds the programs, and reports the bundle name, the bundles retention would
+        delete and the left-over work in progress that would be removed. Dumps nothing and writes nothing.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
-  - The name has minutes, so a second run in the same minute into the same place fails instead of overwriting.
+  - A bundle is never overwritten; concurrent runs write bundles of different names.
   - Restore with M(pgops.resilience.pg_dump_restore) or the playbook C(pgops.resilience.restore_dump).
 seealso:
   - name: pg_dump
@@ -103,6 +127,12 @@ EXAMPLES = r'''
     jobs: 2
     keep: 7
 
+- name: Nightly dump that the off-site copy job (same group) may read
+  pgops.resilience.pg_dump_bundle:
+    database: records
+    directory: /backups
+    mode: '0640'
+
 - name: Dump to S3, without the plain SQL copy
   pgops.resilience.pg_dump_bundle:
     database: records
@@ -113,12 +143,12 @@ EXAMPLES = r'''
 
 RETURN = r'''
 bundle:
-  description: The bundle written (in check mode, the name it would have).
+  description: The bundle written (in check mode, a name like the one it would have; each run draws its own C(<run>)).
   returned: always
   type: dict
   contains:
     name:
-      description: File name, C(nightly-YYYYMMDD-HHMM.tar.gz).
+      description: File name, C(nightly-YYYYMMDD-HHMMSS-<run>.tar.gz).
       type: str
     url:
       description: Path or C(s3://) URL.
@@ -154,8 +184,8 @@ deleted:
   returned: always
   type: list
   elements: str
-warnings:
-  description: Lines the programs printed on stderr while succeeding.
+removed_partials:
+  description: Paths of the left-over work in progress of killed runs that were removed (in check mode, that would be).
   returned: always
   type: list
   elements: str

@@ -19,7 +19,8 @@ description:
     restores C(records.dir) (or C(psql --single-transaction -v ON_ERROR_STOP=1) restores C(records.sql.gz));
     C(ANALYZE) runs; every materialized view is refreshed and reported; every table's rows are counted.
   - The target database is created when missing. A database that already holds tables is refused unless O(clean=true).
-    A database the module created is dropped again when the restore fails, so no half-restored database is left.
+    A database the module created is dropped again when the restore fails, so no half-restored database is left; when
+    the run is killed instead, the next run drops it and restores afresh (RV(removed_databases)).
   - With O(drill=true) the bundle is restored into a scratch database C(pgops_drill_<time>), every table's row count
     and checksum is compared with the source, and the scratch database is dropped. The task fails on any difference.
 author:
@@ -39,7 +40,8 @@ options:
   bundle:
     description:
       - File name of the bundle to restore, such as a copy of a bundle this collection wrote, uploaded under another
-        name with its C(.sha256). Empty for the newest C(nightly-YYYYMMDD-HHMM.tar.gz).
+        name with its C(.sha256). Empty for the newest nightly bundle, C(nightly-YYYYMMDD-HHMMSS-<run>.tar.gz) or
+        C(nightly-YYYYMMDD-HHMM.tar.gz) (written by earlier versions), by the time in the name.
       - A dump made by hand (no C(manifest.json), no C(.sha256)) is refused, since it cannot be verified.
     type: str
     default: ''
@@ -116,18 +118,33 @@ options:
     type: path
   scratch_dir:
     description:
-      - Where the bundle is downloaded and extracted (needs room for the extracted bundle). Removed afterwards.
+      - Where the bundle is downloaded and extracted (needs room for the extracted bundle), in a directory of its own
+        (0700, files 0600), C(pgops-restore-pid<pid>@<host>.<random>). Removed afterwards. Default the system
+        temporary directory (C($TMPDIR) or C(/tmp)).
+      - A run that was killed cannot remove its directory, which holds the extracted dump. Before it starts, a run
+        removes such directories of this user (plain directories named as above, never a link) whose process is gone
+        from this host, and those of other hosts or of earlier versions (C(pgops-restore-<random>)) in which nothing
+        has changed for longer than O(timeout). They are listed in RV(removed_scratch).
+      - C(/etc), C(/usr) and the other system trees (those of M(pgops.resilience.pg_wipe_data_directory)) are
+        refused, check mode too; C(/tmp) and C(/var/tmp) are fine.
     type: path
   timeout:
     description:
-      - Seconds each program may run.
+      - Seconds each program may run. Also the age after which a scratch directory of another host's run, or of an
+        earlier version, counts as left over (see O(scratch_dir)).
     type: int
     default: 21600
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: Fetches and verifies the bundle into a temporary directory and reports what would be restored; changes no database.
+    details:
+      - Verifies the bundle where it is (a file, or read from S3 once) without writing anything, then checks in READ
+        ONLY sessions what the run checks before it changes anything (the client programs, a target that already
+        holds tables without O(clean), a drill database that exists) and fails as the run would.
+      - Reports C(changed=true) and what the run would restore, into which database, and RV(created_database).
+        Writes no file and changes no database and no role; the left-over scratch directories that would be removed
+        are only reported.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
@@ -184,13 +201,28 @@ database:
   returned: always
   type: str
 created_database:
-  description: Whether the module created the database.
-  returned: when something was restored
+  description: Whether the module created the database (in check mode, whether it would).
+  returned: when something was restored, and in check mode
   type: bool
 source:
   description: What was restored from, V(directory) or V(plain).
   returned: always
   type: str
+removed_scratch:
+  description: Scratch directories of killed runs that were removed (in check mode, that would be); see O(scratch_dir).
+  returned: always
+  type: list
+  elements: str
+removed_databases:
+  description:
+    - Databases that killed runs of this module created and left unfinished, dropped before this run (in check mode,
+      that would be) - drill databases, and the target when it is one, which is then restored afresh.
+    - A database this module creates carries a comment that starts with C(pgops.resilience) and says the restore is
+      in progress, with its run and start, until it is filled. Only such a database is dropped, and only when no session is connected to it and its
+      run is gone (its process on this host, or, for another host's run, started longer ago than O(timeout)).
+  returned: when the server was reached
+  type: list
+  elements: str
 globals:
   description:
     - C(applied) (bool) and C(already_existed) (the tolerated errors); for a drill C(created_roles) and
@@ -225,11 +257,6 @@ seconds:
   description: Seconds per phase (C(verify), C(globals), C(extensions), C(pg_restore) or C(psql), C(analyze), C(refresh), C(count)).
   returned: always
   type: dict
-warnings:
-  description: Lines the programs printed on stderr while succeeding.
-  returned: always
-  type: list
-  elements: str
 '''
 
 from ansible.module_utils.basic import AnsibleModule

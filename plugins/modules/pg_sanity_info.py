@@ -54,7 +54,7 @@ attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: The module only reads, so check mode runs it unchanged.
+    details: The module only reads (its session is READ ONLY, so no statement can write), so check mode runs it unchanged.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none

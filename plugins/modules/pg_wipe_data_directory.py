@@ -15,7 +15,25 @@ description:
     that works there). Nothing is changed when it refuses.
   - With O(clear_parent=true) also deletes everything else in the parent directory - the mount point of the data
     volume in the runbook's layout (PVC at C(/var/lib/postgresql), PGDATA C(/var/lib/postgresql/data)) - except
-    C(lost+found). The parent itself is never removed, and system directories (C(/), C(/var/lib), ...) are refused.
+    C(lost+found). The parent itself is never removed, and a system directory as parent is refused (see below).
+  - B(System directories are refused) as O(data_directory) and as the parent O(clear_parent) empties, in check mode
+    too. Refused with everything under them - C(/bin), C(/boot), C(/dev), C(/etc), C(/lib), C(/lib32), C(/lib64),
+    C(/libx32), C(/proc), C(/run), C(/sbin), C(/snap), C(/sys), C(/usr) (all of it), C(/var/backups),
+    C(/var/cache), C(/var/lock), C(/var/log), C(/var/mail), C(/var/run), C(/var/spool), C(/var/lib/apt),
+    C(/var/lib/dnf), C(/var/lib/dpkg), C(/var/lib/rpm), C(/var/lib/systemd), C(/var/lib/yum). Refused themselves,
+    while a directory below them is allowed - C(/), C(/home), C(/media), C(/mnt), C(/opt), C(/srv), C(/tmp),
+    C(/var), C(/var/lib), C(/var/local), C(/var/opt), C(/var/tmp), and the home directories C(/root) and
+    C(/home/<name>). So C(/var/lib/postgresql/15/main) or C(/srv/pgdata/main) is allowed; C(/var/lib), C(/srv) or
+    C(/usr/share) is not. A service account's home elsewhere (C(/var/lib/postgresql) of C(postgres)) is not refused, as
+    it is the data volume's mount point in the runbook's layout.
+  - The path is compared as given (C(/etc/../etc) is C(/etc)), as resolved through symbolic links (a path through a
+    link to C(/etc) is C(/etc)), and by device and inode, so a bind mount of a listed directory is refused too.
+  - B(Only a data directory or an empty directory is emptied.) O(data_directory) must be missing, empty, or hold
+    C(PG_VERSION) and C(global/pg_control). Files that hold nothing (C(lost+found), C(recovery.signal),
+    C(standby.signal), C(postmaster.pid), C(postmaster.opts)) count as empty. Before deleting, the module writes
+    C(pgops.resilience-incomplete) into the data directory and removes it last, so that a directory left half-wiped
+    (or half-restored by M(pgops.resilience.pg_bootstrap_basebackup)) is accepted by a run again. Any other
+    directory is refused with what it holds (check mode too); check the path, and empty it by hand if it may go.
   - The data directory is recreated empty, mode 0700, owned by the server user (PostgreSQL 15 docs, 19.2 "Creating a
     Database Cluster"), so that C(initdb) or a restore can use it. Mount points inside are refused, not emptied.
   - Returns the listings before and after (names and bytes), as the runbook's job shows them.
@@ -25,6 +43,7 @@ options:
   data_directory:
     description:
       - The data directory (PGDATA) to empty, such as V(/var/lib/postgresql/data). A symbolic link is refused.
+      - It must be missing, empty or a PostgreSQL data directory, and not a system directory (see the description).
     type: path
     required: true
   confirm:
@@ -46,7 +65,10 @@ attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: Reports what would be removed (O(confirm) is still required); deletes nothing.
+    details:
+      - Reports what would be removed (O(confirm) is still required) and refuses what a real run refuses; deletes and
+        writes nothing. C(changed) is true only when something would be removed, or the data directory would be
+        created or get its mode or owner.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
@@ -103,13 +125,13 @@ server_user:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils import basebackup
+from ansible_collections.pgops.resilience.plugins.module_utils import wipe
 from ansible_collections.pgops.resilience.plugins.module_utils.common import run_module
 
 
 def main():
-    module = AnsibleModule(argument_spec=basebackup.wipe_argument_spec(), supports_check_mode=True)
-    run_module(module, lambda: basebackup.wipe(module.params, check_mode=module.check_mode))
+    module = AnsibleModule(argument_spec=wipe.wipe_argument_spec(), supports_check_mode=True)
+    run_module(module, lambda: wipe.wipe(module.params, check_mode=module.check_mode))
 
 
 if __name__ == '__main__':

@@ -18,7 +18,17 @@ description:
     verified (Content-MD5, then size and ETag), and only then are the rows deleted and the transaction committed.
   - A C(.pending) marker is written before a batch is uploaded and removed after its commit. The next run
     finishes or undoes a batch a crash interrupted, so no row is lost and none is archived twice.
-  - One run per table at a time (a session advisory lock).
+  - One run per table at a time (a session advisory lock). Keys name the database, the schema and the table, and
+    the marker, the batch and its sidecar are written with C(If-None-Match) (S3 conditional writes), so runs on
+    any two tables never write one key, and a run deletes only objects it wrote or that its own table's markers name.
+  - Before any row is touched the table is checked for what M(pgops.resilience.archive_restore) could not bring
+    back, and refused - a column named like a metadata field (C(_archived_at), C(_batch_id), C(_source_database),
+    C(_source_table)), and columns whose JSON form is not their text form (composite types, arrays of them, and
+    types with a cast to json such as C(hstore)). Any other table, schema and column name is fine; names are
+    percent-encoded in keys.
+  - When the connection to PostgreSQL is lost (the server stopped, a failover), the task fails saying so, with
+    C(changed) true and the batches committed before it in RV(batches); a batch whose commit was cut is
+    resolved from its marker by the next run.
 author:
   - pgops.resilience maintainers (@pgops)
 extends_documentation_fragment:
@@ -31,7 +41,7 @@ options:
     type: str
     required: true
   schema:
-    description: Schema of O(table).
+    description: Schema of O(table), exactly as in the catalog. Also the C({schema}) part of the object keys.
     type: str
     default: public
   database:
@@ -43,7 +53,7 @@ options:
     type: str
     required: true
   prefix:
-    description: First part of the object keys, C({prefix}/{database}/{table}/year=YYYY/month=MM/day=DD/...).
+    description: First part of the object keys, C({prefix}/{database}/{schema}/{table}/year=YYYY/month=MM/day=DD/...).
     type: str
     default: archives
   date_column:
@@ -62,8 +72,13 @@ options:
   where:
     description:
       - An SQL boolean expression over the table's columns (alias C(t)), combined with the date cutoff by AND.
-      - It is inserted into the query as written, like the WHERE clause of a runbook's C(DELETE); only give
-        expressions written by operators. C(true) archives every row.
+        C(true) archives every row.
+      - It must be one expression. Refused before any row is read, in check mode too, are a C(;) or a C(--)
+        comment outside string constants and quoted identifiers, a closing parenthesis that closes a parenthesis the expression
+        did not open, unterminated strings or comments, and anything the server does not accept as a boolean
+        expression over the table (it is planned with C(EXPLAIN) in a read-only transaction, not run).
+      - The expression runs inside the batch's transaction in a real run, so a function it calls could still
+        write; in check mode every statement runs in a READ ONLY transaction.
     type: str
   batch_size:
     description: Rows per archive object.
@@ -85,12 +100,17 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Counts the rows and batches that would be archived and lists interrupted batches; writes nothing.
+    description:
+      - Counts the rows and batches that would be archived and lists interrupted batches; writes nothing (every
+        statement runs in a READ ONLY transaction, and nothing is written to S3).
   diff_mode:
     support: none
     description: Not supported.
 notes:
   - Stored generated columns are not archived; they are computed again when rows are restored.
+  - Archives written before format 2 (keys without the schema) are still restored by
+    M(pgops.resilience.archive_restore); their pending markers are resolved by this module when their sidecar names
+    the table's schema, and reported in RV(unresolved_markers) otherwise.
   - Values are written as C(row_to_json) renders them, with the session's C(TimeZone) set to UTC,
     C(bytea_output) to C(hex) and C(extra_float_digits) to 1, so every type round-trips exactly.
 requirements:
@@ -131,7 +151,7 @@ database:
   returned: always
   type: str
 prefix:
-  description: Where this table's objects live, C({prefix}/{database}/{table}/).
+  description: Where this table's objects live, C({prefix}/{database}/{schema}/{table}/) (each name percent-encoded).
   returned: always
   type: str
 keys:
@@ -185,6 +205,21 @@ pending_markers:
   returned: in check mode
   type: list
   elements: str
+unresolved_markers:
+  description:
+    - Markers that an earlier version (format 1 keys) left under the table's name without a sidecar, so that whose
+      schema they belong to is not known; they are left alone, with a warning.
+  returned: always
+  type: list
+  elements: str
+connection_lost:
+  description: True when the task failed because the connection to PostgreSQL was lost.
+  returned: on failure
+  type: bool
+in_doubt:
+  description: The key of a batch whose commit was cut off; the next run completes or undoes it from its marker.
+  returned: on failure, when a commit was cut off
+  type: str
 duration_ms:
   description: Duration of the run in milliseconds.
   returned: when not in check mode

@@ -47,7 +47,7 @@ def run_archive_demo(sandbox, node_name, out, ansible_playbook, step, expect):
     ansible_playbook(sandbox, node_name, 'pgops.resilience.table_archive', archive_vars, out)
     left = _count(node, 'SELECT count(*) FROM audit_logs')
     expect(left == ROWS - old, 'audit_logs should keep %d rows, has %d' % (ROWS - old, left))
-    listing = client.list_objects_v2(Bucket=sandbox.s3.bucket, Prefix='%s/%s/audit_logs/' % (PREFIX, DATABASE))
+    listing = client.list_objects_v2(Bucket=sandbox.s3.bucket, Prefix='%s/%s/public/audit_logs/' % (PREFIX, DATABASE))
     keys = [o['Key'] for o in listing.get('Contents', [])]
     batches = [k for k in keys if k.endswith('.jsonl.gz')]
     sidecar = json.loads(client.get_object(Bucket=sandbox.s3.bucket, Key=batches[0] + '.meta.json')['Body'].read())

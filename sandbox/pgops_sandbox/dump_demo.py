@@ -9,6 +9,15 @@ import re
 DATABASE = 'rem'
 
 
+def reported_bundle(output):
+    """The bundle name the dump_bundle playbook's report gives (``<name> (<size>) written to ...``), or None.
+
+    Read from what the module reports rather than matched in the directory: the name's form belongs to the module
+    (``nightly-YYYYMMDD-HHMMSS-<run>.tar.gz`` now, ``nightly-YYYYMMDD-HHMM.tar.gz`` before)."""
+    match = re.search(r'"msg": "(\S+\.tar\.gz) \([^)]*\) written to', output)
+    return match.group(1) if match else None
+
+
 def run_dump_demo(sandbox, node_name, out, ansible_playbook, step, expect):
     """Run demo steps 14-15 against node ``node_name`` (the current primary). Returns (bundle name, tables compared)."""
     node = getattr(sandbox, node_name)
@@ -16,12 +25,15 @@ def run_dump_demo(sandbox, node_name, out, ansible_playbook, step, expect):
     os.makedirs(backups, exist_ok=True)
 
     step(out, '14. Nightly logical dump bundle: pg_dump -Fd -j 2, globals, plain SQL, settings, extensions, sha256 manifest')
-    ansible_playbook(sandbox, node_name, 'pgops.resilience.dump_bundle',
-                     {'dump_database': DATABASE, 'dump_directory': backups, 'dump_keep': 7, 'dump_fingerprints': True}, out)
-    bundles = sorted(n for n in os.listdir(backups) if re.match(r'nightly-\d{8}-\d{4}\.tar\.gz\Z', n))
-    expect(bundles and os.path.exists(os.path.join(backups, bundles[-1] + '.sha256')),
-           'the bundle and its .sha256 should be in %s' % backups)
-    out('%s: %d bytes' % (bundles[-1], os.path.getsize(os.path.join(backups, bundles[-1]))))
+    output = ansible_playbook(sandbox, node_name, 'pgops.resilience.dump_bundle',
+                              {'dump_database': DATABASE, 'dump_directory': backups, 'dump_keep': 7,
+                               'dump_fingerprints': True}, out)[1]
+    # The name the module reports (nightly-YYYYMMDD-HHMMSS-<run>.tar.gz, unique per run), read back from the directory.
+    name = reported_bundle(output)
+    expect(name is not None, 'the playbook should report the bundle it wrote')
+    expect(os.path.isfile(os.path.join(backups, name)) and os.path.isfile(os.path.join(backups, name + '.sha256')),
+           'the bundle %s and its .sha256 should be in %s' % (name, backups))
+    out('%s: %d bytes' % (name, os.path.getsize(os.path.join(backups, name))))
 
     step(out, '15. Logical restore drill: restored into a scratch database, every table compared with the dump, dropped')
     before = set(r[0] for r in node.execute('SELECT datname FROM pg_database'))
@@ -31,4 +43,4 @@ def run_dump_demo(sandbox, node_name, out, ansible_playbook, step, expect):
     expect(match is not None, 'the drill should find every table identical to the dump')
     after = set(r[0] for r in node.execute('SELECT datname FROM pg_database'))
     expect(after == before, 'the drill database should be dropped')
-    return bundles[-1], int(match.group(1))
+    return name, int(match.group(1))

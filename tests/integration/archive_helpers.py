@@ -144,23 +144,35 @@ def table_types(sandbox, dbname, table):
                  [table])
 
 
+def legacy_batch_key(prefix, database, table, archived_at, batch=1):
+    """A format 1 key (no schema), as earlier versions wrote them."""
+    key = fmt.batch_key(prefix, database, 'public', table, archived_at, batch)
+    return fmt.legacy_table_prefix(prefix, database, table) + key[len(fmt.table_prefix(prefix, database, 'public', table)):]
+
+
 def write_archive(sandbox, prefix, database, table, rows, archived_at, batch=1, columns=None, sidecar=True,
-                  body=None, key=None):
+                  body=None, key=None, schema='public', legacy=False, sidecar_format=None):
     """Write one archive by hand, as table_archive would: ``rows`` are JSON object texts (str) or dicts.
 
     :param columns: ``[(name, type)]`` for the sidecar (required when ``sidecar``).
     :param body: bytes to store instead of the encoded rows (the sidecar still describes the real rows).
+    :param legacy: write it where format 1 put it (no schema in the key), with a format 1 sidecar.
     :returns: the key.
     """
-    key = key or fmt.batch_key(prefix, database, table, archived_at, batch)
+    if key is None:
+        key = legacy_batch_key(prefix, database, table, archived_at, batch) if legacy else \
+            fmt.batch_key(prefix, database, schema, table, archived_at, batch)
     stamp = archived_at.strftime('%Y-%m-%dT%H:%M:%SZ')
-    batch_id = '%s_%s_%s_%03d' % (database, table, archived_at.strftime('%Y%m%dT%H%M%SZ'), batch)
+    batch_id = fmt.batch_id(database, schema, table, archived_at, batch)
     texts = [r if isinstance(r, str) else json.dumps(r, ensure_ascii=False, separators=(',', ':')) for r in rows]
-    encoded, count = fmt.encode_batch(texts, fmt.metadata_suffix(stamp, batch_id, database, table))
+    encoded, count, size = fmt.encode_batch(texts, fmt.metadata_suffix(stamp, batch_id, database, table))
     put_object(sandbox, key, encoded if body is None else body)
     if sidecar:
-        document = fmt.sidecar_document(key, encoded, count, columns, dict(database=database, schema='public', table=table),
-                                        batch_id, stamp)
+        document = fmt.sidecar_document(key, encoded, count, columns, dict(database=database, schema=schema, table=table),
+                                        batch_id, stamp, uncompressed_bytes=None if legacy else size)
+        if legacy or sidecar_format:
+            document['format'] = sidecar_format or 'pgops.resilience.archive/1'
+            document.pop('uncompressed_bytes', None)
         put_object(sandbox, key + fmt.SIDECAR_SUFFIX, json.dumps(document).encode('utf-8'))
     return key
 
@@ -181,7 +193,7 @@ def db_watermark(sandbox, dbname, prefix, table, schema='public'):
     return rows[0] if rows else None
 
 
-def s3_watermark(sandbox, prefix, dbname, table):
+def s3_watermark(sandbox, prefix, dbname, table, schema='public'):
     """The S3 restore watermark document, or None."""
-    key = fmt.table_prefix(prefix, dbname, table) + fmt.WATERMARK_NAME
+    key = fmt.table_prefix(prefix, dbname, schema, table) + fmt.WATERMARK_NAME
     return read_json(sandbox, key) if key in list_keys(sandbox, key) else None

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from ansible_collections.pgops.resilience.plugins.module_utils import archive_format as fmt
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_restore, table_archive
+from ansible_collections.pgops.resilience.plugins.module_utils import archive_load, archive_restore, table_archive
 from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
 
 from .archive_helpers import (
@@ -106,7 +106,7 @@ def test_round_trip_of_every_type(sandbox, db, prefix):
     assert count(sandbox, db, table) == 0
     keys = archive_keys(sandbox, prefix)
     assert keys == done['keys']
-    assert all(key.startswith('%s/%s/%s/year=' % (prefix, db, table)) for key in keys)
+    assert all(key.startswith('%s/%s/public/%s/year=' % (prefix, db, table)) for key in keys)
     present = list_keys(sandbox, prefix)
     assert not [k for k in present if k.endswith(fmt.PENDING_SUFFIX)]
     types = [[name, type_] for name, type_ in table_types(sandbox, db, table)]
@@ -198,7 +198,9 @@ def test_older_than_archives_only_rows_older_than_the_interval(sandbox, db, pref
 def test_check_mode_counts_and_writes_nothing(sandbox, db, prefix):
     table, reference = _dated_table(sandbox, db, rows=23)
     done = archive(sandbox, db, prefix, table, check_mode=True, date_column='created_at', before='2025-01-21', batch_size=6)
-    assert done['changed'] is False
+    assert done['changed'] is True  # a run would archive rows
+    nothing = archive(sandbox, db, prefix, table, check_mode=True, date_column='created_at', before='2000-01-01')
+    assert nothing['changed'] is False and nothing['would_archive_records'] == 0
     assert (done['would_archive_records'], done['would_write_batches']) == (20, 4)
     assert done['pending_markers'] == [] and done['batches'] == [] and done['records_archived'] == 0
     limited = archive(sandbox, db, prefix, table, check_mode=True, where='true', batch_size=6, max_batches=2)
@@ -322,7 +324,7 @@ def test_recovery_stops_when_only_some_rows_of_a_batch_are_in_the_table(sandbox,
 
 def test_recovery_of_a_marker_without_its_object(sandbox, db, prefix):
     table, reference = _dated_table(sandbox, db, rows=3)
-    key = fmt.batch_key(prefix, db, table, day(2025, 3, 1), 1)
+    key = fmt.batch_key(prefix, db, 'public', table, day(2025, 3, 1), 1)
     put_object(sandbox, key + fmt.PENDING_SUFFIX, b'{}')
     done = archive(sandbox, db, prefix, table, where='true')
     assert done['recovered'] == [dict(key=key, outcome='rolled_back')]
@@ -375,7 +377,7 @@ def test_checksum_mismatch_rejects_the_file_before_any_row_and_restores_the_othe
     # The watermark stops before the bad file.
     assert s3_watermark(sandbox, prefix, db, table)['last_restored_key'] == first
     # A body replaced by a valid gzip of other rows is caught as well (its size differs).
-    other, other_count = fmt.encode_batch([json.dumps(r) for r in simple_rows([3, 4, 99])], '')
+    other, other_count, other_size = fmt.encode_batch([json.dumps(r) for r in simple_rows([3, 4, 99])], '')
     assert other_count == 3
     replaced = write_simple(sandbox, db, prefix, table, [3, 4], day(2026, 1, 4), body=other)
     error = restore_fails(sandbox, db, prefix, table, s3_key=replaced)
@@ -385,7 +387,7 @@ def test_checksum_mismatch_rejects_the_file_before_any_row_and_restores_the_othe
 
 def test_truncated_gzip_fails_that_file_only(sandbox, db, prefix):
     table = simple_table(sandbox, db)
-    body, body_count = fmt.encode_batch([json.dumps(r) for r in simple_rows(range(1, 200))], '')
+    body, body_count, body_size = fmt.encode_batch([json.dumps(r) for r in simple_rows(range(1, 200))], '')
     assert body_count == 199
     bad = write_simple(sandbox, db, prefix, table, [], day(2026, 1, 1), body=body[:len(body) // 2], sidecar=False)
     write_simple(sandbox, db, prefix, table, [500], day(2026, 1, 2))
@@ -400,7 +402,7 @@ def test_malformed_json_line_names_the_key_and_the_line(sandbox, db, prefix):
     table = simple_table(sandbox, db)
     lines = [json.dumps(r) for r in simple_rows([1, 2])] + ['{"id": 3, "name": "x", '] + [json.dumps(simple_rows([4])[0])]
     body = gzip.compress(('\n'.join(lines) + '\n').encode('utf-8'))
-    key = fmt.batch_key(prefix, db, table, day(2026, 1, 1), 1)
+    key = fmt.batch_key(prefix, db, 'public', table, day(2026, 1, 1), 1)
     put_object(sandbox, key, body)
     error = restore_fails(sandbox, db, prefix, table, s3_key=key)
     assert error.details['files'][0]['status'] == 'failed'
@@ -470,7 +472,7 @@ def test_missing_table_and_missing_key_are_clear_errors(sandbox, db, prefix):
     error = restore_fails(sandbox, db, prefix, 'no_such_table', restore_all=True)
     assert 'no_such_table' in error.msg and 'does not exist' in error.msg
     table = simple_table(sandbox, db)
-    key = fmt.batch_key(prefix, db, table, day(2026, 1, 1), 1)
+    key = fmt.batch_key(prefix, db, 'public', table, day(2026, 1, 1), 1)
     error = restore_fails(sandbox, db, prefix, table, s3_key=key)
     assert key in error.msg and 'does not exist' in error.msg
 
@@ -660,7 +662,7 @@ def test_indexes_dropped_by_a_killed_run_are_recreated_by_the_next_run(sandbox, 
     query(sandbox, db, 'CREATE INDEX %s_amount ON %s (amount)' % (table, table))
     before = _indexes(sandbox, db, table)
     definition = scalar(sandbox, db, "SELECT indexdef FROM pg_indexes WHERE indexname = %s", ['%s_amount' % table])
-    saved = '%s/%s/%s/.dropped_indexes.public.json' % (prefix, db, table)
+    saved = '%s/%s/public/%s/.dropped_indexes.public.json' % (prefix, db, table)
     put_object(sandbox, saved, json.dumps({'indexes': [['%s_amount' % table, definition]]}).encode())
     query(sandbox, db, 'DROP INDEX %s_amount' % table)  # what the killed run had done
     write_simple(sandbox, db, prefix, table, [1, 2], day(2026, 1, 1))
@@ -705,8 +707,10 @@ def test_dry_run_and_check_mode_write_nothing(sandbox, db, prefix):
     schema = new_name('s')
     query(sandbox, db, 'CREATE SCHEMA %s; CREATE TABLE %s.%s (LIKE %s INCLUDING ALL)' % (schema, schema, table, table))
     for options in (dict(dry_run=True), dict(check_mode=True)):
-        done = restore(sandbox, db, prefix, table, restore_all=True, storage_type='both', schema=schema, **options)
-        assert done['dry_run'] is True and done['changed'] is False
+        done = restore(sandbox, db, prefix, table, restore_all=True, storage_type='both', schema=schema,
+                       source_schema='public', **options)
+        # Check mode says a run would change the table; a dry run asked for says it changed nothing.
+        assert done['dry_run'] is True and done['changed'] is bool(options.get('check_mode'))
         assert done['would_restore_files'] == 4 and done['would_restore_records'] == 6
         assert [f['status'] for f in done['files']] == ['would_restore'] * 4
         assert [f['verified'] for f in done['files']] == [True, True, True, False]
@@ -715,7 +719,7 @@ def test_dry_run_and_check_mode_write_nothing(sandbox, db, prefix):
     assert db_watermark(sandbox, db, prefix, table, schema=schema) is None
     assert s3_watermark(sandbox, prefix, db, table) is None
     assert set(list_keys(sandbox, prefix)) == set(k + s for k in keys for s in ('', fmt.SIDECAR_SUFFIX)) | {
-        fmt.batch_key(prefix, db, table, day(2026, 3, 1), 1)}
+        fmt.batch_key(prefix, db, 'public', table, day(2026, 3, 1), 1)}
 
 
 @pytest.mark.parametrize('storage', ['s3', 'database', 'both'])
@@ -838,7 +842,7 @@ def test_playbook_lists_archives(sandbox, db, prefix):
         archive_restore_database=db, archive_restore_table=table, archive_restore_bucket=sandbox.s3.bucket,
         archive_restore_prefix=prefix))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert '3 archive(s) of %s under s3://%s/%s/%s/%s/' % (table, sandbox.s3.bucket, prefix, db, table) in \
+    assert '3 archive(s) of %s under s3://%s/%s/%s/public/%s/' % (table, sandbox.s3.bucket, prefix, db, table) in \
         ' '.join(done.stdout.split())
     assert 'changed=0' in done.stdout and ids_in(sandbox, db, table) == []
 
@@ -856,7 +860,7 @@ def test_wait_for_wal_flush_returns_once_asynchronous_commits_are_on_disk(sandbo
             cursor.execute('SELECT pg_current_wal_insert_lsn()')
             committed = cursor.fetchone()[0]
             conn.commit()
-        archive_restore._wait_for_wal_flush(conn)
+        archive_load._wait_for_wal_flush(conn)
         with conn.cursor() as cursor:
             cursor.execute('SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn', [committed])
             assert cursor.fetchone()[0] is True

@@ -17,8 +17,8 @@ from ansible_collections.pgops.resilience.plugins.module_utils import archive_fo
 from ansible_collections.pgops.resilience.plugins.module_utils import archive_restore
 
 from .archive_helpers import (
-    archive_keys, assert_same_rows, create_database, db_watermark, drop_database, json_rows, new_prefix, query,
-    restore_params, s3_watermark, scalar, table_types, write_archive, day)
+    archive_keys, assert_same_rows, create_database, db_watermark, drop_database, get_object, json_rows, new_prefix,
+    query, restore_params, scalar, table_types, write_archive, day)
 
 FILES = 40
 ROWS_PER_FILE = 2500
@@ -128,17 +128,17 @@ def test_kill_9_during_restore_all_then_rerun_gives_the_source_exactly(sandbox, 
     schema = 'kill_%s' % storage
     table = '%s.source' % schema
     _target(sandbox, db, schema)
-    params = restore_params(sandbox, db, prefix, 'source', schema=schema, restore_all=True, storage_type=storage,
-                            conflict_strategy='skip')
-    # The S3 watermark belongs to the archive path, shared by every copy: start without one.
-    sandbox.s3.client().delete_object(Bucket=sandbox.s3.bucket,
-                                      Key=fmt.table_prefix(prefix, db, 'source') + fmt.WATERMARK_NAME)
+    params = restore_params(sandbox, db, prefix, 'source', schema=schema, source_schema='public', restore_all=True,
+                            storage_type=storage, conflict_strategy='skip')
+    # Restored into another schema than the archives': the S3 watermark is that schema's own.
+    watermark_key = fmt.table_prefix(prefix, db, 'public', 'source') + '.restore_watermark.%s.json' % schema
+    sandbox.s3.client().delete_object(Bucket=sandbox.s3.bucket, Key=watermark_key)
 
     _kill_in_the_middle(sandbox, db, params, table)
     # Read at once, before anything else runs.
     if storage == 's3':
-        document = s3_watermark(sandbox, prefix, db, 'source')
-        marked = document['last_restored_key'] if document else None
+        objects = sandbox.s3.objects(watermark_key)
+        marked = json.loads(get_object(sandbox, watermark_key))['last_restored_key'] if objects else None
     else:
         row = db_watermark(sandbox, db, prefix, 'source', schema=schema)
         marked = row[0] if row else None
@@ -161,6 +161,6 @@ def test_kill_9_during_restore_all_then_rerun_gives_the_source_exactly(sandbox, 
     assert scalar(sandbox, db, 'SELECT count(*) FROM (SELECT t::text FROM %s t EXCEPT SELECT s::text FROM source s) x'
                   % table) == 0
     if storage == 's3':
-        assert s3_watermark(sandbox, prefix, db, 'source')['last_restored_key'] == keys[-1]
+        assert json.loads(get_object(sandbox, watermark_key))['last_restored_key'] == keys[-1]
     else:
         assert db_watermark(sandbox, db, prefix, 'source', schema=schema)[0] == keys[-1]

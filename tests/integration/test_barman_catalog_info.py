@@ -249,6 +249,7 @@ def test_no_backup_is_critical_then_ok_after_a_backup(barman_sandbox, tmp_path):
         assert re.search(r'CRITICAL: backups of %s in .*no completed \(DONE\) backup' % name, run.stdout + run.stderr)
         samples = parse_exposition(metrics.read_text())
         assert samples[('pgops_barman_verdict', (('server', name),))] == 2
+        assert metrics.stat().st_mode & 0o777 == 0o600  # only its owner reads it, unless metrics_file_mode says so
         assert samples[('pgops_barman_backup_age_seconds', (('server', name),))] == float('inf')
 
         backup_id = box.barman_backup(name)

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
-"""Integration tests of the base backup bundle, the bootstrap from it and the wipe (module_utils/basebackup.py and
-the playbooks), over the sandbox primary and its WAL archive (``sandbox.archive_dir``).
+"""Integration tests of the base backup bundle, the bootstrap from it and the wipe (module_utils/basebackup.py,
+bootstrap.py, wipe.py and the playbooks), over the sandbox primary and its WAL archive (``sandbox.archive_dir``).
 
 One bundle per module, taken after batch A of rows; batches B and C are written after it, with a recovery target time
 between them, and archived. A bootstrap that replays the archive must bring back B and C (WAL replay from the archive,
@@ -16,6 +16,7 @@ import io
 import os
 import shutil
 import stat
+import subprocess
 import tarfile
 import tempfile
 import time
@@ -24,7 +25,7 @@ import uuid
 import psycopg2
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import basebackup, bundle, drill
+from ansible_collections.pgops.resilience.plugins.module_utils import basebackup, bootstrap, bundle, drill, paths, recovery_config, wipe
 from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError, utc_now
 from ansible_collections.pgops.resilience.plugins.module_utils.postgres import postgres_argument_spec
 
@@ -49,7 +50,7 @@ def bundle_params(sandbox, directory, **overrides):
 
 
 def bootstrap_params(sandbox, store, datadir, **overrides):
-    params = _defaults(basebackup.bootstrap_argument_spec())
+    params = _defaults(bootstrap.bootstrap_argument_spec())
     params.update(data_directory=datadir, confirm=datadir, directory=str(store) if store else None, wal_archive_directory=sandbox.archive_dir,
                   settings={'port': drill.free_port(), 'archive_mode': 'off'}, timeout=120)
     params.update(overrides)
@@ -133,10 +134,14 @@ def datadir(sandbox, backup):
 
 
 def _occupied(path):
-    """A data directory holding a previous cluster's files; returns its listing."""
+    """A data directory holding a previous cluster's files (PG_VERSION and global/pg_control make it one); returns
+    its listing."""
     os.makedirs(os.path.join(path, 'base'), exist_ok=True)
+    os.makedirs(os.path.join(path, 'global'), exist_ok=True)
     with open(os.path.join(path, 'PG_VERSION'), 'w', encoding='utf-8') as handle:
         handle.write('15\n')
+    with open(os.path.join(path, 'global', 'pg_control'), 'wb') as handle:
+        handle.write(b'\0' * 8192)
     with open(os.path.join(path, 'base', 'old'), 'wb') as handle:
         handle.write(b'previous cluster')
     return sorted(os.listdir(path))
@@ -165,7 +170,7 @@ def test_bootstrap_replays_the_archive_and_leaves_recovery(sandbox, backup, data
     _occupied(datadir)
     params = bootstrap_params(sandbox, backup['store'], datadir)
     port = params['settings']['port']
-    result = basebackup.bootstrap(params)
+    result = bootstrap.bootstrap(params)
 
     assert result['wiped'] and result['started'] and result['pid'] and drill.postmaster_of(datadir) == result['pid']
     assert _query(port, sandbox, 'SELECT pg_is_in_recovery()') == [(False,)]
@@ -176,40 +181,40 @@ def test_bootstrap_replays_the_archive_and_leaves_recovery(sandbox, backup, data
     assert int(walfile[:8], 16) == result['timeline']
     assert result['recovered_to_lsn'] and result['recovery']['cluster_state'] == 'in production'
     assert result['seconds']['recovery'] > 0 and result['bundle']['name'] == backup['made']['bundle']['name']
-    assert [e['name'] for e in result['removed']] == ['PG_VERSION', 'base']
+    assert [e['name'] for e in result['removed']] == ['PG_VERSION', 'base', 'global']
     assert not os.path.exists(os.path.join(datadir, 'base', 'old')) and not os.path.exists(os.path.join(datadir, 'recovery.signal'))
     info = os.stat(datadir)
     assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == sandbox.server_user.uid
     with open(os.path.join(datadir, 'postgresql.auto.conf'), encoding='utf-8') as handle:
         auto = handle.read()
-    block = auto.partition(basebackup.CONF_MARK)[2]
+    block = auto.partition(recovery_config.CONF_MARK)[2]
     assert "restore_command = 'cp %s/%%f \"%%p\"'" % sandbox.archive_dir in block and 'port = %d' % port in block
     assert 'recovery_target' not in ''.join(l for l in block.splitlines() if not l.startswith('#'))
     assert _query(port, sandbox, 'SHOW archive_mode') == [('off',)]
 
     # While it runs, neither a bootstrap nor a wipe touches it.
     with pytest.raises(PgopsError, match='PID %d.*is running' % result['pid']) as refused:
-        basebackup.bootstrap(bootstrap_params(sandbox, backup['store'], datadir))
+        bootstrap.bootstrap(bootstrap_params(sandbox, backup['store'], datadir))
     assert refused.value.details['wiped'] is False
     with pytest.raises(PgopsError, match='is running'):
-        basebackup.wipe(dict(data_directory=datadir, confirm=datadir, clear_parent=False, server_user=None))
+        wipe.wipe(dict(data_directory=datadir, confirm=datadir, clear_parent=False, server_user=None))
     assert _batches(port, sandbox) == ROWS
 
 
 def test_recovery_target_time_recovers_only_what_came_before_it(sandbox, backup, datadir):
     params = bootstrap_params(sandbox, backup['store'], datadir, recovery_target_time=backup['target'].isoformat())
-    result = basebackup.bootstrap(params)
+    result = bootstrap.bootstrap(params)
     assert result['recovery']['stop'].startswith('recovery stopping before commit of transaction')
     assert _batches(params['settings']['port'], sandbox) == dict(A=ROWS['A'], B=ROWS['B'])
     with open(os.path.join(datadir, 'postgresql.auto.conf'), encoding='utf-8') as handle:
-        assert 'recovery_target_time' not in handle.read().partition(basebackup.CONF_MARK)[2]
+        assert 'recovery_target_time' not in handle.read().partition(recovery_config.CONF_MARK)[2]
 
 
 def test_a_failed_recovery_fails_with_the_server_log(sandbox, backup, datadir):
     # A target after the end of the archive: PostgreSQL 15 refuses to end recovery before it (FATAL).
     future = (utc_now() + datetime.timedelta(days=1)).isoformat()
     with pytest.raises(PgopsError) as failed:
-        basebackup.bootstrap(bootstrap_params(sandbox, backup['store'], datadir, recovery_target_time=future))
+        bootstrap.bootstrap(bootstrap_params(sandbox, backup['store'], datadir, recovery_target_time=future))
     error = failed.value
     assert 'did not finish recovery' in error.msg and 'recovery ended before configured recovery target was reached' in error.msg
     assert '--- last lines of the server log ---' in error.msg and error.details['log_tail']
@@ -222,7 +227,7 @@ def test_bootstrap_refuses_without_the_right_confirmation(sandbox, backup, datad
     listing = _occupied(datadir)
     for confirm in (None, '', 'yes', os.path.dirname(datadir)):
         with pytest.raises(PgopsError) as refused:
-            basebackup.bootstrap(bootstrap_params(sandbox, backup['store'], datadir, confirm=confirm))
+            bootstrap.bootstrap(bootstrap_params(sandbox, backup['store'], datadir, confirm=confirm))
         assert 'set confirm to exactly %s' % datadir in refused.value.msg.lower()
         assert refused.value.details['wiped'] is False
     assert sorted(os.listdir(datadir)) == listing
@@ -271,7 +276,7 @@ def test_a_corrupted_bundle_is_refused_and_the_data_directory_untouched(sandbox,
     listing = _occupied(datadir)
     for check_mode in (True, False):
         with pytest.raises(PgopsError) as refused:
-            basebackup.bootstrap(bootstrap_params(sandbox, store, datadir), check_mode=check_mode)
+            bootstrap.bootstrap(bootstrap_params(sandbox, store, datadir), check_mode=check_mode)
         assert expected in refused.value.msg and refused.value.details['wiped'] is False
     assert sorted(os.listdir(datadir)) == listing
     with open(os.path.join(datadir, 'base', 'old'), 'rb') as handle:
@@ -286,9 +291,9 @@ def test_wipe_refuses_without_confirmation_and_empties_with_it(sandbox, backup, 
         handle.write('select 1;\n')
     params = dict(data_directory=datadir, confirm=None, clear_parent=True, server_user=None)
     with pytest.raises(PgopsError, match='set confirm to exactly %s' % datadir):
-        basebackup.wipe(params)
+        wipe.wipe(params)
     assert sorted(os.listdir(datadir)) == listing and os.path.exists(beside)
-    result = basebackup.wipe(dict(params, confirm=datadir))
+    result = wipe.wipe(dict(params, confirm=datadir))
     assert result['changed'] and os.listdir(datadir) == [] and not os.path.exists(beside)
     assert [e['name'] for e in result['before']['data_directory']] == listing
     assert [e['name'] for e in result['before']['parent']] == ['stray.sql']
@@ -340,12 +345,81 @@ def test_retention_keeps_the_newest_after_the_new_bundle_is_stored(sandbox, back
     name = made['bundle']['name']
     assert sorted(os.listdir(store)) == sorted(['basebackup-20200115-0620.bundle.tar.gz', 'basebackup-20200115-0620.bundle.tar.gz.sha256',
                                                 name, name + '.sha256', 'records_dump_20251102.tar.gz'])
-    # A run in a minute that has its bundle already would overwrite it: refused (in check mode too).
-    now = utc_now()
-    for when in (now, now + datetime.timedelta(minutes=1)):  # the minute may turn between here and the call
-        _pre_existing(store, [bundle.bundle_name('x', when)[2:-len('.tar.gz')]])
-    with pytest.raises(PgopsError, match='already exists'):
-        basebackup.take_bundle(bundle_params(sandbox, store, keep=1), check_mode=True)
+    # Two more runs right after it (older versions named bundles by the minute and refused the second run of a
+    # minute): each stores a bundle of its own, the one it reports, and retention keeps the newest 2, never the run's.
+    runs = [basebackup.take_bundle(bundle_params(sandbox, store, keep=2)) for dummy in range(2)]
+    names = [r['bundle']['name'] for r in runs]
+    assert len(set([name] + names)) == 3
+    assert runs[0]['deleted'] == ['basebackup-20200115-0620.bundle.tar.gz'] and runs[1]['deleted'] == [name]
+    for reported in (r['bundle'] for r in runs):
+        assert basebackup.PATTERN.match(reported['name']) and reported['url'] == os.path.join(store, reported['name'])
+        with open(reported['url'], 'rb') as handle:
+            data = handle.read()
+        with open(reported['url'] + '.sha256', encoding='ascii') as handle:
+            recorded = handle.read().split()
+        assert hashlib.sha256(data).hexdigest() == reported['sha256'] == recorded[0] and recorded[1] == reported['name']
+        assert len(data) == reported['bytes']
+        assert bundle.BundleStore.from_params(dict(directory=store)).verify(reported['name'])['kind'] == 'base-backup'
+    assert sorted(os.listdir(store)) == sorted([item for n in names for item in (n, n + '.sha256')] +
+                                               ['records_dump_20251102.tar.gz'])
+
+
+def _dead_pid():
+    """The PID of a process that has exited (and been reaped)."""
+    process = subprocess.Popen(['true'])
+    process.wait()
+    return process.pid
+
+
+def _mode(path):
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def test_a_run_removes_what_killed_runs_left_writes_with_mode_and_refuses_bad_options(sandbox, backup):
+    store = tempfile.mkdtemp(dir=backup['root'])
+    scratch = tempfile.mkdtemp(dir=backup['root'])
+    name = bundle.bundle_name(basebackup.NAME_PREFIX, suffix=basebackup.SUFFIX)
+    # What a killed run leaves (its process is gone): the staging directory with pg_basebackup's output in
+    # scratch_dir, the archive being packed in the store. And a run still going (this process) is left alone.
+    dead = _dead_pid()
+    stale = []
+    for place, entry in ((scratch, 'basebackup'), (store, None)):
+        path = bundle.partial_path(place, name).replace('.pid%d@' % os.getpid(), '.pid%d@' % dead)
+        if entry:
+            os.makedirs(os.path.join(path, entry))
+            with open(os.path.join(path, entry, 'base.tar.gz'), 'wb') as handle:
+                handle.write(b'half a base backup')
+        else:
+            with open(path, 'wb') as handle:
+                handle.write(b'half an archive')
+        stale.append(path)
+    running = bundle.partial_path(store, name)
+    os.mkdir(running)
+    before = dict(store=sorted(os.listdir(store)), scratch=sorted(os.listdir(scratch)))
+    params = bundle_params(sandbox, store, scratch_dir=scratch, keep=0, mode='0640')
+
+    check = basebackup.take_bundle(params, check_mode=True)
+    assert check['removed_partials'] == stale and check['changed']
+    assert dict(store=sorted(os.listdir(store)), scratch=sorted(os.listdir(scratch))) == before, 'check mode wrote nothing'
+    made = basebackup.take_bundle(params)
+    assert made['removed_partials'] == stale and not any(os.path.lexists(p) for p in stale)
+    assert os.listdir(scratch) == [] and os.path.isdir(running)
+    new = made['bundle']['name']
+    assert sorted(os.listdir(store)) == sorted([new, new + '.sha256', os.path.basename(running)])
+    assert _mode(made['bundle']['url']) == 0o640 and _mode(made['bundle']['url'] + '.sha256') == 0o640
+    os.rmdir(running)
+    default = basebackup.take_bundle(bundle_params(sandbox, store, keep=0))
+    assert _mode(default['bundle']['url']) == 0o600 and _mode(default['bundle']['url'] + '.sha256') == 0o600
+
+    # Refused before anything is made or read, check mode too: a system directory as scratch_dir, a mode others read.
+    listing = sorted(os.listdir(store))
+    etc = sorted(os.listdir('/etc'))
+    for check_mode in (True, False):
+        with pytest.raises(PgopsError, match='Refusing scratch_dir /etc: it is a system directory'):
+            basebackup.take_bundle(bundle_params(sandbox, store, scratch_dir='/etc'), check_mode=check_mode)
+        with pytest.raises(PgopsError, match="mode must be '0600', '0640' or '0660'"):
+            basebackup.take_bundle(bundle_params(sandbox, store, mode='0644'), check_mode=check_mode)
+    assert sorted(os.listdir(store)) == listing and sorted(os.listdir('/etc')) == etc
 
 
 def test_s3_bundle_verified_from_the_bucket(sandbox, backup, datadir):
@@ -360,7 +434,7 @@ def test_s3_bundle_verified_from_the_bucket(sandbox, backup, datadir):
     assert not [n for n in os.listdir(backup['root']) if n.startswith(bundle.PARTIAL_PREFIX)]
     os.makedirs(datadir)
     listing = _occupied(datadir)
-    check = basebackup.bootstrap(bootstrap_params(sandbox, None, datadir, scratch_dir=backup['root'], **s3_options), check_mode=True)
+    check = bootstrap.bootstrap(bootstrap_params(sandbox, None, datadir, scratch_dir=backup['root'], **s3_options), check_mode=True)
     assert check['bundle']['name'] == made['bundle']['name'] and check['backup']['start_lsn'] == made['start_lsn']
     assert [e['name'] for e in check['removed']] == listing and sorted(os.listdir(datadir)) == listing
 
@@ -373,6 +447,8 @@ def test_playbooks(sandbox, backup, datadir):
     assert made.returncode == 0, made.stdout + made.stderr
     assert 'written to %s' % store in made.stdout and 'retention deleted 0 bundle(s)' in made.stdout
     assert sandbox.password not in made.stdout + made.stderr
+    # pg_basebackup's stderr goes through module.warn: no "warnings passed to exit_json" deprecation (ansible-core 2.19).
+    assert 'DEPRECATION' not in made.stdout + made.stderr
 
     port = drill.free_port()
     variables = dict(bootstrap_data_directory=datadir, bootstrap_directory=store, bootstrap_wal_archive_directory=sandbox.archive_dir,
@@ -386,10 +462,282 @@ def test_playbooks(sandbox, backup, datadir):
     assert _batches(port, sandbox) == ROWS
     _stop(sandbox, datadir)
 
-    wipe = dict(wipe_data_directory=datadir, wipe_clear_parent=False)
-    refused = run_playbook(sandbox, 'pgops.resilience.wipe_pgdata', wipe)
+    wipe_vars = dict(wipe_data_directory=datadir, wipe_clear_parent=False)
+    refused = run_playbook(sandbox, 'pgops.resilience.wipe_pgdata', wipe_vars)
     assert refused.returncode != 0 and 'Set wipe_confirm to exactly %s' % datadir in refused.stdout
     assert os.path.exists(os.path.join(datadir, 'PG_VERSION'))
-    wiped = run_playbook(sandbox, 'pgops.resilience.wipe_pgdata', dict(wipe, wipe_confirm=datadir))
+    wiped = run_playbook(sandbox, 'pgops.resilience.wipe_pgdata', dict(wipe_vars, wipe_confirm=datadir))
     assert wiped.returncode == 0, wiped.stdout + wiped.stderr
     assert os.listdir(datadir) == [] and 'is empty (0700' in wiped.stdout
+
+
+# -- destructive paths: system directories, directories that are not data directories ---------------------------
+
+
+def _snapshot(path):
+    """{relative path: sha256 of the file, or 'dir' / 'link -> target'} of everything under ``path`` (links not
+    followed)."""
+    found = {}
+    for top, dirs, files in os.walk(path):
+        for name in dirs + files:
+            full = os.path.join(top, name)
+            rel = os.path.relpath(full, path)
+            if os.path.islink(full):
+                found[rel] = 'link -> ' + os.readlink(full)
+            elif os.path.isdir(full):
+                found[rel] = 'dir'
+            else:
+                with open(full, 'rb') as handle:
+                    found[rel] = hashlib.sha256(handle.read()).hexdigest()
+    return found
+
+
+def _etc_state():
+    """What must not change in /etc: its entries, and the bytes of files that nothing else here writes."""
+    state = dict(names=sorted(os.listdir('/etc')))
+    for name in ('hostname', 'os-release', 'passwd', 'group'):
+        path = os.path.join('/etc', name)
+        if os.path.isfile(path):
+            with open(path, 'rb') as handle:
+                state[name] = hashlib.sha256(handle.read()).hexdigest()
+    return state
+
+
+def _wipe_params(datadir, **overrides):
+    return dict(dict(data_directory=datadir, confirm=datadir, clear_parent=False, server_user=None), **overrides)
+
+
+def _refused_everywhere(sandbox, backup, path, expected):
+    """wipe and bootstrap (start=false), in check mode and for real, both refuse ``path`` with ``expected``."""
+    for check_mode in (True, False):
+        with pytest.raises(PgopsError) as refused:
+            wipe.wipe(_wipe_params(path), check_mode=check_mode)
+        assert expected in refused.value.msg and 'Nothing was changed' in refused.value.msg
+        with pytest.raises(PgopsError) as refused:
+            bootstrap.bootstrap(bootstrap_params(sandbox, backup['store'], path, start=False), check_mode=check_mode)
+        assert expected in refused.value.msg
+        assert refused.value.details['wiped'] is False and refused.value.details['changed'] is False
+
+
+def test_a_symbolic_link_to_etc_is_refused_and_etc_left_alone(sandbox, backup):
+    work = tempfile.mkdtemp(dir=backup['root'])
+    link = os.path.join(work, 'pgdata')
+    os.symlink('/etc', link)
+    before = _etc_state()
+    _refused_everywhere(sandbox, backup, link, 'Refusing data_directory %s: it resolves to /etc, a system directory' % link)
+    _refused_everywhere(sandbox, backup, os.path.join(link, 'ssl'), 'it resolves to /etc/ssl, a system directory')
+    # The reported fault: /etc itself, and check mode on /usr and /usr/share.
+    _refused_everywhere(sandbox, backup, '/etc', 'Refusing data_directory /etc: it is a system directory')
+    for path in ('/usr', '/usr/share'):
+        with pytest.raises(PgopsError, match='/usr and everything under it'):
+            wipe.wipe(_wipe_params(path), check_mode=True)
+        with pytest.raises(PgopsError, match='/usr and everything under it'):
+            bootstrap.bootstrap(bootstrap_params(sandbox, backup['store'], path, start=False), check_mode=True)
+    assert _etc_state() == before
+    assert os.listdir(work) == ['pgdata'], 'no scratch directory was made'
+
+
+def _bind_read_only(source, target):
+    """``mount --bind source target``, then remount it read-only. True only when ``target`` is a read-only view of
+    ``source`` (then even a wipe that was not refused could delete nothing there); otherwise nothing stays mounted."""
+    if subprocess.run(['mount', '--bind', source, target], capture_output=True, check=False).returncode != 0:
+        return False
+    subprocess.run(['mount', '-o', 'remount,bind,ro', target], capture_output=True, check=False)
+    if os.statvfs(target).f_flag & os.ST_RDONLY:
+        return True
+    subprocess.run(['umount', '-l', target], capture_output=True, check=False)
+    return False
+
+
+def test_a_bind_mount_of_etc_is_refused(sandbox, backup):
+    work = tempfile.mkdtemp(dir=backup['root'])
+    target = os.path.join(work, 'pgdata')
+    os.mkdir(target)
+    if not _bind_read_only('/etc', target):
+        pytest.skip('this process may not make a read-only bind mount (mount --bind)')
+    try:
+        before = _etc_state()
+        _refused_everywhere(sandbox, backup, target, 'Refusing data_directory %s: it is the same directory as the system '
+                            'directory /etc, through a bind mount' % target)
+        _refused_everywhere(sandbox, backup, os.path.join(target, 'ssl'), '(%s, above it, is)' % target)
+        assert _etc_state() == before
+    finally:
+        subprocess.run(['umount', '-l', target], capture_output=True, check=False)
+    assert not os.path.ismount(target)
+
+
+def test_a_directory_that_is_not_a_data_directory_is_refused_and_left_intact(sandbox, backup, datadir):
+    os.makedirs(os.path.join(datadir, 'reports'))
+    for name, text in (('notes.txt', 'keep me'), ('reports/q1.csv', 'a,b\n1,2\n'), ('PG_VERSION', '15\n')):
+        with open(os.path.join(datadir, name), 'w', encoding='utf-8') as handle:
+            handle.write(text)
+    before = _snapshot(datadir)
+    _refused_everywhere(sandbox, backup, datadir, 'Refusing to empty data_directory %s: it is neither empty nor a '
+                        'PostgreSQL data directory' % datadir)
+    with pytest.raises(PgopsError, match='has no global/pg_control, and holds PG_VERSION, notes.txt, reports'):
+        wipe.wipe(_wipe_params(datadir))
+    assert _snapshot(datadir) == before and len(before) == 4
+
+
+def test_an_empty_directory_and_a_real_data_directory_are_allowed(sandbox, backup, datadir):
+    os.makedirs(datadir)
+    check = bootstrap.bootstrap(bootstrap_params(sandbox, backup['store'], datadir, start=False), check_mode=True)
+    assert check['changed'] and check['removed'] == [] and os.listdir(datadir) == []
+    result = bootstrap.bootstrap(bootstrap_params(sandbox, backup['store'], datadir, start=False))
+    assert result['wiped'] and result['restored']['files'] > 100
+    # What the base backup restored is a real data directory (the server's own PG_VERSION and pg_control).
+    restored = _snapshot(datadir)
+    assert 'PG_VERSION' in restored and 'global/pg_control' in restored and paths.INCOMPLETE_MARKER not in restored
+    assert paths.data_directory_state(datadir)[0] == 'data directory'
+    check = wipe.wipe(_wipe_params(datadir), check_mode=True)
+    assert check['changed'] and sorted(os.path.basename(p) for p in check['removed']) == sorted(os.listdir(datadir))
+    assert _snapshot(datadir) == restored, 'check mode deleted nothing'
+    wiped = wipe.wipe(_wipe_params(datadir))
+    assert wiped['changed'] and os.listdir(datadir) == [] and wiped['bytes_removed'] > 0
+    again = wipe.wipe(_wipe_params(datadir))
+    assert not again['changed'] and again['removed'] == []
+
+
+WIPE_CASES_PLAYBOOK = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: A symbolic link to /etc
+      pgops.resilience.pg_wipe_data_directory: {data_directory: "{{ link }}", confirm: "{{ link }}"}
+      register: to_etc
+      ignore_errors: true
+    - name: A directory of other files
+      pgops.resilience.pg_wipe_data_directory: {data_directory: "{{ foreign }}", confirm: "{{ foreign }}"}
+      register: foreign_dir
+      ignore_errors: true
+    - name: A data directory
+      pgops.resilience.pg_wipe_data_directory: {data_directory: "{{ data }}", confirm: "{{ data }}"}
+      register: data_dir
+    - name: The bootstrap, on the link to /etc
+      pgops.resilience.pg_bootstrap_basebackup:
+        data_directory: "{{ link }}"
+        confirm: "{{ link }}"
+        directory: "{{ store }}"
+        wal_archive_directory: /wal-archive
+        start: false
+      register: bootstrap_etc
+      ignore_errors: true
+    - name: Outcomes
+      ansible.builtin.assert:
+        that:
+          - "to_etc is failed and ('Refusing data_directory ' ~ link ~ ': it resolves to /etc') in to_etc.msg"
+          - foreign_dir is failed and 'neither empty nor a PostgreSQL data directory' in foreign_dir.msg
+          - data_dir is changed and data_dir.removed | length == 3
+          - bootstrap_etc is failed and 'resolves to /etc' in bootstrap_etc.msg and not bootstrap_etc.wiped
+"""
+
+
+def test_the_modules_as_ansible_runs_them(sandbox, backup, tmp_path):
+    work = tempfile.mkdtemp(dir=backup['root'])
+    link, foreign, data = (os.path.join(work, name) for name in ('link', 'foreign', 'data'))
+    os.symlink('/etc', link)
+    os.makedirs(foreign)
+    with open(os.path.join(foreign, 'keep.txt'), 'w', encoding='utf-8') as handle:
+        handle.write('keep me')
+    os.makedirs(data)
+    _occupied(data)
+    playbook = tmp_path / 'wipe-cases.yml'
+    playbook.write_text(WIPE_CASES_PLAYBOOK)
+    variables = dict(link=link, foreign=foreign, data=data, store=backup['store'])
+    etc, kept, occupied = _etc_state(), _snapshot(foreign), _snapshot(data)
+    check = run_playbook(None, str(playbook), variables, check=True)
+    assert check.returncode == 0 and 'All assertions passed' in check.stdout, check.stdout + check.stderr
+    assert _snapshot(data) == occupied and _snapshot(foreign) == kept and _etc_state() == etc
+    real = run_playbook(None, str(playbook), variables)
+    assert real.returncode == 0 and 'All assertions passed' in real.stdout, real.stdout + real.stderr
+    assert os.listdir(data) == [] and _snapshot(foreign) == kept and _etc_state() == etc
+
+
+# -- secrets in restore_command and settings ---------------------------------------------------------------------
+
+AWS_SECRET = 'AwsSecret%s' % uuid.uuid4().hex
+CONNINFO_PASSWORD = 'Conninfo-Pw-%s' % uuid.uuid4().hex[:8]
+SECRET_COMMAND = 'AWS_SECRET_ACCESS_KEY=%s barman-cloud-wal-restore s3://backups/pg pg %%f %%p' % AWS_SECRET
+SECRET_SETTINGS = {'primary_conninfo': 'host=10.0.0.9 user=replicator password=%s' % CONNINFO_PASSWORD}
+
+
+def _secret_params(sandbox, backup, datadir, **overrides):
+    """A bootstrap that only prepares the data directory (start=false: the command would find no bucket), with an AWS
+    secret key in restore_command and a password in a conninfo setting."""
+    params = bootstrap_params(sandbox, backup['store'], datadir, start=False, wal_archive_directory=None,
+                              restore_command=SECRET_COMMAND, settings=dict(SECRET_SETTINGS, port=drill.free_port()))
+    params.update(overrides)
+    return params
+
+
+def _no_secret_in(text):
+    for secret in (AWS_SECRET, CONNINFO_PASSWORD):
+        assert secret not in text
+
+
+def test_restore_command_and_settings_are_masked_in_the_result_not_in_the_data_directory(sandbox, backup, datadir):
+    params = _secret_params(sandbox, backup, datadir)
+    check = bootstrap.bootstrap(params, check_mode=True)
+    result = bootstrap.bootstrap(params)
+    for shown in (check, result):
+        _no_secret_in(repr(shown))
+        assert shown['restore_command'] == '********'
+        assert "restore_command = '********'" in shown['settings'] and "primary_conninfo = '********'" in shown['settings']
+        assert 'port = %d' % params['settings']['port'] in shown['settings'], 'other settings are shown as they are'
+    # The server needs the real values: postgresql.auto.conf has them, and only its owner may read it.
+    auto = os.path.join(datadir, 'postgresql.auto.conf')
+    with open(auto, encoding='utf-8') as handle:
+        block = handle.read().partition(recovery_config.CONF_MARK)[2]
+    assert "restore_command = '%s'" % SECRET_COMMAND in block and CONNINFO_PASSWORD in block
+    assert _mode(auto) == 0o600
+    # A refused command: the message names the problem, not the command.
+    with pytest.raises(PgopsError) as refused:
+        bootstrap.bootstrap(_secret_params(sandbox, backup, datadir, restore_command=SECRET_COMMAND + ' %x'))
+    assert "restore_command has '%x'" in refused.value.msg
+    _no_secret_in(refused.value.msg + repr(refused.value.details))
+
+
+SECRET_PLAYBOOK = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Prepare a data directory, restore_command with a secret key
+      pgops.resilience.pg_bootstrap_basebackup:
+        data_directory: "{{ datadir }}"
+        confirm: "{{ datadir }}"
+        directory: "{{ store }}"
+        restore_command: "{{ command }}"
+        settings: "{{ settings }}"
+        start: false
+      register: prepared
+    - name: Refused, the same secret in a command with an unknown escape
+      pgops.resilience.pg_bootstrap_basebackup:
+        data_directory: "{{ datadir }}"
+        confirm: "{{ datadir }}"
+        directory: "{{ store }}"
+        restore_command: "{{ command }} %x"
+        start: false
+      register: refused
+      ignore_errors: true
+    - name: Outcomes
+      ansible.builtin.assert:
+        that:
+          - prepared.restore_command == '********'
+          - refused is failed and "restore_command has '%x'" in refused.msg
+"""
+
+
+def test_the_module_never_shows_the_secrets(sandbox, backup, datadir, tmp_path):
+    playbook = tmp_path / 'secret-restore-command.yml'
+    playbook.write_text(SECRET_PLAYBOOK)
+    variables = dict(datadir=datadir, store=backup['store'], command=SECRET_COMMAND,
+                     settings=dict(SECRET_SETTINGS, port=drill.free_port()))
+    for check in (True, False):
+        played = run_playbook(None, str(playbook), variables, check=check, verbose=True)
+        assert played.returncode == 0 and 'All assertions passed' in played.stdout, played.stdout + played.stderr
+        assert '"module_args"' in played.stdout, '-vvv shows the module arguments'
+        _no_secret_in(played.stdout + played.stderr)
+    with open(os.path.join(datadir, 'postgresql.auto.conf'), encoding='utf-8') as handle:
+        assert AWS_SECRET in handle.read()

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import uuid
 
@@ -18,6 +19,8 @@ import pytest
 from ansible_collections.pgops.resilience.plugins.module_utils import dump_bundle, dump_restore, sanity
 from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
 from ansible_collections.pgops.resilience.plugins.module_utils.postgres import connect, postgres_argument_spec
+
+from pgops_sandbox.dump_demo import reported_bundle
 
 from .helpers import run_playbook
 
@@ -106,7 +109,7 @@ def _databases(sandbox):
 def test_dump_restore_and_drill_give_identical_counts_and_checksums(sandbox, shop, store_dir):
     made = dump_bundle.make_bundle(dump_params(sandbox, shop, store_dir, fingerprints=True))
     name = made['bundle']['name']
-    assert dump_bundle.PATTERN.match(name)
+    assert dump_bundle.PATTERN.match(name) and re.match(r'nightly-\d{8}-\d{6}-[0-9a-f]{8}\.tar\.gz\Z', name)
     assert sorted(os.listdir(store_dir)) == [name, name + '.sha256']
     assert made['tables'] == 4 and made['members'] > 5
 
@@ -266,7 +269,12 @@ def test_playbooks_dump_restore_and_drill(sandbox, shop, store_dir):
                           dict(dump_database=shop, dump_directory=str(store_dir), dump_keep=3))
     assert dumped.returncode == 0, dumped.stdout + dumped.stderr
     assert 'written to %s' % store_dir in dumped.stdout
+    # What `make demo` reads: the name the playbook reports is the bundle in the directory.
+    written = [n for n in os.listdir(store_dir) if dump_bundle.PATTERN.match(n)]
+    assert len(written) == 1 and reported_bundle(dumped.stdout) == written[0]
     assert sandbox.password not in dumped.stdout + dumped.stderr
+    # Programs' stderr goes through module.warn: no "warnings passed to exit_json" deprecation (ansible-core 2.19).
+    assert 'DEPRECATION' not in dumped.stdout + dumped.stderr
     target = 'pb_%s' % uuid.uuid4().hex[:8]
     restored = run_playbook(sandbox, 'pgops.resilience.restore_dump',
                             dict(restore_database=target, restore_directory=str(store_dir)))
@@ -274,6 +282,7 @@ def test_playbooks_dump_restore_and_drill(sandbox, shop, store_dir):
     assert '"sales.orders": 4000' in restored.stdout and '5 tables, 4848 rows' in restored.stdout
     drilled = run_playbook(sandbox, 'pgops.resilience.restore_dump', dict(restore_drill=True, restore_directory=str(store_dir)))
     assert drilled.returncode == 0, drilled.stdout + drilled.stderr
+    assert 'DEPRECATION' not in restored.stdout + restored.stderr + drilled.stdout + drilled.stderr
     assert 'drill: identical to the fingerprints recorded in the bundle (4 tables)' in drilled.stdout
     missing = run_playbook(sandbox, 'pgops.resilience.restore_dump', dict(restore_directory=str(store_dir)))
     assert missing.returncode != 0 and 'Set restore_database' in missing.stdout

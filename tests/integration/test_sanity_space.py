@@ -402,6 +402,27 @@ def test_space_as_an_unprivileged_user_degrades_with_notes(healthy):
     assert report['wal']['readable'] is True and report['wal']['bytes'] > 0 and report['data_directory'] == node.datadir
 
 
+@pytest.mark.parametrize('module', [sanity, space])
+def test_info_modules_read_in_read_only_sessions(healthy, sanity_db, monkeypatch, module):
+    """Every session of pg_sanity_info and pg_space_info is READ ONLY: no statement they run could write."""
+    real_connect, seen = module.connect, []
+
+    def connect(params, **kwargs):
+        conn = real_connect(params, **kwargs)
+        with conn.cursor() as cursor:
+            cursor.execute('SHOW default_transaction_read_only')
+            seen.append(cursor.fetchone()[0])
+            with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
+                cursor.execute('CREATE TABLE public.written_by_an_info_module (x int)')
+        conn.rollback()
+        return conn
+
+    monkeypatch.setattr(module, 'connect', connect)
+    report = module.run(_params(healthy.primary, healthy.password, sanity_db))
+    assert report['changed'] is False and seen == ['on']
+    assert healthy.primary.execute("SELECT to_regclass('public.written_by_an_info_module')", dbname=sanity_db) == [(None,)]
+
+
 def test_size_pretty_agrees_with_the_server(healthy):
     values = [0, 1, 10239, 10240, 10751, 10752, 10485247, 10485248, 123456789, 987654321012, 2 ** 50 - 1, 2 ** 50 * 17 + 12345,
               2 ** 62, -1, -10240, -10752, -123456789, -(2 ** 62)]

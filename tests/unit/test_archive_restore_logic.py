@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_restore
+from ansible_collections.pgops.resilience.plugins.module_utils import archive_watermark
 from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
 
 
@@ -34,7 +34,7 @@ class Target:
 def test_writes_only_the_newest_document_waiting_and_the_last_at_close():
     target = Target()
     target.gate.clear()
-    writer = archive_restore._WatermarkWriter(target)
+    writer = archive_watermark.WatermarkWriter(target)
     first, second, third = dict(n=1), dict(n=2), dict(n=3)
     writer.submit(first)
     deadline = time.monotonic() + 5
@@ -50,8 +50,8 @@ def test_writes_only_the_newest_document_waiting_and_the_last_at_close():
 
 
 def test_due_waits_for_the_interval(monkeypatch):
-    monkeypatch.setattr(archive_restore._WatermarkWriter, 'INTERVAL', 0.2)
-    writer = archive_restore._WatermarkWriter(Target())
+    monkeypatch.setattr(archive_watermark.WatermarkWriter, 'INTERVAL', 0.2)
+    writer = archive_watermark.WatermarkWriter(Target())
     assert writer.due()
     writer.submit(dict(n=1))
     assert not writer.due()
@@ -62,7 +62,7 @@ def test_due_waits_for_the_interval(monkeypatch):
 
 @pytest.mark.parametrize('error', [PgopsError('S3 upload of s3://bucket/key failed: AccessDenied'), OSError('disk')])
 def test_a_failed_write_is_reported_to_the_caller(error):
-    writer = archive_restore._WatermarkWriter(Target(fail=error))
+    writer = archive_watermark.WatermarkWriter(Target(fail=error))
     writer.submit(dict(n=1))
     deadline = time.monotonic() + 5
     while writer.error is None and time.monotonic() < deadline:

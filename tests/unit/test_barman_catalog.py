@@ -458,7 +458,9 @@ def test_write_atomically(tmp_path):
     target = tmp_path / 'barman.prom'
     target.write_text('old\n')
     assert bc.write_atomically(str(target), 'new\n') == str(target)
-    assert target.read_text() == 'new\n' and oct(target.stat().st_mode & 0o777) == '0o644'
+    assert target.read_text() == 'new\n' and oct(target.stat().st_mode & 0o777) == '0o600'
+    assert bc.write_atomically(str(target), 'again\n', 0o644) == str(target)
+    assert oct(target.stat().st_mode & 0o777) == '0o644'
     assert os.listdir(str(tmp_path)) == ['barman.prom'], 'no temporary file is left'
     with pytest.raises(PgopsError, match='Cannot write the metrics file .*missing'):
         bc.write_atomically(str(tmp_path / 'missing' / 'barman.prom'), 'x')

@@ -1,16 +1,20 @@
 # -*- coding: utf-8 -*-
-"""Bundle format and store (local directory), retention, and the client-program environment: no servers."""
+"""Bundle format and store (local directory), names, retention, file modes, left-over partials, and the client-program
+environment: no servers."""
 
 from __future__ import annotations
 
 import datetime
 import io
 import os
+import stat
+import subprocess
 import tarfile
+import time
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import bundle, pg_tools
+from ansible_collections.pgops.resilience.plugins.module_utils import bundle, bundle_work, dump_restore, pg_tools
 from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
 from ansible_collections.pgops.resilience.plugins.module_utils.postgres import libpq_environment, postgres_argument_spec
 
@@ -111,32 +115,213 @@ def test_pack_refuses_links(tmp_path):
     assert not (tmp_path / 'b.tar.gz').exists()
 
 
-def test_names_selection_and_retention(tmp_path):
-    when = datetime.datetime(2026, 11, 21, 6, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=-5)))
-    assert bundle.bundle_name('nightly', when) == 'nightly-20261121-1100.tar.gz'  # UTC
-    assert bundle.bundle_name('basebackup', when, '.bundle.tar.gz') == 'basebackup-20261121-1100.bundle.tar.gz'
+def test_names_are_unique_per_run_and_sortable_by_time():
+    when = datetime.datetime(2026, 11, 21, 6, 0, 12, tzinfo=datetime.timezone(datetime.timedelta(hours=-5)))
+    assert bundle.bundle_name('nightly', when, run_id='0123abcd') == 'nightly-20261121-110012-0123abcd.tar.gz'  # UTC
+    assert bundle.bundle_name('basebackup', when, '.bundle.tar.gz', '0123abcd') == \
+        'basebackup-20261121-110012-0123abcd.bundle.tar.gz'
+    same_second = set(bundle.bundle_name('nightly', when) for dummy in range(50))
+    assert len(same_second) == 50
     pattern = bundle.name_pattern('nightly')
-    for name in ('nightly-20261120-0600.tar.gz', 'nightly-20261121-0600.tar.gz', 'nightly-20261119-0600.tar.gz',
-                 'nightly-2026.tar.gz', 'records_dump_20251102.tar.gz', 'nightly-20261121-0600.tar.gz.sha256'):
+    assert all(pattern.match(n) for n in same_second)
+    assert pattern.match('nightly-20261121-0600.tar.gz').group(1) == '20261121-0600'
+    assert pattern.match('nightly-20261121-110012-0123abcd.tar.gz').group(1) == '20261121-110012'
+    for wrong in ('nightly-20261121-110012.tar.gz', 'nightly-20261121-0600-0123abcd.tar.gz', 'nightly-2026.tar.gz',
+                  'nightly-20261121-110012-0123ABCD.tar.gz', 'nightly-20261121-110012-0123abcd.tar.gz.sha256'):
+        assert not pattern.match(wrong), wrong
+    with pytest.raises(PgopsError, match='8 lowercase hex'):
+        bundle.bundle_name('nightly', when, run_id='x')
+
+
+OLD_AND_NEW = ['nightly-20261119-0600.tar.gz', 'nightly-20261120-055959-ffffffff.tar.gz', 'nightly-20261120-0600.tar.gz',
+               'nightly-20261120-060000-00000000.tar.gz', 'nightly-20261120-060001-00000000.tar.gz',
+               'nightly-20261121-0600.tar.gz']
+
+
+def test_selection_and_retention_over_old_and_new_names(tmp_path):
+    for name in OLD_AND_NEW[::-1] + ['nightly-2026.tar.gz', 'records_dump_20251102.tar.gz', 'nightly-20261121-0600.tar.gz.sha256']:
         (tmp_path / name).write_bytes(b'x')
+    assert sorted(OLD_AND_NEW) == OLD_AND_NEW  # names sort in time order, both forms together
+    pattern = bundle.name_pattern('nightly')
     store = bundle.BundleStore.from_params({'directory': str(tmp_path)})
-    found = [b['name'] for b in store.list(pattern)]
-    assert found == ['nightly-20261119-0600.tar.gz', 'nightly-20261120-0600.tar.gz', 'nightly-20261121-0600.tar.gz']
     bundles = store.list(pattern)
+    assert [b['name'] for b in bundles] == OLD_AND_NEW
     assert bundle.select_bundle(bundles)['name'] == 'nightly-20261121-0600.tar.gz'
     assert bundle.select_bundle(bundles, 'nightly-20261120-0600.tar.gz')['name'] == 'nightly-20261120-0600.tar.gz'
     with pytest.raises(PgopsError, match='is not in'):
         bundle.select_bundle(bundles, 'nightly-20200101-0000.tar.gz', str(tmp_path))
     with pytest.raises(PgopsError, match='no bundle found'):
         bundle.select_bundle([], None, str(tmp_path))
-    assert [b['name'] for b in bundle.expired_bundles(bundles, 2)] == ['nightly-20261119-0600.tar.gz']
-    assert bundle.expired_bundles(bundles, 0) == [] and bundle.expired_bundles(bundles, 5) == []
+    assert [b['name'] for b in bundle.expired_bundles(bundles, 4)] == OLD_AND_NEW[:2]
+    assert bundle.expired_bundles(bundles, 0) == [] and bundle.expired_bundles(bundles, 9) == []
     with pytest.raises(PgopsError, match='keep must be 0'):
         bundle.expired_bundles(bundles, -1)
-    assert store.apply_retention(pattern, 1, check_mode=True) == found[:2] and len(os.listdir(tmp_path)) == 6
-    assert store.apply_retention(pattern, 1) == found[:2]
+    assert store.apply_retention(pattern, 1, check_mode=True) == OLD_AND_NEW[:-1] and len(os.listdir(tmp_path)) == 9
+    # A run deletes neither its own bundle nor a newer one (a concurrent run's), whatever keep says.
+    own = 'nightly-20261120-060000-00000000.tar.gz'
+    assert store.apply_retention(pattern, 1, own=own) == OLD_AND_NEW[:3]
+    assert store.apply_retention(pattern, 1) == OLD_AND_NEW[3:5]
     assert sorted(os.listdir(tmp_path)) == ['nightly-2026.tar.gz', 'nightly-20261121-0600.tar.gz',
                                             'nightly-20261121-0600.tar.gz.sha256', 'records_dump_20251102.tar.gz']
+
+
+def _mode(path):
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def test_everything_written_is_private_whatever_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        root = _tree(tmp_path / 'root')
+        assert _mode(root / 'globals.sql') == 0o644
+        store = tmp_path / 'store'
+        store.mkdir()
+        made = bundle.pack(str(root), str(store / 'nightly-20261121-060000-0123abcd.tar.gz'), 'logical-dump')
+        assert _mode(made['path']) == 0o600 and _mode(made['path'] + '.sha256') == 0o600
+        with tarfile.open(made['path']) as tar:
+            assert set(m.mode for m in tar.getmembers()) == {0o600}
+        bundle.extract_verified(made['path'], str(tmp_path / 'out' / 'bundle'))
+        assert _mode(tmp_path / 'out' / 'bundle') == 0o700
+        assert _mode(tmp_path / 'out' / 'bundle' / 'records.dir') == 0o700
+        for name in ('globals.sql', 'records.dir/toc.dat', 'records.dir/3001.dat.gz'):
+            assert _mode(tmp_path / 'out' / 'bundle' / name) == 0o600, name
+        group = bundle.pack(str(root), str(store / 'nightly-20261121-060001-0123abcd.tar.gz'), 'logical-dump', mode=0o640)
+        assert _mode(group['path']) == 0o640 and _mode(group['path'] + '.sha256') == 0o640
+        staging = bundle.make_staging_directory(str(tmp_path), 'nightly-20261121-060002-0123abcd.tar.gz')
+        assert _mode(staging) == 0o700
+        pg_tools.run_program(['sh', '-c', 'echo secret > "$0"', str(tmp_path / 'by_a_program')], {'PATH': os.environ['PATH']},
+                             'sh')
+        assert _mode(tmp_path / 'by_a_program') == 0o600
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.parametrize('value, mode', [(None, 0o600), ('0600', 0o600), ('0640', 0o640), ('660', 0o660), (0o640, 0o640)])
+def test_file_mode_option(value, mode):
+    assert bundle.check_file_mode(value) == mode
+
+
+@pytest.mark.parametrize('value', ['0644', '0666', '0700', 640, 'rw', '0400'])
+def test_file_mode_option_refuses_what_others_could_read(value):
+    with pytest.raises(PgopsError, match="mode must be '0600', '0640' or '0660'"):
+        bundle.check_file_mode(value)
+
+
+def test_pack_never_replaces_an_existing_bundle(tmp_path):
+    root = _tree(tmp_path / 'root')
+    dest = tmp_path / 'nightly-20261121-060000-0123abcd.tar.gz'
+    dest.write_bytes(b'the other run\'s bundle')
+    with pytest.raises(PgopsError, match='already exists; a bundle is never overwritten'):
+        bundle.pack(str(root), str(dest), 'logical-dump')
+    assert dest.read_bytes() == b'the other run\'s bundle'
+    assert sorted(os.listdir(tmp_path)) == ['nightly-20261121-060000-0123abcd.tar.gz', 'root']
+
+
+def test_verify_writes_nothing_and_refuses_a_corrupt_bundle(packed, tmp_path):
+    store = bundle.BundleStore.from_params({'directory': str(tmp_path / 'store')})
+    before = sorted(os.listdir(tmp_path / 'store'))
+    assert store.verify('nightly-20261121-0600.tar.gz') == packed['manifest']
+    _rebuild(packed['path'], lambda n, d: [(n, b'tampered' if n == 'globals.sql' else d)])
+    with pytest.raises(PgopsError, match='member globals.sql differs from the manifest'):
+        store.verify('nightly-20261121-0600.tar.gz')
+    assert sorted(os.listdir(tmp_path / 'store')) == before
+    os.unlink(packed['path'] + '.sha256')
+    with pytest.raises(PgopsError, match='has no nightly-20261121-0600.tar.gz.sha256 beside it'):
+        store.verify('nightly-20261121-0600.tar.gz')
+
+
+def _dead_pid():
+    proc = subprocess.Popen(['true'])
+    proc.wait()
+    return proc.pid
+
+
+def _age(path, seconds):
+    when = time.time() - seconds
+    for top, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.utime(os.path.join(top, name), (when, when))
+    os.utime(path, (when, when))
+
+
+def test_stale_partials_are_removed_and_nothing_else(tmp_path):
+    host = bundle_work._host()
+    name = 'nightly-20261121-060000-0123abcd.tar.gz'
+    entries = {
+        'dead': '.partial-%s.pid%d@%s.00000001' % (name, _dead_pid(), host),
+        'alive': '.partial-%s.pid%d@%s.00000002' % (name, os.getpid(), host),
+        'other_host_young': '.partial-%s.pid1@elsewhere.00000003' % name,
+        'other_host_old': '.partial-%s.pid2@elsewhere.00000004' % name,
+        'old_style_old': '.partial-nightly-20261120-0600.tar.gz-abc_12xy',
+        'old_style_young': '.partial-nightly-20261120-0601.tar.gz-abc_12xy',
+        'basebackup': '.partial-basebackup-20261120-0600.bundle.tar.gz-abc_12xy',
+        'not_ours': '.partial-something-else',
+    }
+    for key, entry in entries.items():
+        os.mkdir(tmp_path / entry)
+        (tmp_path / entry / 'toc.dat').write_bytes(b'dump')
+        if key.endswith('old') or key in ('basebackup', 'not_ours'):
+            _age(tmp_path / entry, 7200)
+    dead_archive = '.partial-%s.pid%d@%s.00000005' % (name, _dead_pid(), host)
+    (tmp_path / dead_archive).write_bytes(b'half an archive')
+    # A link named like a partial (to a directory that is not ours to delete), and a dead run's name on it.
+    victim = tmp_path / 'victim'
+    victim.mkdir()
+    (victim / 'precious').write_bytes(b'keep')
+    link = '.partial-%s.pid%d@%s.00000006' % (name, _dead_pid(), host)
+    os.symlink(victim, tmp_path / link)
+
+    would, problems = bundle.remove_stale_partials(str(tmp_path), 'nightly', '.tar.gz', 3600, check_mode=True)
+    expected = sorted(str(tmp_path / e) for e in (entries['dead'], entries['other_host_old'], entries['old_style_old'],
+                                                  dead_archive))
+    assert would == expected and problems == []
+    assert all((tmp_path / e).exists() for e in entries.values())
+    removed, problems = bundle.remove_stale_partials(str(tmp_path), 'nightly', '.tar.gz', 3600)
+    assert removed == expected and problems == []
+    assert not any(os.path.lexists(p) for p in removed)
+    kept = set(entries.values()) - set(os.path.basename(p) for p in removed)
+    assert kept | {link, 'victim'} == set(os.listdir(tmp_path))
+    assert (victim / 'precious').read_bytes() == b'keep'
+    assert bundle.remove_stale_partials(str(tmp_path), 'nightly', '.tar.gz', None) == ([], [])
+
+
+def test_stale_restore_scratch_directories_are_removed_and_nothing_else(tmp_path):
+    host = bundle_work._host()
+    dead = 'pgops-restore-pid%d@%s.0123abcd' % (_dead_pid(), host)
+    entries = {
+        'dead': dead,
+        'alive': 'pgops-restore-pid%d@%s.0123abcd' % (os.getpid(), host),
+        'old_style_old': 'pgops-restore-ab_12xyz',
+        'old_style_young': 'pgops-restore-cd_34xyz',
+        'other_host_old': 'pgops-restore-pid1@elsewhere.0123abcd',
+        'not_ours': 'pgops-restore-something-else',
+    }
+    for key, entry in entries.items():
+        os.makedirs(tmp_path / entry / 'bundle')
+        (tmp_path / entry / 'bundle' / 'globals.sql').write_bytes(b'CREATE ROLE app;')
+        if key.endswith('old') or key == 'not_ours':
+            _age(tmp_path / entry, 7200)
+    (tmp_path / ('pgops-restore-pid%d@%s.fedcba98' % (_dead_pid(), host))).write_bytes(b'a file: not a scratch directory')
+    expected = sorted(str(tmp_path / entries[k]) for k in ('dead', 'old_style_old', 'other_host_old'))
+    before = sorted(os.listdir(tmp_path))
+    assert dump_restore.remove_stale_scratch(str(tmp_path), 3600, check_mode=True) == (expected, [])
+    assert sorted(os.listdir(tmp_path)) == before
+    assert dump_restore.remove_stale_scratch(str(tmp_path), 3600) == (expected, [])
+    assert sorted(os.listdir(tmp_path)) == sorted(set(before) - set(os.path.basename(p) for p in expected))
+    assert dump_restore.remove_stale_scratch(str(tmp_path / 'missing'), 3600)[1][0].startswith('cannot list')
+
+
+def test_a_partial_whose_pid_was_reused_is_stale():
+    now = time.time()
+    mine = (12345, 'this-host')
+    assert bundle_work.partial_is_stale(mine, now - 60, now, None, 'this-host', lambda pid: None)  # no such process
+    assert not bundle_work.partial_is_stale(mine, now - 60, now, None, 'this-host', lambda pid: now - 3600)  # the owner
+    assert bundle_work.partial_is_stale(mine, now - 60, now, None, 'this-host', lambda pid: now - 10)  # started since
+    assert not bundle_work.partial_is_stale(mine, now - 60, now, None, 'this-host', lambda pid: 0)  # alive, unknown start
+    assert not bundle_work.partial_is_stale(mine, now - 60, now, 3600, 'other-host', lambda pid: None)
+    assert bundle_work.partial_is_stale(mine, now - 7200, now, 3600, 'other-host', lambda pid: now - 9999)
+    assert bundle_work.partial_is_stale((None, None), now - 7200, now, 3600) and not \
+        bundle_work.partial_is_stale((None, None), now - 7200, now, None)
 
 
 def test_store_needs_exactly_one_place(tmp_path):

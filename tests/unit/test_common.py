@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import datetime
+import os
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils.common import isoformat_z, redact
+from ansible_collections.pgops.resilience.plugins.module_utils.common import (
+    REDACTED, PgopsError, isoformat_z, mask_setting, private_file, redact, run_module, secret_setting)
 from ansible_collections.pgops.resilience.plugins.module_utils.s3 import is_aws_endpoint
 
 
@@ -47,3 +49,69 @@ def test_isoformat_z():
 ])
 def test_is_aws_endpoint(url, aws):
     assert is_aws_endpoint(url) is aws
+
+
+@pytest.mark.parametrize('name', ['primary_conninfo', 'archive_command', 'restore_command', 'archive_cleanup_command',
+                                  'recovery_end_command', 'ssl_passphrase_command', 'myext.api_token',
+                                  'app.db_password', 'x.secret_key', 'aws.credentials'])
+def test_settings_that_can_carry_a_credential_are_masked(name):
+    assert secret_setting(name)
+    assert mask_setting(name, 'AWS_SECRET_ACCESS_KEY=abc123 wal-g wal-fetch %f %p') == REDACTED
+    assert mask_setting(name, '') == '' and mask_setting(name, None) is None  # "not set" stays visible
+
+
+@pytest.mark.parametrize('name', ['shared_buffers', 'archive_mode', 'ssl_key_file', 'wal_level', 'port'])
+def test_other_settings_keep_their_value_with_dsn_passwords_masked(name):
+    assert not secret_setting(name)
+    assert mask_setting(name, '128MB') == '128MB'
+    assert mask_setting(name, 'postgresql://u:hunter22@h/db') == 'postgresql://u:%s@h/db' % REDACTED
+
+
+def test_private_file_is_0600_whatever_the_umask_and_refuses_links(tmp_path):
+    old = os.umask(0)
+    try:
+        with private_file(str(tmp_path / 'data')) as handle:
+            handle.write(b'rows')
+        existing = tmp_path / 'existing'
+        existing.write_bytes(b'old')
+        existing.chmod(0o644)
+        with private_file(str(existing)) as handle:
+            handle.write(b'new')
+    finally:
+        os.umask(old)
+    assert (tmp_path / 'data').stat().st_mode & 0o777 == 0o600
+    assert existing.stat().st_mode & 0o777 == 0o600 and existing.read_bytes() == b'new'
+    (tmp_path / 'link').symlink_to(tmp_path / 'data')
+    with pytest.raises(OSError):
+        private_file(str(tmp_path / 'link'))
+
+
+class _Module:
+    """The parts of AnsibleModule that run_module uses; records what it was given."""
+
+    def __init__(self):
+        self.no_log_values = {'hunter22'}
+        self.warned, self.exited, self.failed = [], None, None
+
+    def warn(self, message):
+        self.warned.append(message)
+
+    def exit_json(self, **result):
+        self.exited = result
+
+    def fail_json(self, **result):
+        self.failed = result
+
+
+def test_run_module_hands_warnings_to_module_warn_not_to_exit_json():
+    """A warnings key in exit_json is deprecated since ansible-core 2.19 (an error from 2.23)."""
+    module = _Module()
+    run_module(module, lambda: dict(changed=True, warnings=['pg_dump: notice'], bundle='b'))
+    assert module.warned == ['pg_dump: notice'] and module.exited == dict(changed=True, bundle='b')
+    module = _Module()
+
+    def fails():
+        raise PgopsError('password hunter22 refused', changed=True, warnings=['w1'], batches=[1])
+    run_module(module, fails)
+    assert module.warned == ['w1']
+    assert module.failed == dict(msg='password %s refused' % REDACTED, changed=True, batches=[1])

@@ -1,0 +1,365 @@
+# -*- coding: utf-8 -*-
+"""Row archives under the inputs of an unlucky operator and of an attacker (issue 15): same-named tables in two
+schemas, hostile names, SQL in ``where``, crafted archives (duplicate members, wrong counts, another table's
+sidecar, a gzip that expands without end), archives in the format 1 layout, and a server that goes away."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+import zlib
+
+import pytest
+
+from ansible_collections.pgops.resilience.plugins.module_utils import archive_format as fmt
+from ansible_collections.pgops.resilience.plugins.module_utils import archive_restore, table_archive
+from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+
+from .archive_helpers import (
+    archive_params, create_database, day, drop_database, get_object, list_keys, new_name, new_prefix, put_object,
+    query, restore_params, scalar, write_archive)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COLLECTIONS = os.path.join(ROOT, '.build', 'collections')
+# Runs one module's logic in a fresh interpreter, as a separate process (what two Ansible tasks are), and prints the
+# result or the error with its details as JSON.
+RUNNER = """
+import json, sys
+from ansible_collections.pgops.resilience.plugins.module_utils import archive_restore, table_archive
+from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+request = json.load(sys.stdin)
+module = dict(table_archive=table_archive, archive_restore=archive_restore)[request['module']]
+try:
+    outcome = dict(ok=True, result=module.run(request['params']))
+except PgopsError as exc:
+    outcome = dict(ok=False, msg=exc.msg, details=exc.details)
+# The peak resident memory of this program (VmHWM starts afresh at exec, unlike ru_maxrss), in kB.
+outcome['peak_kb'] = int([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')][0])
+print(json.dumps(outcome, default=str))
+"""
+
+
+@pytest.fixture(scope='module')
+def db(sandbox):
+    name = create_database(sandbox)
+    yield name
+    drop_database(sandbox, name)
+
+
+@pytest.fixture
+def prefix():
+    return new_prefix()
+
+
+def start(module, params):
+    """Start ``module`` (``table_archive`` or ``archive_restore``) on ``params`` in a process of its own."""
+    env = dict(os.environ, PYTHONPATH=COLLECTIONS)
+    process = subprocess.Popen([sys.executable, '-c', RUNNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=env)
+    process.stdin.write(json.dumps(dict(module=module, params=params)).encode('utf-8'))
+    process.stdin.close()
+    return process
+
+
+def finish(process, timeout=180):
+    """The JSON a process started by :func:`start` printed (dict with ``ok``)."""
+    out = process.stdout.read()
+    process.wait(timeout=timeout)
+    assert process.returncode == 0, process.stderr.read()
+    return json.loads(out)
+
+
+def rows_of(sandbox, db, table):
+    """Every row of ``table`` as sorted text (the order-independent content)."""
+    return sorted(r[0] for r in query(sandbox, db, 'SELECT t::text FROM %s t' % table))
+
+
+# --- item 1: the schema is part of every key ----------------------------------------------------------------------
+
+def test_same_named_tables_of_two_schemas_archived_at_once_lose_no_row(sandbox, db, prefix):
+    """Issue 15 item 1: a.t and b.t archived at the same moment to one prefix wrote the same keys, and one run's
+    clean-up deleted the other's batch. Now their keys differ, and every row is in its table or its archives."""
+    schemas = [new_name('a'), new_name('b')]
+    for number, schema in enumerate(schemas):
+        query(sandbox, db, 'CREATE SCHEMA {s}; CREATE TABLE {s}.t (id int PRIMARY KEY, who text);'
+                           ' INSERT INTO {s}.t SELECT g, %s FROM generate_series(1, 1000) g'.format(s=schema), [schema])
+    before = dict((s, rows_of(sandbox, db, '%s.t' % s)) for s in schemas)
+    runs = [start('table_archive', archive_params(sandbox, db, prefix, 't', schema=s, where='true', batch_size=50))
+            for s in schemas]
+    results = [finish(run) for run in runs]
+    assert all(r['ok'] for r in results), results
+    keys = [set(r['result']['keys']) for r in results]
+    assert len(keys[0]) == len(keys[1]) == 20 and not keys[0] & keys[1]
+    for schema, done in zip(schemas, results):
+        assert all(key.startswith('%s/%s/%s/t/' % (prefix, db, schema)) for key in done['result']['keys'])
+        assert scalar(sandbox, db, 'SELECT count(*) FROM %s.t' % schema) == 0
+        # Every row is back from its own schema's archives, and no other.
+        query(sandbox, db, 'CREATE TABLE {s}.t_back (LIKE {s}.t INCLUDING ALL)'.format(s=schema))
+    for schema in schemas:
+        params = restore_params(sandbox, db, prefix, 't', schema=schema, restore_all=True)
+        done = archive_restore.run(params)
+        assert done['files_processed'] == 20 and done['records_restored'] == 1000
+        assert rows_of(sandbox, db, '%s.t' % schema) == before[schema]
+    assert not [k for k in list_keys(sandbox, prefix) if k.endswith(fmt.PENDING_SUFFIX)]
+
+
+def test_restore_refuses_another_schemas_archives(sandbox, db, prefix):
+    """Issue 15 item 1: restoring with schema b loaded a.t's rows into b.t. Now a.t's archives are not b.t's: they
+    are not listed for b, an explicit s3_key of them is refused, and source_schema reads them on purpose."""
+    a, b = new_name('a'), new_name('b')
+    for schema in (a, b):
+        query(sandbox, db, 'CREATE SCHEMA {s}; CREATE TABLE {s}.t (id int PRIMARY KEY, who text)'.format(s=schema))
+    query(sandbox, db, "INSERT INTO {a}.t SELECT g, 'a' FROM generate_series(1, 10) g".format(a=a))
+    done = table_archive.run(archive_params(sandbox, db, prefix, 't', schema=a, where='true'))
+    key = done['keys'][0]
+    listed = archive_restore.run(restore_params(sandbox, db, prefix, 't', schema=b))
+    assert listed['archive_count'] == 0
+    assert archive_restore.run(restore_params(sandbox, db, prefix, 't', schema=b, restore_all=True))['files_processed'] == 0
+    with pytest.raises(PgopsError) as info:
+        archive_restore.run(restore_params(sandbox, db, prefix, 't', schema=b, s3_key=key))
+    failed = info.value.details['files'][0]
+    assert failed['status'] == 'failed' and 'archived from another table' in failed['error'] and a in failed['error']
+    assert scalar(sandbox, db, 'SELECT count(*) FROM %s.t' % b) == 0
+    # On purpose: a's archives into b.t, with a watermark of b's own.
+    copied = archive_restore.run(restore_params(sandbox, db, prefix, 't', schema=b, source_schema=a, restore_all=True))
+    assert copied['records_restored'] == 10 and copied['source']['schema'] == a
+    assert '.restore_watermark.%s.json' % b in ''.join(list_keys(sandbox, prefix))
+
+
+def test_format_1_archives_restore_matched_by_their_sidecars_schema(sandbox, db, prefix):
+    """Archives written before the schema was in the keys still restore; under the shared format 1 prefix only
+    those whose sidecar names the schema are taken, and a format 1 watermark of the same schema is honoured."""
+    a, b = new_name('a'), new_name('b')
+    columns = [('id', 'integer'), ('who', 'text')]
+    for schema in (a, b):
+        query(sandbox, db, 'CREATE SCHEMA {s}; CREATE TABLE {s}.t (id int PRIMARY KEY, who text)'.format(s=schema))
+    old_a = write_archive(sandbox, prefix, db, 't', [dict(id=1, who='a')], day(2025, 5, 1), columns=columns, schema=a,
+                          legacy=True)
+    old_b = write_archive(sandbox, prefix, db, 't', [dict(id=2, who='b')], day(2025, 5, 2), columns=columns, schema=b,
+                          legacy=True)
+    new_b = write_archive(sandbox, prefix, db, 't', [dict(id=3, who='b')], day(2025, 5, 3), columns=columns, schema=b)
+    assert old_a.startswith('%s/%s/t/year=' % (prefix, db)) and new_b.startswith('%s/%s/%s/t/' % (prefix, db, b))
+    done = archive_restore.run(restore_params(sandbox, db, prefix, 't', schema=b, restore_all=True))
+    assert [f['key'] for f in done['files']] == [old_b, new_b] and done['other_schema_archives'] == 1
+    assert rows_of(sandbox, db, '%s.t' % b) == ['(2,b)', '(3,b)']
+    # A format 1 watermark (at the shared prefix) naming schema a is a's: a restore of a starts after it.
+    put_object(sandbox, fmt.legacy_table_prefix(prefix, db, 't') + fmt.WATERMARK_NAME, json.dumps(dict(
+        last_restored_key=old_a, schema=a, table='t', total_archives_restored=1)).encode())
+    again = archive_restore.run(restore_params(sandbox, db, prefix, 't', schema=a, restore_all=True))
+    assert again['files_skipped'] == 1 and again['files_processed'] == 0
+    assert scalar(sandbox, db, 'SELECT count(*) FROM %s.t' % a) == 0
+
+
+# --- item 2: where is one boolean expression; check mode never writes ------------------------------------------
+
+@pytest.mark.parametrize('check_mode', [True, False])
+@pytest.mark.parametrize('where', [
+    'true); DELETE FROM {victim}; SELECT (1',  # the issue's input
+    'true; DELETE FROM {victim}',
+    'id > 0) OR (true',
+    "id > 0 -- ; DELETE FROM {victim}",
+    "'x'; DELETE FROM {victim}; SELECT '",
+    "E'\\''; DELETE FROM {victim}; SELECT '",
+    '$$; DELETE FROM {victim}; $$',
+    'id',  # not boolean
+    'no_such_column > 1',
+])
+def test_where_that_is_not_one_boolean_expression_is_refused_before_any_row(sandbox, db, prefix, where, check_mode):
+    table, victim = new_name('src'), new_name('victim')
+    query(sandbox, db, 'CREATE TABLE {t} (id int PRIMARY KEY); INSERT INTO {t} SELECT generate_series(1, 5);'
+                       'CREATE TABLE {v} (id int); INSERT INTO {v} SELECT generate_series(1, 5)'.format(t=table, v=victim))
+    with pytest.raises(PgopsError) as info:
+        table_archive.run(archive_params(sandbox, db, prefix, table, where=where.format(victim=victim)), check_mode=check_mode)
+    assert 'where' in info.value.msg
+    assert scalar(sandbox, db, 'SELECT count(*) FROM %s' % victim) == 5
+    assert scalar(sandbox, db, 'SELECT count(*) FROM %s' % table) == 5
+    assert list_keys(sandbox, prefix) == []
+
+
+def test_check_mode_runs_in_a_read_only_transaction(sandbox, db, prefix):
+    """A where that would write (a sequence's nextval) is refused by the server in check mode, and the sequence does
+    not move; a real run may call it."""
+    table, sequence = new_name('src'), new_name('seq')
+    query(sandbox, db, 'CREATE TABLE {t} (id int PRIMARY KEY); INSERT INTO {t} SELECT generate_series(1, 5);'
+                       'CREATE SEQUENCE {s}'.format(t=table, s=sequence))
+    where = "nextval('%s') > 0" % sequence
+    with pytest.raises(PgopsError) as info:
+        table_archive.run(archive_params(sandbox, db, prefix, table, where=where), check_mode=True)
+    assert 'read-only transaction' in info.value.msg
+    assert scalar(sandbox, db, 'SELECT last_value FROM %s' % sequence) == 1
+    assert scalar(sandbox, db, 'SELECT is_called FROM %s' % sequence) is False
+    counted = table_archive.run(archive_params(sandbox, db, prefix, table,
+                                               where="current_setting('transaction_read_only')::boolean"), check_mode=True)
+    assert counted['would_archive_records'] == 5  # every check-mode query saw a read-only transaction
+    assert table_archive.run(archive_params(sandbox, db, prefix, table, where="t.id % 2 = 0"))['records_archived'] == 2
+
+
+# --- item 4: whatever is archived can be restored ----------------------------------------------------------------
+
+HOSTILE_TABLES = ['a/b', 'year=2026', '..', '50% off', 'Mixed Case', 'é_中文', 'select', 'x' * 63]
+HOSTILE_COLUMNS = ['x', 'a"b', 'back\\slash', 'line\nbreak', 'tab\there', 'ctl\x01char', 'é', 'select', 'y' * 63,
+                   'sp ace', '%s', '{}']
+
+
+@pytest.mark.parametrize('table', HOSTILE_TABLES)
+def test_round_trip_of_the_names_postgresql_allows(sandbox, db, prefix, table):
+    """Issue 15 item 4: a column named with a quote archived and deleted its rows and then never restored; a table
+    named a/b restored 0 files; a column named x could not be archived. Every name now goes round."""
+    schema = new_name('Sch/é')
+    quoted = '"%s"."%s"' % (schema.replace('"', '""'), table.replace('"', '""'))
+    columns = ', '.join('"%s" text' % name.replace('"', '""') for name in HOSTILE_COLUMNS)
+    query(sandbox, db, 'CREATE SCHEMA "%s"; CREATE TABLE %s (id int PRIMARY KEY, %s)' % (schema, quoted, columns))
+    values = ', '.join("g::text || %s" % n for n in range(len(HOSTILE_COLUMNS)))
+    query(sandbox, db, 'INSERT INTO %s SELECT g, %s FROM generate_series(1, 30) g' % (quoted, values))
+    before = rows_of(sandbox, db, quoted)
+    done = table_archive.run(archive_params(sandbox, db, prefix, table, schema=schema, where='true', batch_size=7))
+    assert done['records_archived'] == 30 and len(done['keys']) == 5
+    assert scalar(sandbox, db, 'SELECT count(*) FROM %s' % quoted) == 0
+    back = archive_restore.run(restore_params(sandbox, db, prefix, table, schema=schema, restore_all=True))
+    assert back['files_processed'] == 5 and back['files_failed'] == 0 and back['records_restored'] == 30
+    assert rows_of(sandbox, db, quoted) == before
+
+
+def test_columns_archive_restore_could_not_bring_back_are_refused_before_any_row(sandbox, db, prefix):
+    table = new_name('meta')
+    query(sandbox, db, 'CREATE TABLE {t} (id int PRIMARY KEY, _archived_at text); INSERT INTO {t} VALUES (1, %s)'
+          .format(t=table), ['mine'])
+    with pytest.raises(PgopsError, match='named like the metadata fields'):
+        table_archive.run(archive_params(sandbox, db, prefix, table, where='true'))
+    kind, composite = new_name('pair'), new_name('comp')
+    query(sandbox, db, 'CREATE TYPE {k} AS (a int, b text); CREATE TABLE {t} (id int PRIMARY KEY, p {k}, ps {k}[]);'
+                       " INSERT INTO {t} VALUES (1, ROW(1, 'x'), ARRAY[ROW(2, 'y')::{k}])".format(k=kind, t=composite))
+    with pytest.raises(PgopsError) as info:
+        table_archive.run(archive_params(sandbox, db, prefix, composite, where='true'))
+    assert 'JSON form is not their text form' in info.value.msg and '"p"' in info.value.msg and '"ps"' in info.value.msg
+    assert scalar(sandbox, db, 'SELECT count(*) FROM %s' % table) == 1
+    assert scalar(sandbox, db, 'SELECT count(*) FROM %s' % composite) == 1
+    assert list_keys(sandbox, prefix) == []
+
+
+# --- items 8 and 9: crafted archives fail alone ---------------------------------------------------------------------
+
+def _simple(sandbox, db):
+    table = new_name('r')
+    query(sandbox, db, 'CREATE TABLE %s (id int PRIMARY KEY, name text)' % table)
+    return table
+
+
+COLUMNS = [('id', 'integer'), ('name', 'text')]
+
+
+def _restore_all(sandbox, db, prefix, table, **options):
+    with pytest.raises(PgopsError) as info:
+        archive_restore.run(restore_params(sandbox, db, prefix, table, restore_all=True, **options))
+    return dict((f['key'], f) for f in info.value.details['files'])
+
+
+def test_duplicate_members_wrong_counts_and_unknown_members_fail_their_file_only(sandbox, db, prefix):
+    table = _simple(sandbox, db)
+    good = write_archive(sandbox, prefix, db, table, [dict(id=1, name='a')], day(2026, 1, 1), columns=COLUMNS)
+    twice = write_archive(sandbox, prefix, db, table, ['{"id":2,"name":"b","name":"evil"}'], day(2026, 1, 2),
+                          columns=COLUMNS)
+    miscounted = write_archive(sandbox, prefix, db, table, [dict(id=3, name='c')], day(2026, 1, 3), columns=COLUMNS)
+    sidecar = json.loads(get_object(sandbox, miscounted + fmt.SIDECAR_SUFFIX))
+    put_object(sandbox, miscounted + fmt.SIDECAR_SUFFIX, json.dumps(dict(sidecar, record_count=2)).encode())
+    unknown = write_archive(sandbox, prefix, db, table, [dict(id=4, name='d', smuggled='x')], day(2026, 1, 4),
+                            columns=COLUMNS)
+    last = write_archive(sandbox, prefix, db, table, [dict(id=5, name='e')], day(2026, 1, 5), columns=COLUMNS)
+    files = _restore_all(sandbox, db, prefix, table)
+    assert files[good]['status'] == files[last]['status'] == 'restored'
+    assert 'names member "name" twice' in files[twice]['error']
+    assert 'holds 1 rows, its sidecar says 2' in files[miscounted]['error']
+    assert 'member(s) "smuggled" that the archive does not declare' in files[unknown]['error']
+    assert sorted(r[0] for r in query(sandbox, db, 'SELECT id FROM %s' % table)) == [1, 5]
+    # lenient ignores the unknown member (as the format says readers do).
+    done = archive_restore.run(restore_params(sandbox, db, prefix, table, s3_key=unknown,
+                                              schema_migration_strategy='lenient'))
+    assert done['records_restored'] == 1
+
+
+def _peak_rss_of_restore(params):
+    """Run archive_restore in a child process; returns (its JSON outcome, its peak RSS in bytes)."""
+    outcome = finish(start('archive_restore', params), timeout=300)
+    return outcome, outcome['peak_kb'] * 1024
+
+
+def _gzip_of_one_long_line(length):
+    """gzip (bytes) of one JSON line whose text value is ``length`` bytes, made without holding the line."""
+    deflate = zlib.compressobj(1, zlib.DEFLATED, 31)
+    parts = [deflate.compress(b'{"id":1,"name":"')]
+    parts.extend(deflate.compress(block) for block in itertools.repeat(b'x' * (1 << 20), length >> 20))
+    parts.append(deflate.compress(b'"}\n'))
+    parts.append(deflate.flush())
+    return b''.join(parts)
+
+
+def test_an_archive_that_expands_without_end_fails_alone_in_bounded_memory(sandbox, db, prefix):
+    """Issue 15 item 8: a 389 KB archive with a valid sidecar expanding to one 400 MB line took archive_restore to
+    1.6 GB RSS. Now decompression stops at max_archive_bytes and the line limit holds too."""
+    table = _simple(sandbox, db)
+    body = _gzip_of_one_long_line(400 << 20)
+    assert len(body) < 2 << 20
+    bomb_key = fmt.batch_key(prefix, db, 'public', table, day(2026, 1, 1), 1)
+    put_object(sandbox, bomb_key, body)
+    document = fmt.sidecar_document(bomb_key, body, 1, COLUMNS, dict(database=db, schema='public', table=table), 'b',
+                                    '2026-01-01T12:00:00Z')
+    put_object(sandbox, bomb_key + fmt.SIDECAR_SUFFIX, json.dumps(document).encode())
+    del body
+    good = write_archive(sandbox, prefix, db, table, [dict(id=2, name='fine')], day(2026, 1, 2), columns=COLUMNS)
+    outcome, peak = _peak_rss_of_restore(restore_params(sandbox, db, prefix, table, restore_all=True))
+    assert outcome['ok'] is False
+    files = dict((f['key'], f) for f in outcome['details']['files'])
+    assert 'line 1 is over max_record_bytes (67108864)' in files[bomb_key]['error']
+    assert files[good]['status'] == 'restored'
+    assert peak < 250 << 20, 'peak RSS %d MB' % (peak >> 20)  # stopped once the line passed 64 MB
+    # With longer lines allowed, the archive limit stops it.
+    outcome, peak = _peak_rss_of_restore(restore_params(sandbox, db, prefix, table, s3_key=bomb_key,
+                                                        max_record_bytes=1 << 30))
+    assert outcome['ok'] is False and 'max_archive_bytes (268435456 bytes)' in outcome['msg']
+    assert peak < 450 << 20, 'peak RSS %d MB' % (peak >> 20)
+    assert sorted(r[0] for r in query(sandbox, db, 'SELECT id FROM %s' % table)) == [2]
+
+
+# --- item 7: a lost connection is reported as such -------------------------------------------------------------------
+
+def test_server_stopped_during_table_archive_reports_what_committed(sandbox, db, prefix):
+    """Issue 15 item 7: PostgreSQL stopped with -m immediate during table_archive said "connection already closed",
+    changed false and no batches, though batches had committed. Now: lost connection, changed, the committed batches;
+    and the next run, with the server back, ends with every row in the table or the archives exactly once."""
+    table = new_name('big')
+    query(sandbox, db, "CREATE TABLE {t} (id int PRIMARY KEY, pad text); INSERT INTO {t} SELECT g, repeat('p', 200)"
+                       ' FROM generate_series(1, 60000) g'.format(t=table))
+    before = scalar(sandbox, db, 'SELECT count(*) FROM %s' % table)
+    process = start('table_archive', archive_params(sandbox, db, prefix, table, where='true', batch_size=200))
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if scalar(sandbox, db, 'SELECT count(*) FROM %s' % table) <= before - 2000:
+                break
+            time.sleep(0.05)
+        sandbox.stop_node('primary', mode='immediate')
+        outcome = finish(process)
+    finally:
+        if not sandbox.primary.is_running():
+            sandbox.start_node('primary')
+    assert outcome['ok'] is False
+    details = outcome['details']
+    assert 'Lost the connection to PostgreSQL' in outcome['msg'] and details['connection_lost'] is True
+    assert details['changed'] is True and len(details['batches']) >= 10
+    committed = set(b['key'] for b in details['batches'])
+    assert committed <= set(list_keys(sandbox, prefix))
+    again = table_archive.run(archive_params(sandbox, db, prefix, table, where='true', batch_size=5000))
+    assert scalar(sandbox, db, 'SELECT count(*) FROM %s' % table) == 0
+    archived = set()
+    for key in [k for k in list_keys(sandbox, prefix) if k.endswith(fmt.DATA_SUFFIX)]:
+        ids = [json.loads(line)['id'] for line in gzip.decompress(get_object(sandbox, key)).splitlines()]
+        assert not archived & set(ids), 'a row archived twice'
+        archived |= set(ids)
+    assert archived == set(range(1, before + 1))
+    assert not [k for k in list_keys(sandbox, prefix) if k.endswith(fmt.PENDING_SUFFIX)]
+    assert again['changed'] is True

@@ -1,0 +1,59 @@
+# -*- coding: utf-8 -*-
+"""Unit tests of the lexical check of user-written SQL expressions (no server): what could end the statement,
+leave the parentheses it is wrapped in, or hide the rest of it is refused; strings, quoted identifiers, dollar
+quotes and comments are read as PostgreSQL reads them."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.pgops.resilience.plugins.module_utils.sql_expression import expression_problem
+
+
+@pytest.mark.parametrize('text', [
+    'true',
+    "t.action = 'view'",
+    "t.note = 'a;b' AND t.x <> ')'",
+    "t.note = 'it''s; fine'",
+    "t.note = E'back\\\\slash \\'; quoted'",
+    't."odd;name" > 3',
+    't."a""b)" IS NULL',
+    "t.body = $$ ; ) -- $$",
+    "t.body = $tag$ $$ ; $tag$",
+    'a$b$c = 1',  # an identifier with $ in it, not a dollar quote
+    '/* a ; comment ) */ true',
+    '/* nested /* ; */ still comment */ true',
+    '(t.a = 1 OR (t.b = 2)) AND t.c % 2 = 0',
+    "t.name LIKE 'x%'",
+    'count_is(3) > 0',
+])
+def test_single_expressions_pass(text):
+    assert expression_problem(text) is None
+
+
+@pytest.mark.parametrize('text, words', [
+    ('true); DELETE FROM victim; SELECT (1', 'closes a parenthesis'),  # the issue's injection
+    ('true; DELETE FROM victim', 'would end the statement'),
+    ('t.a = 1) OR (true', 'closes a parenthesis'),  # a different condition than the one written
+    ('(true', 'left open'),
+    ('true -- and the rest', 'comment'),
+    ("t.a = 'unclosed", 'string starting at character 7 is not closed'),
+    ('t."unclosed = 1', 'quoted identifier'),
+    ('t.a = $$ never closed', 'dollar-quoted'),
+    ('/* open comment true', 'comment starting at character 1 is not closed'),
+    ('/* /* */ still open', 'not closed'),
+    ('t.id = $1', 'parameter $1'),
+    ('', 'empty'),
+    ('   ', 'empty'),
+    ("E'\\''; DELETE FROM victim; SELECT ''", 'would end the statement'),
+    ("'a'';' ; 1", 'would end the statement'),
+])
+def test_what_could_escape_the_expression_is_refused(text, words):
+    problem = expression_problem(text)
+    assert problem is not None and words in problem, problem
+
+
+def test_backslash_quote_in_a_standard_string_ends_it():
+    """With standard_conforming_strings on (which the check sets for the session), '\\' is a whole string: the ; after
+    it is outside any string."""
+    assert 'would end the statement' in expression_problem("t.a = '\\'; DELETE FROM victim; SELECT '")
