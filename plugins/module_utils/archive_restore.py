@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Logic of the ``archive_restore`` module: bring archived rows back from S3 (the Restore Guide's tool): options,
 which archives to restore (the table's format 2 prefix and its format 1 prefix, the watermark, dates), indexes
-dropped for the load, and the run. Loading is :mod:`archive_load`'s; the watermark :mod:`archive_watermark`'s.
+and the run. Loading is :mod:`archive_load`'s; the watermark :mod:`archive_watermark`'s; the indexes dropped for the
+load :mod:`archive_indexes`'s.
 """
 
 from __future__ import annotations
@@ -14,20 +15,19 @@ import time
 
 from ansible_collections.pgops.resilience.plugins.module_utils import archive_copy
 from ansible_collections.pgops.resilience.plugins.module_utils import archive_format as fmt
+from ansible_collections.pgops.resilience.plugins.module_utils.archive_indexes import DroppedIndexes, legacy_warnings
 from ansible_collections.pgops.resilience.plugins.module_utils.archive_load import (
     Restorer, connection_lost, load_all, lost_connection_error, plan_columns)
 from ansible_collections.pgops.resilience.plugins.module_utils.archive_watermark import Watermark, watermark_order
 from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
 from ansible_collections.pgops.resilience.plugins.module_utils.postgres import (
-    connect, pg_error_text, pg_errors, resolve_schema_table)
+    connect, display_name, pg_errors, resolve_schema_table)
 from ansible_collections.pgops.resilience.plugins.module_utils.s3 import Bucket, client_from_params, s3_connection_spec
 
 try:
     import psycopg2
-    from psycopg2 import sql
 except ImportError:  # reported by connect()
     psycopg2 = None
-    sql = None
 
 __all__ = ['argument_spec', 'validate', 'parse_date', 'plan_columns', 'watermark_order', 'list_archives', 'run']
 
@@ -183,42 +183,6 @@ def _names_source(bucket, key, source):
     return True
 
 
-# --- indexes -------------------------------------------------------------------------------------------
-
-def droppable_indexes(cursor, relation):
-    """Indexes that a bulk load can do without: not unique, not backing a constraint (primary keys, unique
-    and exclusion constraints stay, since conflict handling needs them).
-
-    :returns: list of ``(name as regclass text, CREATE INDEX statement)``.
-    """
-    cursor.execute('SELECT i.indexrelid::pg_catalog.regclass::text, pg_catalog.pg_get_indexdef(i.indexrelid)'
-                   ' FROM pg_catalog.pg_index i WHERE i.indrelid = pg_catalog.to_regclass(%s) AND NOT i.indisunique'
-                   ' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint c WHERE c.conindid = i.indexrelid)'
-                   ' ORDER BY 1', [relation.ident.as_string(cursor)])
-    return cursor.fetchall()
-
-
-def recreate_indexes(conn, indexes):
-    """Run each saved ``CREATE INDEX`` in its own transaction.
-
-    :returns: list of the names recreated.
-    :raises PgopsError: listing the statements that failed, so they can be run by hand.
-    """
-    done, failed = [], []
-    for name, definition in indexes:
-        try:
-            with conn.cursor() as cursor:
-                cursor.execute(definition)
-            conn.commit()
-            done.append(name)
-        except psycopg2.Error as exc:
-            conn.rollback()
-            failed.append('%s (%s)' % (definition, pg_error_text(exc)))
-    if failed:
-        raise PgopsError('Could not recreate dropped indexes; run these statements: %s' % '; '.join(failed))
-    return done
-
-
 # --- the run -----------------------------------------------------------------------------------------
 
 def run(params, check_mode=False):
@@ -249,7 +213,8 @@ def run(params, check_mode=False):
             return _list(result, bucket, source, watermark, conn)
         result = _restore(result, params, conn, bucket, relation, watermark, source, (start, end), started)
         # Check mode says what a run would do (a dry run asked for with dry_run changes nothing, and says so).
-        result['changed'] = result['changed'] or bool(check_mode and result.get('would_restore_files'))
+        would = result.get('would_restore_files') or result.get('would_recreate_indexes')
+        result['changed'] = result['changed'] or bool(check_mode and would)
         return result
     finally:
         conn.close()
@@ -309,7 +274,13 @@ def _restore(result, params, conn, bucket, relation, watermark, source, dates, s
                    watermark=dict(previous=previous, storage_type=params['storage_type'], written=False) if tracking else None,
                    files=files, indexes_dropped=[], indexes_recreated=[])
     result.update(summary)
+    # Definitions of dropped indexes that earlier versions left in S3 are reported, never run.
+    warnings = legacy_warnings(bucket, source, relation)
+    if warnings:
+        result.setdefault('warnings', []).extend(warnings)
+    store = DroppedIndexes(relation)
     if result['dry_run']:
+        result['would_recreate_indexes'] = store.pending(conn)
         for archive in todo:
             sidecar = bucket.json_object(archive['key'] + fmt.SIDECAR_SUFFIX).read() if archive['has_sidecar'] else None
             files.append(dict(key=archive['key'], status='would_restore', verified=sidecar is not None,
@@ -322,36 +293,23 @@ def _restore(result, params, conn, bucket, relation, watermark, source, dates, s
     restorer = Restorer(params, conn, bucket, relation, source)
     if tracking and watermark.uses_database:
         watermark.ensure_table(conn)
-    saved = bucket.json_object('%s.dropped_indexes.%s.json' % (source.prefix, fmt.key_segment(relation.schema)))
-    # An interrupted run of an earlier version saved them under the format 1 prefix.
-    legacy_saved = bucket.json_object('%s.dropped_indexes.%s.json' % (source.legacy_prefix, relation.schema))
-    result['indexes_recreated'] = _recreate_saved_indexes(conn, bucket, legacy_saved, relation) + \
-        _recreate_saved_indexes(conn, bucket, saved, relation)
-    indexes = []
-    if params['drop_indexes'] and todo:
-        with pg_errors('dropping indexes of %s' % relation.display), conn.cursor() as cursor:
-            indexes = droppable_indexes(cursor, relation)
-            if indexes:
-                # Saved before they are dropped: a run killed before it recreates them leaves them here.
-                saved.write(dict(table=relation.display, indexes=[list(index) for index in indexes]))
-            for name, definition in indexes:
-                cursor.execute(sql.SQL('DROP INDEX ' + name))
-        conn.commit()
-        result['indexes_dropped'] = [name for name, definition in indexes]
+    # Indexes an interrupted run dropped (recorded in the database with the DROP INDEX) come back first.
+    result['indexes_recreated'] = store.recreate_recorded(conn)
+    indexes = store.drop(conn) if params['drop_indexes'] and todo else []
+    result['indexes_dropped'] = [display_name(relation.schema, name) for name, definition in indexes]
     try:
         load_all(result, params, conn, restorer, watermark if tracking else None, previous, todo,
                  _watermark_barrier(skipped, earlier))
     except (psycopg2.Error, PgopsError) as exc:
         if not connection_lost(conn):
             raise
-        # The dropped indexes stay saved in S3: the next run recreates them before it loads anything.
+        # The dropped indexes stay recorded in the database: the next run recreates them before it loads anything.
         raise lost_connection_error(result, exc, started)
     finally:
         if indexes and not connection_lost(conn):
             conn.rollback()
-            result['indexes_recreated'] += recreate_indexes(conn, indexes)
-            bucket.delete(saved.key)
-    result['changed'] = bool(result['records_restored'] > 0 or result['indexes_dropped'] or
+            result['indexes_recreated'] += store.recreate(conn, indexes, check=False)
+    result['changed'] = bool(result['records_restored'] > 0 or result['indexes_dropped'] or result['indexes_recreated'] or
                              (result['watermark'] and result['watermark']['written']))
     result['duration_ms'] = int((time.monotonic() - started) * 1000)
     if result['files_failed']:
@@ -360,23 +318,6 @@ def _restore(result, params, conn, bucket, relation, watermark, source, dates, s
                          % (result['files_failed'], result['files_processed'], failed[0]['error']),
                          **dict((k, v) for k, v in result.items() if k != 'changed'))
     return result
-
-
-def _recreate_saved_indexes(conn, bucket, saved, relation):
-    """Recreate the indexes an interrupted run dropped (saved in S3 before dropping), then forget them."""
-    document = saved.read()
-    if not document or document.get('table') not in (None, relation.display):
-        return []
-    missing = []
-    with conn.cursor() as cursor:
-        for name, definition in document.get('indexes', []):
-            cursor.execute('SELECT pg_catalog.to_regclass(%s) IS NULL', [name])
-            if cursor.fetchone()[0]:
-                missing.append((name, definition))
-    conn.commit()
-    done = recreate_indexes(conn, missing)
-    bucket.delete(saved.key)
-    return done
 
 
 def _watermark_barrier(skipped, earlier):

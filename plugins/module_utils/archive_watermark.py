@@ -11,7 +11,7 @@ import time
 
 from ansible_collections.pgops.resilience.plugins.module_utils import archive_format as fmt
 from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError, isoformat_z, utc_now
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import pg_errors
+from ansible_collections.pgops.resilience.plugins.module_utils.postgres import display_name, pg_errors, trusted_table_exists
 
 try:
     from psycopg2 import sql
@@ -51,6 +51,7 @@ class Watermark:
         self.legacy_s3 = bucket.json_object(source.legacy_prefix + fmt.WATERMARK_NAME)
         self.relation = relation
         self.ident = sql.Identifier(relation.schema, WATERMARK_TABLE)
+        self.display = display_name(relation.schema, WATERMARK_TABLE)
         self.row_key = [params['bucket'], params['prefix'], params['database'], relation.schema, relation.name]
 
     @property
@@ -64,8 +65,13 @@ class Watermark:
         return self.storage in ('s3', 'both')
 
     def ensure_table(self, conn):
-        """Create ``restore_watermarks`` when missing (committed on its own)."""
+        """Create ``restore_watermarks`` when missing (committed on its own).
+
+        :raises PgopsError: when one exists that the restoring role may not trust (another role created it:
+            :func:`postgres.trusted_table_exists`).
+        """
         with pg_errors('creating %s' % WATERMARK_TABLE), conn.cursor() as cursor:
+            trusted_table_exists(cursor, self.ident, self.display)
             cursor.execute(sql.SQL(
                 'CREATE TABLE IF NOT EXISTS {} (bucket text NOT NULL, prefix text NOT NULL, database_name text NOT NULL,'
                 ' schema_name text NOT NULL, table_name text NOT NULL, last_restored_key text NOT NULL,'
@@ -87,8 +93,7 @@ class Watermark:
     def _read(self, conn):
         if self.uses_database:
             with pg_errors('reading %s' % WATERMARK_TABLE), conn.cursor() as cursor:
-                cursor.execute('SELECT pg_catalog.to_regclass(%s) IS NOT NULL', [self.ident.as_string(cursor)])
-                if cursor.fetchone()[0]:
+                if trusted_table_exists(cursor, self.ident, self.display):
                     # Literals, no parameter list: the schema's name may hold a % (see table_archive.condition).
                     cursor.execute(sql.SQL(
                         'SELECT last_restored_key, last_restored_date::text, total_archives_restored, updated_at FROM {}'

@@ -2,7 +2,7 @@
 # Copyright: pgops.resilience contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The weekly physical base backup bundle of the reference runbook ``postgres-infra-setup.md``,
-``basebackup-YYYYMMDD-HHMMSS-<run>.bundle.tar.gz`` (see :mod:`bundle`): taking it, and reading the pg_basebackup
+``basebackup-YYYYMMDD-HHMMSSmmm-<run>.bundle.tar.gz`` (see :mod:`bundle`): taking it, and reading the pg_basebackup
 tar-format backup it holds.
 
 - :func:`take_bundle` (``pg_basebackup_bundle``): ``pg_basebackup -Ft -z -X stream`` into a staging directory, then
@@ -107,7 +107,8 @@ def basebackup_command(program, target, label, checkpoint='fast', max_rate=None)
 
 
 def bundle_time(name):
-    """The time of a bundle name, ``YYYYMMDD-HHMMSS`` (older names: ``YYYYMMDD-HHMM``), for retention previews."""
+    """The time of a bundle name, ``YYYYMMDD-HHMMSSmmm`` (older names: ``YYYYMMDD-HHMMSS``, ``YYYYMMDD-HHMM``), for
+    retention previews."""
     match = PATTERN.match(name)
     return match.group(1) if match else ''
 
@@ -228,7 +229,8 @@ def _server_facts(conn):
         cur.execute("SELECT current_user, r.rolsuper, r.rolreplication, current_setting('max_wal_senders')::int,"
                     " (SELECT count(*) FROM pg_catalog.pg_stat_replication)::int, current_setting('wal_level'),"
                     " current_setting('server_version_num')::int, current_setting('logging_collector')::boolean,"
-                    " current_setting('log_directory')"
+                    # Only superusers and pg_read_all_settings may read log_directory; pg_settings hides it from others.
+                    " (SELECT s.setting FROM pg_catalog.pg_settings AS s WHERE s.name = 'log_directory')"
                     " FROM pg_catalog.pg_roles AS r WHERE r.rolname = current_user")
         user, superuser, replication, senders, in_use, wal_level, version_num, collector, log_directory = cur.fetchone()
         identity = server_identity(conn)
@@ -237,7 +239,7 @@ def _server_facts(conn):
                 server_major=version_num // 10000, system_identifier=identity['system_identifier'],
                 is_primary=identity['is_primary'],
                 # A relative log_directory is inside the data directory (PostgreSQL docs, 20.8.1 "Where to Log").
-                logs_in_data_directory=log_directory if collector and not os.path.isabs(log_directory) else None)
+                logs_in_data_directory=log_directory if collector and log_directory and not os.path.isabs(log_directory) else None)
 
 
 # -- pg_basebackup_bundle ----------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 under an S3 prefix, with a ``<bundle>.sha256`` file beside it (``sha256sum`` format) for the whole archive.
 
 The logical dump bundles (``nightly-...tar.gz``) and the base backup bundles (``basebackup-...bundle.tar.gz``) of the
-reference runbook ``postgres-infra-setup.md`` both use it. A name is ``<kind>-YYYYMMDD-HHMMSS-<run>`` and the suffix:
+reference runbook ``postgres-infra-setup.md`` both use it. A name is ``<kind>-YYYYMMDD-HHMMSSmmm-<run>`` and the suffix:
 the UTC time the run started, then 8 hex digits each run draws at random, so runs started together never share a
 name. Bundles named ``<kind>-YYYYMMDD-HHMM`` by earlier versions are still listed, restored and expired; sorted as text,
 both forms are in time order (:func:`bundle_sort_key`).
@@ -55,9 +55,10 @@ partial_path = bundle_work.partial_path
 MANIFEST_NAME = 'manifest.json'
 MANIFEST_FORMAT = 'pgops.resilience/bundle/1'
 CHECKSUM_SUFFIX = '.sha256'
-TIME_FORMAT = '%Y%m%d-%H%M%S'  # of new names; the names of older bundles have minutes only ('%Y%m%d-%H%M')
-# A bundle name without its anchors: the time (minutes, or seconds followed by the run's 8 hex digits).
-_NAME = r'%s-(?P<time>\d{8}-\d{4}(?P<seconds>\d{2})?)(?(seconds)-[0-9a-f]{8})%s'
+TIME_FORMAT = '%Y%m%d-%H%M%S'  # then milliseconds, in new names; older bundles have minutes only ('%Y%m%d-%H%M')
+# A bundle name without its anchors: the time (minutes; or seconds, with or without milliseconds, followed by the run's
+# 8 hex digits).
+_NAME = r'%s-(?P<time>\d{8}-\d{4}(?P<seconds>\d{2}(?:\d{3})?)?)(?(seconds)-[0-9a-f]{8})%s'
 CHUNK = 1024 * 1024  # bytes per read while hashing and copying
 # gzip level of the outer archive: 0 (stored blocks, still a valid .tar.gz). Its members are compressed already
 # (pg_dump's directory format, .sql.gz, pg_basebackup -z): level 1 cost 1.2 s per 57 MB for next to no saving
@@ -91,10 +92,11 @@ STORE_REQUIRED_ONE_OF = [('directory', 'bucket')]
 
 
 def bundle_name(kind_prefix, when=None, suffix='.tar.gz', run_id=None):
-    """The file name of a bundle made at ``when`` by one run: ``nightly-20261121-060012-3fa85f64.tar.gz``.
+    """The file name of a bundle made at ``when`` by one run: ``nightly-20261121-060012345-3fa85f64.tar.gz``.
 
     :param kind_prefix: str, ``nightly`` or ``basebackup``.
-    :param when: aware datetime (default now); the name uses UTC, to the second.
+    :param when: aware datetime (default now); the name uses UTC, to the millisecond, so that "newest" is the last
+        started even for runs of the same second.
     :param suffix: str, ``.tar.gz`` or ``.bundle.tar.gz``.
     :param run_id: 8 lowercase hex digits, or None for random ones: runs started in the same second (two CronJob
         pods, a manual run beside the scheduled one) get different names, so none overwrites another's bundle.
@@ -103,19 +105,21 @@ def bundle_name(kind_prefix, when=None, suffix='.tar.gz', run_id=None):
     run_id = run_id or os.urandom(4).hex()
     if not re.match(r'[0-9a-f]{8}\Z', run_id):
         raise PgopsError('a bundle run id is 8 lowercase hex digits, not %r.' % (run_id,))
-    return '%s-%s-%s%s' % (kind_prefix, when.strftime(TIME_FORMAT), run_id, suffix)
+    return '%s-%s%03d-%s%s' % (kind_prefix, when.strftime(TIME_FORMAT), when.microsecond // 1000, run_id, suffix)
 
 
 def name_pattern(kind_prefix, suffix='.tar.gz'):
     """A compiled regular expression matching the names :func:`bundle_name` makes and the older
-    ``<kind>-YYYYMMDD-HHMM<suffix>`` ones; its group 1 (``time``) is ``YYYYMMDD-HHMMSS`` or ``YYYYMMDD-HHMM``."""
+    ``<kind>-YYYYMMDD-HHMM<suffix>`` ones; its group 1 (``time``) is ``YYYYMMDD-HHMMSSmmm``, ``YYYYMMDD-HHMMSS`` or
+    ``YYYYMMDD-HHMM``."""
     return re.compile(_NAME % (re.escape(kind_prefix), re.escape(suffix)) + r'\Z')
 
 
 def bundle_sort_key(entry):
     """The key that orders bundles (dicts with ``name`` and ``time``, as :meth:`BundleStore.list` returns them) from
-    oldest to newest: the time to the second (an older name's minute counts as its second 00), then the name."""
-    return (entry['time'].ljust(15, '0'), entry['name'])
+    oldest to newest: the time to the millisecond (an older name's minute counts as its second 00, its millisecond
+    000), then the name."""
+    return (entry['time'].ljust(18, '0'), entry['name'])
 
 
 def remove_stale_partials(directory, kind_prefix, suffix, max_age, check_mode=False):

@@ -8,9 +8,14 @@ work in progress, which a killed run leaves behind and a later run removes.
 Work in progress has a hidden name, ``.partial-<bundle name>.pid<pid>@<host>.<8 hex digits>``: the staging directory
 of a run (a whole dump, a whole base backup) and the archive or checksum file being written (``<bundle
 name>.sha256``). The owner in the name lets :func:`remove_stale_partials` tell a run that is still going (its process
-is alive on this host) from one that was killed (its process is gone: SIGKILL, an evicted pod, a reboot). Older
-versions named them ``.partial-<bundle name>-<random>`` or ``.partial-<bundle name>.<hex>``, without an owner: those
-count as left over once nothing in them has changed for longer than the run's timeout.
+is alive) from one that was killed (its process is gone: SIGKILL, an evicted pod, a reboot). A PID means something
+only inside its PID namespace, and two containers can share a host name (``hostNetwork`` pods, ``--uts=host``) while
+each has its own PID namespace, where the other's live process looks gone; so ``<host>`` is
+``<host name>.pidns<inode of /proc/self/ns/pid>`` (:func:`_host`), and only a run of this very PID namespace is judged
+by its process. Any other run - another host's, another container's, one of a version that wrote the host name
+alone (``pid<pid>@<host name>.<hex>``), and one of versions that named them ``.partial-<bundle name>-<random>`` or
+``.partial-<bundle name>.<hex>``, without an owner - counts as left over once nothing in it has changed for longer
+than the run's timeout.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from ansible_collections.pgops.resilience.plugins.module_utils.common import Pgo
 PARTIAL_PREFIX = '.partial-'
 FILE_MODE = 0o600  # bundles, checksum files, members, everything written: a dump holds data and password hashes
 DIRECTORY_MODE = 0o700
-# The run_tag() at the end of a work-in-progress name: "pid<pid>@<host>.<8 hex digits>"; groups pid and host.
+# The run_tag() at the end of a work-in-progress name: "pid<pid>@<host>.<8 hex digits>"; groups pid and host. The
+# host is "<host name>.pidns<inode>" (_host()), or, written by earlier versions, the host name alone.
 RUN_TAG = r'pid(?P<pid>\d+)@(?P<host>[A-Za-z0-9.-]+)\.[0-9a-f]{8}'
 # What follows the bundle name in a .partial- entry: ".sha256" for a checksum file being written, then the run's
 # ".pid<pid>@<host>.<hex>", or (older versions) tempfile.mkdtemp's "-<random>" or ".<hex>".
@@ -115,15 +121,31 @@ def private_directories(path, dest):
         pass
 
 
+# The namespace part of _host() when /proc/self/ns/pid cannot be read: such a run is judged by age only.
+_UNKNOWN_NAMESPACE = '.pidns0'
+
+
+def _pid_namespace():
+    """The inode number (int) of this process's PID namespace, ``/proc/self/ns/pid`` (namespaces(7): two processes
+    are in the same namespace when these are the same), or 0 when it cannot be read (no /proc)."""
+    try:
+        return os.stat('/proc/self/ns/pid').st_ino
+    except OSError:
+        return 0
+
+
 def _host():
-    """This host's name as partial names carry it: letters, digits, dots and hyphens, at most 64 (a pod's name)."""
-    return re.sub(r'[^A-Za-z0-9.-]', '-', socket.gethostname() or '')[:64] or 'localhost'
+    """Where this process's PID means this process, as work-in-progress names carry it: ``<host name>.pidns<inode of
+    its PID namespace>`` (letters, digits, dots and hyphens; the host name at most 64, a pod's name), such as
+    ``db-0.pidns4026532513``; ``.pidns0`` when the namespace cannot be known (see :func:`partial_is_stale`)."""
+    name = re.sub(r'[^A-Za-z0-9.-]', '-', socket.gethostname() or '')[:64] or 'localhost'
+    return '%s.pidns%d' % (name, _pid_namespace())
 
 
 def run_tag():
-    """``pid<pid>@<host>.<8 hex digits>`` (:data:`RUN_TAG`): the end of a work-in-progress name, saying which process
-    of which host made it, so that :func:`remove_stale_entries` can tell whose it is; the hex digits keep two names
-    of one process apart."""
+    """``pid<pid>@<host>.<8 hex digits>`` (:data:`RUN_TAG`, ``<host>`` from :func:`_host`): the end of a
+    work-in-progress name, saying which process of which host and PID namespace made it, so that
+    :func:`remove_stale_entries` can tell whose it is; the hex digits keep two names of one process apart."""
     return 'pid%d@%s.%s' % (os.getpid(), _host(), os.urandom(4).hex())
 
 
@@ -209,20 +231,24 @@ def _process_start(pid):
 
 
 def partial_is_stale(owner, newest_mtime, now, max_age, host=None, process_start=_process_start):
-    """Whether the work in progress of a run is left over: its process on this host is gone (or the pid now belongs
-    to a process started after the last write), or, for a run of another host and for older entries without an
-    owner, nothing under it has changed for more than ``max_age`` seconds (None: never, by age).
+    """Whether the work in progress of a run is left over: the run is of this host and PID namespace and its process
+    is gone (or the pid now belongs to a process started after the last write), or, for any other run (another host,
+    another container's PID namespace on this host, an owner written by an earlier version as the host name alone,
+    an unknown namespace, older entries without an owner), nothing under it has changed for more than ``max_age``
+    seconds (None: never, by age). Another namespace's PID cannot be looked up from here: its live process would look
+    gone.
 
     :param owner: ``(pid, host)`` from the name, or ``(None, None)``.
     :param newest_mtime: float, seconds since the epoch, the newest change in the run's entries.
     :param now: float, ``time.time()``.
     :param max_age: seconds or None.
-    :param host: str, this host's name (default: as partial names carry it).
+    :param host: str, this process's ``<host>`` (default: :func:`_host`).
     :param process_start: callable ``pid -> start time, 0 (unknown) or None (no such process)``.
     :returns: bool.
     """
     pid, owner_host = owner
-    if pid is not None and owner_host == (host or _host()):
+    host = host or _host()
+    if pid is not None and owner_host == host and not host.endswith(_UNKNOWN_NAMESPACE):
         if pid == os.getpid():
             return False
         started = process_start(pid)

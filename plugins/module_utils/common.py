@@ -23,8 +23,10 @@ _QUERY_SECRET = re.compile(r'(?P<key>[?&](?:password|sslpassword)=)(?P<value>[^&
 # Server settings whose value can carry a credential: a connection string (primary_conninfo), a shell command
 # (archive_command, restore_command, archive_cleanup_command, recovery_end_command, ssl_passphrase_command, and
 # any extension's *_command, which may hold AWS_SECRET_ACCESS_KEY=... or a password), and any custom setting whose
-# name says it holds a secret. PostgreSQL docs, chapter 20 "Server Configuration".
-_SECRET_SETTING = re.compile(r'(conninfo|_command|password|passphrase|secret|token|credential)', re.IGNORECASE)
+# name says it holds a secret (app.api_key, pgsodium's *.encryption_key, anon.salt, *.auth_*). PostgreSQL docs,
+# chapter 20 "Server Configuration". Erring towards masking: ssl_key_file, krb_server_keyfile and
+# authentication_timeout match too, which hides a path or a timeout, never a secret.
+_SECRET_SETTING = re.compile(r'(conninfo|_command|password|passphrase|secret|token|credential|key|salt|auth)', re.IGNORECASE)
 
 
 class PgopsError(Exception):

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The nightly logical dump bundle of the reference runbook ``postgres-infra-setup.md``.
 
-``nightly-YYYYMMDD-HHMMSS-<run>.tar.gz`` (UTC, then 8 random hex digits of the run: see :mod:`bundle`; older bundles
+``nightly-YYYYMMDD-HHMMSSmmm-<run>.tar.gz`` (UTC, then 8 random hex digits of the run: see :mod:`bundle`; older bundles
 are ``nightly-YYYYMMDD-HHMM.tar.gz``) holds, every file 0600:
 
 - ``records.dir/``: ``pg_dump -Fd -j N`` of the database (what ``pg_restore -j`` restores);

@@ -101,7 +101,8 @@ def remove_stale_scratch(parent, max_age, check_mode=False):
 
     Only plain directories of this user named like this module's (:data:`SCRATCH_PREFIX` and the owner of
     ``bundle_work.run_tag()``, or an earlier version's ``pgops-restore-<8 random characters>``) are considered,
-    never a link; one goes when its process is gone from this host, or, for another host's and an earlier
+    never a link; one goes when its process is gone from this host and PID namespace, or, for another host's (or
+    namespace's) and an earlier
     version's, when nothing in it has changed for longer than ``max_age`` (see ``bundle_work.partial_is_stale``).
 
     :param parent: str, the scratch directory's parent (``scratch_dir``, default the system temporary directory).
@@ -553,7 +554,8 @@ def refresh_materialized_views(conn):
 def left_over_databases(conn, max_age):
     """Databases a restore or drill of this collection created and did not finish, whose run is over: they carry the
     :data:`INCOMPLETE` comment, no session is connected to them, and the run named in the comment is gone from this
-    host, or, for another host's run, started more than ``max_age`` seconds ago (``bundle_work.partial_is_stale``).
+    host and PID namespace, or, for another host's (or namespace's) run, started more than ``max_age`` seconds ago
+    (``bundle_work.partial_is_stale``).
 
     :param conn: psycopg2 connection to the maintenance database.
     :param max_age: seconds (the run's ``timeout``) or None.

@@ -608,3 +608,24 @@ def primary_key(cursor, relation):
 def resolve_schema_table(cursor, schema, table, option='table'):
     """:func:`resolve_table` for a schema and a table given as exact catalog names (not SQL text)."""
     return resolve_table(cursor, sql.Identifier(schema, table).as_string(cursor), option)
+
+
+def trusted_table_exists(cursor, ident, display, user_of='archive_restore'):
+    """Whether the collection's own table ``ident`` (a ``psycopg2.sql.Identifier``) exists, when it is one the
+    connected role may trust: a plain table owned by that role or by a superuser. Another role that created it first
+    could have given it triggers (run as the connected role) or rows the collection acts on.
+
+    :param display: str, the table as messages name it.
+    :param user_of: str, the module that uses it, for messages.
+    :raises PgopsError: when it exists and is not such a table, naming its owner and what to do.
+    """
+    cursor.execute('SELECT c.relkind = %s AND (c.relowner = r.oid OR o.rolsuper), o.rolname, r.rolname'
+                   ' FROM pg_catalog.pg_class c JOIN pg_catalog.pg_roles o ON o.oid = c.relowner'
+                   ' JOIN pg_catalog.pg_roles r ON r.rolname = current_user'
+                   ' WHERE c.oid = pg_catalog.to_regclass(%s)', ['r', ident.as_string(cursor)])
+    row = cursor.fetchone()
+    if row and not row[0]:
+        raise PgopsError('%s is not a table owned by the connected role %s or by a superuser (its owner is %s): %s does '
+                         'not use it. Check who created it and what it holds, then drop it or give it to %s (ALTER '
+                         'TABLE ... OWNER TO).' % (display, row[2], row[1], user_of, row[2]), table=display, owner=row[1])
+    return row is not None

@@ -185,9 +185,11 @@ class JsonObject:
     def write(self, document, only_if_absent=False):
         """Upload ``document`` (a dict) as pretty, key-sorted JSON; values JSON cannot hold are written as text.
 
-        :param only_if_absent: write only when no object exists at the key (see :func:`conditional_put`).
+        :param only_if_absent: write only when no object exists at the key (see :func:`conditional_put`); an object
+            there that holds exactly this document (an earlier attempt of this write, whose answer was lost) counts as
+            written.
         :returns: dict with ``bucket``, ``key``, ``etag`` and ``size`` (bytes).
-        :raises ObjectExists: with ``only_if_absent``, when an object is there.
+        :raises ObjectExists: with ``only_if_absent``, when another object is there.
         :raises PgopsError: when the upload fails.
         """
         body = (json.dumps(document, indent=2, sort_keys=True, default=str) + '\n').encode('utf-8')
@@ -195,7 +197,10 @@ class JsonObject:
             response = conditional_put(self.client, only_if_absent, Bucket=self.bucket, Key=self.key, Body=body,
                                        ContentType='application/json')
         except ObjectExists:
-            raise ObjectExists('s3://%s/%s exists already.' % (self.bucket, self.key))
+            stored = Bucket(self.client, self.bucket, self.endpoint_url).get(self.key, missing_ok=True)
+            if stored != body:
+                raise ObjectExists('s3://%s/%s exists already.' % (self.bucket, self.key))
+            response = {}
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise s3_error(exc, 'upload', self.bucket, self.key, self.endpoint_url)
         return dict(bucket=self.bucket, key=self.key, etag=response.get('ETag', '').strip('"'), size=len(body))
@@ -292,15 +297,21 @@ class Bucket:
         ``HeadObject`` must report the same size and, for a single-part upload, an ETag equal to the MD5
         (the S3 API's documented ETag of a non-encrypted single-part object).
 
-        :param only_if_absent: never replace an object at ``key`` (see :func:`conditional_put`).
+        :param only_if_absent: never replace an object at ``key`` (see :func:`conditional_put`); an object there with
+            this body's size and MD5 (an earlier attempt of this upload, whose answer was lost) counts as uploaded.
         :returns: dict with ``key``, ``size`` (bytes) and ``etag``.
-        :raises ObjectExists: with ``only_if_absent``, when an object is there (it is left as it is).
+        :raises ObjectExists: with ``only_if_absent``, when another object is there (it is left as it is).
         :raises PgopsError: when the upload fails or the stored object differs.
         """
         md5 = hashlib.md5(body)  # nosec - integrity check required by the S3 API, not a security use
         try:
-            conditional_put(self.client, only_if_absent, Bucket=self.bucket, Key=key, Body=body, ContentType=content_type,
-                            ContentMD5=base64.b64encode(md5.digest()).decode('ascii'))
+            try:
+                conditional_put(self.client, only_if_absent, Bucket=self.bucket, Key=key, Body=body,
+                                ContentType=content_type, ContentMD5=base64.b64encode(md5.digest()).decode('ascii'))
+            except ObjectExists:
+                head = self.client.head_object(Bucket=self.bucket, Key=key)
+                if head.get('ContentLength') != len(body) or head.get('ETag', '').strip('"') != md5.hexdigest():
+                    raise ObjectExists('s3://%s/%s exists already, with other content.' % (self.bucket, key))
             head = self.client.head_object(Bucket=self.bucket, Key=key)
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise self._error(exc, 'upload', key)

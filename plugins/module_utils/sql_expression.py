@@ -25,17 +25,29 @@ except ImportError:  # reported by postgres.connect()
     psycopg2 = None
     sql = None
 
-# A dollar-quote tag: $$ or $name$ (an identifier without $ of its own); PostgreSQL docs, 4.1.2.4.
-_DOLLAR_TAG = re.compile(r'\$([^\W\d]\w*)?\$', re.UNICODE)
-_PARAMETER = re.compile(r'\$\d')
+# The lexical pieces of PostgreSQL's scanner (src/backend/parser/scan.l; PostgreSQL docs, "SQL Syntax > Lexical
+# Structure") that decide where a string, an identifier or a comment begins and ends. Outside string constants and
+# quoted identifiers only ASCII is accepted: PostgreSQL takes every byte from 0x80 on for an identifier character, and
+# a reader that does not would be put out of step with it (``$€$`` is a dollar quote to the server).
+_IDENTIFIER = re.compile(r'[A-Za-z_][A-Za-z0-9_$]*')
+_NUMBER = re.compile(r'(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?')
+_DOLLAR_TAG = re.compile(r'\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$')
+_PARAMETER = re.compile(r'\$[0-9]+')
+_WHITESPACE = ' \t\n\r\f\v'
+# Identifiers that, right before a quote, make it a string constant of another kind (PostgreSQL docs, 4.1.2).
+_ESCAPE_PREFIX = ('e', 'E')
+_UNICODE_PREFIX = ('u', 'U')
 
 
 def expression_problem(text):
     """What keeps ``text`` from being one SQL expression that can be wrapped in parentheses, or ``None``.
 
-    Refused: an empty text, a ``;`` or a ``--`` comment outside string constants and quoted identifiers, a
-    parenthesis closed that the text did not open (or one left open), an unterminated string, quoted identifier,
-    dollar-quoted string or block comment, and ``$1``-style parameters (there are none to bind).
+    ``text`` is read token by token as PostgreSQL's scanner reads it. Refused: an empty text, a character that is not
+    ASCII outside string constants and quoted identifiers (write such names quoted, ``t."données"``), a ``;`` or a
+    ``--`` comment, a parenthesis closed that the text did not open (or one left open), an unterminated string, quoted
+    identifier, dollar-quoted string or block comment, a ``$`` that starts no dollar-quoted string, and ``$1``-style
+    parameters (there are none to bind). It assumes ``standard_conforming_strings`` on, which
+    :func:`check_boolean_expression` and the statements that use the text set.
 
     :param text: str.
     :returns: str naming the problem and its character position (from 1), or ``None``.
@@ -45,48 +57,80 @@ def expression_problem(text):
     depth, pos, length = 0, 0, len(text)
     while pos < length:
         char = text[pos]
-        if char in '\'"':
-            end = _quoted_end(text, pos, char, escapes=char == "'" and _escape_string(text, pos))
-            if end < 0:
-                return 'the %s starting at character %d is not closed' % (
-                    'string' if char == "'" else 'quoted identifier', pos + 1)
-            pos = end
-            continue
-        if char == '$':
-            tag = _DOLLAR_TAG.match(text, pos)
-            if tag and not (pos and (text[pos - 1].isalnum() or text[pos - 1] in '_$')):
-                end = text.find(tag.group(0), tag.end())
-                if end < 0:
-                    return 'the dollar-quoted string starting at character %d is not closed' % (pos + 1)
-                pos = end + len(tag.group(0))
-                continue
-            if _PARAMETER.match(text, pos):
-                return 'parameter %s at character %d has no value; write the value itself' % (text[pos:pos + 2], pos + 1)
-        if text.startswith('--', pos):
+        if ord(char) > 127:
+            return ('%r at character %d is not ASCII; outside quotes only ASCII is accepted: quote such a name '
+                    '("données") and put text in a string constant' % (char, pos + 1))
+        if char in _WHITESPACE:
+            pos += 1
+        elif text.startswith('--', pos):
             return 'a -- comment at character %d would hide the rest of the statement; use /* ... */' % (pos + 1)
-        if text.startswith('/*', pos):
+        elif text.startswith('/*', pos):
             end = _block_comment_end(text, pos)
             if end < 0:
                 return 'the comment starting at character %d is not closed' % (pos + 1)
             pos = end
-            continue
-        if char == ';':
+        elif char in '\'"':
+            end = _quoted_end(text, pos, char)
+            if end < 0:
+                return 'the %s starting at character %d is not closed' % ('string' if char == "'" else 'quoted identifier', pos + 1)
+            pos = end
+        elif char == '$':
+            end, problem = _dollar_token(text, pos)
+            if problem:
+                return problem
+            pos = end
+        elif _IDENTIFIER.match(text, pos):
+            end, problem = _after_identifier(text, pos, _IDENTIFIER.match(text, pos).end())
+            if problem:
+                return problem
+            pos = end
+        elif _NUMBER.match(text, pos):
+            pos = _NUMBER.match(text, pos).end()
+        elif char == ';':
             return 'a ; at character %d would end the statement; give one expression' % (pos + 1)
-        if char == '(':
-            depth += 1
-        elif char == ')':
-            depth -= 1
-            if depth < 0:
-                return 'the ) at character %d closes a parenthesis the expression did not open' % (pos + 1)
-        pos += 1
+        else:
+            if char == '(':
+                depth += 1
+            elif char == ')':
+                depth -= 1
+                if depth < 0:
+                    return 'the ) at character %d closes a parenthesis the expression did not open' % (pos + 1)
+            pos += 1
     if depth:
         return '%d parenthesis(es) left open' % depth
     return None
 
 
-def _escape_string(text, quote):
-    """True when the string constant at ``quote`` is an escape string (``E'...'``, backslash escapes)."""
-    return quote > 0 and text[quote - 1] in 'eE' and (quote == 1 or not (text[quote - 2].isalnum() or text[quote - 2] in '_$'))
+def _dollar_token(text, pos):
+    """``(end, problem)`` for the ``$`` at ``pos``: a dollar-quoted string read to its closing tag, or a problem."""
+    if _PARAMETER.match(text, pos):
+        return pos, 'parameter %s at character %d has no value; write the value itself' % (
+            _PARAMETER.match(text, pos).group(0), pos + 1)
+    tag = _DOLLAR_TAG.match(text, pos)
+    if not tag:
+        return pos, 'the $ at character %d starts no dollar-quoted string ($$...$$ or $tag$...$tag$)' % (pos + 1)
+    end = text.find(tag.group(0), tag.end())
+    if end < 0:
+        return pos, 'the dollar-quoted string starting at character %d is not closed' % (pos + 1)
+    return end + len(tag.group(0)), None
+
+
+def _after_identifier(text, start, end):
+    """``(end, problem)`` for the identifier ``text[start:end]``: with the string constant that follows it when it is
+    the prefix of one (``E'...'`` escape string, ``U&'...'`` / ``U&"..."``, and ``B'``/``X'``/``N'`` constants, which
+    read like standard strings)."""
+    word = text[start:end]
+    if text.startswith("'", end) and len(word) == 1:
+        close = _quoted_end(text, end, "'", escapes=word in _ESCAPE_PREFIX)
+        if close < 0:
+            return end, 'the string starting at character %d is not closed' % (start + 1)
+        return close, None
+    if word in _UNICODE_PREFIX and text.startswith('&', end) and text[end + 1:end + 2] in ('\'', '"'):
+        close = _quoted_end(text, end + 1, text[end + 1])
+        if close < 0:
+            return end, 'the Unicode string or identifier starting at character %d is not closed' % (start + 1)
+        return close, None
+    return end, None
 
 
 def _quoted_end(text, start, quote, escapes=False):

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import time
 
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_copy
 from ansible_collections.pgops.resilience.plugins.module_utils import archive_format as fmt
+from ansible_collections.pgops.resilience.plugins.module_utils.archive_recovery import Recovery
 from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError, isoformat_z, utc_now
 from ansible_collections.pgops.resilience.plugins.module_utils.postgres import (
-    advisory_lock_key, connect, pg_error_text, pg_errors, primary_key, resolve_schema_table, table_columns, transaction)
+    advisory_lock_key, connect, pg_error_text, pg_errors, primary_key, resolve_schema_table, system_identifier,
+    table_columns, transaction)
 from ansible_collections.pgops.resilience.plugins.module_utils.s3 import (
     Bucket, ObjectExists, client_from_params, s3_connection_spec)
 from ansible_collections.pgops.resilience.plugins.module_utils.sql_expression import check_boolean_expression, expression_sql
@@ -38,8 +39,10 @@ except ImportError:  # reported by connect()
 # Session settings that make row_to_json's text the same whatever the role's defaults are: timestamps
 # with a +00:00 offset, bytea as \x hex, floats with the shortest exact digits (PostgreSQL docs,
 # "Client Connection Defaults").
+# standard_conforming_strings: the where expression was checked reading '...' as standard strings, and a where that
+# switched the session's setting off (set_config) could otherwise have the next batch's statement read differently.
 _SESSION = ("SET LOCAL TimeZone = 'UTC'", "SET LOCAL bytea_output = 'hex'", 'SET LOCAL extra_float_digits = 1',
-            "SET LOCAL IntervalStyle = 'postgres'")
+            "SET LOCAL IntervalStyle = 'postgres'", 'SET LOCAL standard_conforming_strings = on')
 
 
 def argument_spec():
@@ -106,6 +109,21 @@ WHERE a.attrelid = pg_catalog.to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdr
         WHERE c.castsource = x.oid AND c.casttarget IN ('json'::pg_catalog.regtype, 'jsonb'::pg_catalog.regtype))))
 ORDER BY a.attnum
 """
+# Foreign keys whose ON DELETE action would change rows of another table when a batch's rows are deleted (CASCADE,
+# SET NULL, SET DEFAULT), those rows not being in the archive; with the leaf tables whose counters show it
+# (pg_stat_xact_user_tables counts per leaf partition; pg_partition_tree lists nothing for a table that is not
+# partitioned). PostgreSQL docs, 5.4.5 "Foreign Keys".
+_CASCADING_REFERENCES = """
+SELECT c.conrelid::pg_catalog.regclass::text, c.confdeltype,
+       ARRAY(SELECT c.conrelid UNION
+             SELECT p.relid FROM pg_catalog.pg_partition_tree(c.conrelid) AS p WHERE p.isleaf)::pg_catalog.oid[]
+FROM pg_catalog.pg_constraint AS c
+WHERE c.contype = 'f' AND c.conparentid = 0 AND c.confdeltype IN ('c', 'n', 'd')
+  AND c.confrelid IN (SELECT pg_catalog.to_regclass(%(table)s) UNION
+                      SELECT p.relid FROM pg_catalog.pg_partition_tree(pg_catalog.to_regclass(%(table)s)) AS p)
+ORDER BY 1
+"""
+_DELETE_ACTIONS = dict(c='ON DELETE CASCADE', n='ON DELETE SET NULL', d='ON DELETE SET DEFAULT')
 
 
 class Archiver:
@@ -131,7 +149,21 @@ class Archiver:
             self.database = params.get('database') or cursor.fetchone()[0]
             cursor.execute(_UNRESTORABLE_COLUMNS, [self.relation.ident.as_string(cursor)])
             unrestorable = cursor.fetchall()
+            cursor.execute(_CASCADING_REFERENCES, dict(table=self.relation.ident.as_string(cursor)))
+            self.cascading = cursor.fetchall()
+            # Rows of inheritance children have columns the parent's archive would not hold: the parent's own only.
+            cursor.execute("SELECT c.relkind = 'r' AND EXISTS (SELECT 1 FROM pg_catalog.pg_inherits AS i WHERE i.inhparent = c.oid),"
+                           " pg_catalog.current_setting('track_counts')::boolean, pg_catalog.current_database()"
+                           ' FROM pg_catalog.pg_class AS c WHERE c.oid = pg_catalog.to_regclass(%s)',
+                           [self.relation.ident.as_string(cursor)])
+            self.only, track_counts, self.current_database = cursor.fetchone()
+        self.system_identifier = system_identifier(conn)
+        self.table = sql.SQL('ONLY {}').format(self.relation.ident) if self.only else self.relation.ident
         self._refuse_unrestorable(unrestorable)
+        if self.cascading and not track_counts:
+            raise PgopsError('table %s is referenced with %s, and with track_counts off the rows those deletions would '
+                             'change in other tables cannot be seen; nothing was archived.'
+                             % (self.relation.display, _references_text(self.cascading)))
         if params.get('where'):
             check_boolean_expression(conn, self.relation, params['where'], 'where')
         types = dict((c.name, c.type) for c in self.columns)
@@ -184,7 +216,7 @@ class Archiver:
         with pg_errors('counting the rows to archive in %s' % self.relation.display), transaction(self.conn) as cursor:
             for statement in _SESSION:
                 cursor.execute(statement)
-            cursor.execute(sql.SQL('SELECT count(*) FROM {} AS t WHERE ').format(self.relation.ident) + self.condition())
+            cursor.execute(sql.SQL('SELECT count(*) FROM {} AS t WHERE ').format(self.table) + self.condition())
             return cursor.fetchone()[0]
 
     def _select(self):
@@ -196,7 +228,7 @@ class Archiver:
                         ' WHERE {where} ORDER BY {order} LIMIT {limit} FOR UPDATE OF t) AS x').format(
             keys=sql.SQL(', ').join(sql.SQL('x.{}::text').format(sql.Identifier(k)) for k in self.key_columns),
             date=sql.SQL('x.{}').format(sql.Identifier(date)) if date else sql.SQL('NULL'),
-            cols=sql.SQL(', ').join(sql.SQL('t.{}').format(n) for n in names), table=self.relation.ident, where=where,
+            cols=sql.SQL(', ').join(sql.SQL('t.{}').format(n) for n in names), table=self.table, where=where,
             order=sql.SQL(', ').join(sql.SQL('t.{}').format(sql.Identifier(k)) for k in self.key_columns),
             limit=sql.Literal(self.params['batch_size']))
         return query
@@ -216,13 +248,37 @@ class Archiver:
 
     def _delete(self, cursor, key_values):
         """Delete the rows whose key columns hold ``key_values`` (one list of text per key column)."""
-        cursor.execute(sql.SQL('DELETE FROM {} WHERE ').format(self.relation.ident) + self._key_match(key_values))
+        cursor.execute(sql.SQL('DELETE FROM {} WHERE ').format(self.table) + self._key_match(key_values))
         return cursor.rowcount
 
     def count_keys(self, cursor, key_values):
         """How many of the rows named by ``key_values`` (one list of text per key column) exist (int)."""
-        cursor.execute(sql.SQL('SELECT count(*) FROM {} WHERE ').format(self.relation.ident) + self._key_match(key_values))
+        cursor.execute(sql.SQL('SELECT count(*) FROM {} WHERE ').format(self.table) + self._key_match(key_values))
         return cursor.fetchone()[0]
+
+    def _referencing_changes(self, cursor):
+        """Rows deleted or updated so far in this transaction in the tables whose foreign keys cascade from this one
+        (dict table -> count; empty when there are none)."""
+        if not self.cascading:
+            return {}
+        leaves = dict((oid, name) for name, action, oids in self.cascading for oid in oids)
+        cursor.execute('SELECT relid, n_tup_del + n_tup_upd FROM pg_catalog.pg_stat_xact_user_tables'
+                       ' WHERE relid = ANY(%s::pg_catalog.oid[])', [list(leaves)])
+        changes = {}
+        for oid, count in cursor.fetchall():
+            changes[leaves[oid]] = changes.get(leaves[oid], 0) + count
+        return changes
+
+    def _refuse_cascades(self, before, after):
+        """Refuse a batch whose deletion changed rows of other tables through their foreign keys: those rows are in
+        no archive (the batch is rolled back by the caller)."""
+        changed = dict((name, after.get(name, 0) - before.get(name, 0)) for name in after)
+        changed = dict((name, count) for name, count in changed.items() if count)
+        if changed:
+            raise PgopsError('deleting these rows would also delete or change %s through %s; those rows are in no '
+                             'archive, so nothing was deleted. Archive the referencing table(s) first, or change the '
+                             'foreign key.' % (', '.join('%d row(s) of %s' % (n, t) for t, n in sorted(changed.items())),
+                                               _references_text(self.cascading)))
 
     def archive_batch(self, archived_at, number):
         """Archive one batch: lock its rows, write the marker, upload and verify the batch and its sidecar, delete
@@ -250,20 +306,26 @@ class Archiver:
                         self.conn.rollback()
                         return None
                     body, count, sidecar = self._encode(key, batch_id, stamp, rows)
-                    # The marker first: whatever happens after it, the next run knows this batch was under way.
-                    self.bucket.json_object(marker).write(dict(batch_id=batch_id, started_at=stamp), only_if_absent=True)
-                    created.append(marker)
-                    self.bucket.put_verified(key, body, 'application/gzip', only_if_absent=True)
-                    created.insert(0, key)
-                    self.bucket.json_object(key + fmt.SIDECAR_SUFFIX).write(sidecar, only_if_absent=True)
-                    created.insert(1, key + fmt.SIDECAR_SUFFIX)
+                    # The marker first: whatever happens after it, the next run knows this batch was under way, and by
+                    # which transaction (its fate tells the next run whether the batch committed).
+                    cursor.execute('SELECT pg_catalog.txid_current()::text')
+                    document = dict(batch_id=batch_id, started_at=stamp, xid=cursor.fetchone()[0],
+                                    database=self.current_database, system_identifier=self.system_identifier)
+                    _write_new(created, marker, lambda: self.bucket.json_object(marker).write(document, only_if_absent=True))
+                    _write_new(created, key, lambda: self.bucket.put_verified(key, body, 'application/gzip',
+                                                                              only_if_absent=True))
+                    _write_new(created, key + fmt.SIDECAR_SUFFIX, lambda: self.bucket.json_object(
+                        key + fmt.SIDECAR_SUFFIX).write(sidecar, only_if_absent=True))
                     width = len(self.key_columns)
+                    before = self._referencing_changes(cursor)
                     deleted = self._delete(cursor, [[r[1 + i] for r in rows] for i in range(width)])
+                    self._refuse_cascades(before, self._referencing_changes(cursor))
                     if deleted != count:
                         raise PgopsError('deleted %d rows but archived %d; rolled back. Do key_columns (%s) identify one '
                                          'row each?' % (deleted, count, ', '.join(self.key_columns)))
             except BaseException as exc:
-                left = self._abandon(created)
+                # The marker last: while any object of the batch may be left, the marker says whose it is.
+                left = self._abandon(created[1:] + created[:1])
                 if isinstance(exc, ObjectExists) and not created:
                     raise KeyTaken(exc.msg)
                 raise self._batch_error(what, exc, left)
@@ -346,73 +408,6 @@ class Archiver:
         return BatchError('%s failed and was rolled back: %s.%s' % (what, reason.rstrip('.'), note),
                           connection_lost=self._lost())
 
-    def pending_markers(self):
-        """Keys of the ``.pending`` markers left by interrupted runs on this table (list of str): those under its
-        prefix, and those an earlier version left under the format 1 prefix whose sidecar names this table.
-        A format 1 marker without a sidecar cannot say which schema's table it belongs to; it is in
-        :meth:`legacy_markers_unknown` and left alone."""
-        return [o['key'] for o in self.bucket.list(self.prefix) if o['key'].endswith(fmt.PENDING_SUFFIX)] + \
-            self._legacy_markers()[0]
-
-    def legacy_markers_unknown(self):
-        """Format 1 markers under this table's name whose batch has no sidecar to say its schema (list of str)."""
-        return self._legacy_markers()[1]
-
-    def _legacy_markers(self):
-        ours, unknown = [], []
-        objects = self.bucket.list(self.legacy_prefix)
-        present = set(o['key'] for o in objects)
-        for obj in objects:
-            marker = obj['key']
-            if not marker.endswith(fmt.PENDING_SUFFIX) or fmt.parse_key(marker[:-len(fmt.PENDING_SUFFIX)],
-                                                                        under=self.legacy_prefix) is None:
-                continue
-            sidecar_key = marker[:-len(fmt.PENDING_SUFFIX)] + fmt.SIDECAR_SUFFIX
-            if sidecar_key not in present:
-                unknown.append(marker)
-                continue
-            try:
-                fmt.verify_sidecar(marker, self.bucket.json_object(sidecar_key).read(), self.database,
-                                   self.relation.schema, self.relation.name)
-                ours.append(marker)
-            except fmt.ArchiveFileError:
-                continue  # another schema's table of the same name
-        return ours, unknown
-
-    def recover_pending(self):
-        """Finish or undo the batches an interrupted run left behind.
-
-        For each marker: when its object is missing or every row of it is still in the table, the batch did not
-        commit, and its objects are removed (the rows are archived again by this run); when none of its rows
-        is in the table, the batch committed, and only the marker is removed.
-
-        :returns: list of dicts with ``key`` and ``outcome`` (``rolled_back`` or ``completed``).
-        :raises PgopsError: when only some of a batch's rows are in the table, which needs a person to look.
-        """
-        outcomes = []
-        for marker in self.pending_markers():
-            key = marker[:-len(fmt.PENDING_SUFFIX)]
-            body = self.bucket.get(key, missing_ok=True)
-            if body is None:
-                self.bucket.delete(key + fmt.SIDECAR_SUFFIX, marker)
-                outcomes.append(dict(key=key, outcome='rolled_back'))
-                continue
-            lines = archive_copy.split_lines(key, fmt.decompress(key, body))
-            values = archive_copy.key_values(key, lines, self.key_columns)
-            with pg_errors('checking the interrupted batch %s' % key), transaction(self.conn) as cursor:
-                present = self.count_keys(cursor, values)
-            if present == len(lines):
-                self.bucket.delete(key, key + fmt.SIDECAR_SUFFIX, marker)
-                outcomes.append(dict(key=key, outcome='rolled_back'))
-            elif present == 0:
-                self.bucket.delete(marker)
-                outcomes.append(dict(key=key, outcome='completed'))
-            else:
-                raise PgopsError('%s was interrupted and %d of its %d rows are still in %s: archive and table overlap. '
-                                 'Compare them by hand, then delete the object or the rows, and the marker %s.'
-                                 % (key, present, len(lines), self.relation.display, marker))
-        return outcomes
-
 
 class KeyTaken(PgopsError):
     """Another run already wrote the first object of a batch key; nothing was changed."""
@@ -427,6 +422,23 @@ class BatchError(PgopsError):
         self.committed = committed
         self.in_doubt = in_doubt
         self.connection_lost = connection_lost
+
+
+def _write_new(created, key, write):
+    """Run ``write()``, which puts the object ``key`` only if absent, with ``key`` in ``created`` first: a write that
+    fails after the store took the object (a lost answer, a failed check) still leaves it to be removed. An object that
+    was there already (``ObjectExists``) is not this run's, and is never removed."""
+    created.append(key)
+    try:
+        write()
+    except ObjectExists:
+        created.remove(key)
+        raise
+
+
+def _references_text(cascading):
+    """``ON DELETE CASCADE of public.items, ...`` for the rows of :data:`_CASCADING_REFERENCES`."""
+    return ', '.join('%s of %s' % (_DELETE_ACTIONS[action], name) for name, action, oids in cascading)
 
 
 def _iso(value):
@@ -457,8 +469,10 @@ def run(params, check_mode=False):
             if params.get('max_batches'):
                 batches = min(batches, params['max_batches'])
                 rows = min(rows, batches * params['batch_size'])
+            recovery = Recovery(archiver)
+            result['unresolved_markers'], result['warnings'] = recovery.unresolved_markers()
             result.update(would_archive_records=rows, would_write_batches=batches,
-                          pending_markers=archiver.pending_markers(), unresolved_markers=archiver.legacy_markers_unknown())
+                          pending_markers=[m for m in recovery.pending_markers() if m not in result['unresolved_markers']])
             # What a run would do: archive rows, or resolve interrupted batches.
             result['changed'] = bool(rows or result['pending_markers'])
             return result
@@ -479,15 +493,10 @@ def _archive(archiver, result):
     """Resolve interrupted batches, then archive batch after batch into ``result`` until no row matches or
     ``max_batches`` is reached."""
     params = archiver.params
-    result['recovered'] = archiver.recover_pending()
+    recovery = Recovery(archiver)
+    result['recovered'] = recovery.recover_pending()
     result['changed'] = bool(result['recovered'])
-    result['unresolved_markers'] = archiver.legacy_markers_unknown()
-    if result['unresolved_markers']:
-        result['warnings'] = ['%d .pending marker(s) of an earlier version under %s have no sidecar, so which schema\'s '
-                              'table they belong to is not known; they were left alone: %s. Resolve them with the '
-                              'version that wrote them, or by hand.' % (len(result['unresolved_markers']),
-                                                                        archiver.legacy_prefix,
-                                                                        ', '.join(result['unresolved_markers']))]
+    result['unresolved_markers'], result['warnings'] = recovery.unresolved_markers()
     archived_at = _fresh_run_time(archiver)
     number = 0
     while params.get('max_batches') is None or number < params['max_batches']:

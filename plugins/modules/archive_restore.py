@@ -110,6 +110,17 @@ options:
     description:
       - Drop the table's indexes that are neither unique nor behind a constraint before loading, and recreate
         them afterwards, also after a failure. Primary keys and unique indexes stay, since conflicts need them.
+      - Their definitions (C(pg_get_indexdef)) are recorded in the table C(pgops_dropped_indexes) of the target
+        schema (created when first needed), in the transaction that drops them. Every restore, with or without
+        O(drop_indexes), first recreates the recorded indexes of the table that are missing (those a run killed
+        before recreating them left) and deletes their rows. An index that cannot be recreated is named in the
+        error with its statement, and its row stays for the next run.
+      - A recorded definition is run only when it is the C(CREATE INDEX) of that index on that table alone, and
+        only from a C(pgops_dropped_indexes) owned by the restoring role or a superuser.
+      - Earlier versions kept the definitions in S3 (C(.dropped_indexes.<schema>.json) beside the archives).
+        Such an object is never run; the result warns about it, and its indexes must be checked and recreated
+        by hand, and the object deleted.
+      - In check mode and with O(dry_run), nothing is recreated; RV(would_recreate_indexes) names what would be.
     type: bool
     default: false
   commit_frequency:
@@ -283,8 +294,13 @@ indexes_dropped:
   type: list
   elements: str
 indexes_recreated:
-  description: Indexes recreated after the load.
+  description: Indexes recreated, those an interrupted run had dropped (before loading) and those dropped for the load.
   returned: when restoring
+  type: list
+  elements: str
+would_recreate_indexes:
+  description: Indexes an interrupted run dropped that a restore would recreate before loading (O(drop_indexes)).
+  returned: with O(dry_run) or in check mode, when restoring
   type: list
   elements: str
 would_restore_files:

@@ -11,7 +11,7 @@ short_description: Write the weekly physical base backup bundle of a PostgreSQL 
 version_added: 0.1.0
 description:
   - Takes a base backup with C(pg_basebackup -Ft -z -X stream --checkpoint fast) and stores it as
-    C(basebackup-YYYYMMDD-HHMMSS-<run>.bundle.tar.gz), the bundle of the runbook's weekly job, holding C(base.tar.gz)
+    C(basebackup-YYYYMMDD-HHMMSSmmm-<run>.bundle.tar.gz), the bundle of the runbook's weekly job, holding C(base.tar.gz)
     (the data directory), C(pg_wal.tar.gz) (the WAL written during the backup, streamed alongside), C(backup_manifest),
     and C(manifest.json) with the sha256 and size of every member and what the backup is (server version, system
     identifier, timeline, start and stop LSN, label). A C(.sha256) file beside the archive holds its own sha256.
@@ -48,7 +48,7 @@ options:
   keep:
     description:
       - How many of the newest bundles to keep, the new one included. V(0) keeps every bundle.
-      - Only files named C(basebackup-YYYYMMDD-HHMMSS-<run>.bundle.tar.gz) or C(basebackup-YYYYMMDD-HHMM.bundle.tar.gz)
+      - Only files named C(basebackup-YYYYMMDD-HHMMSSmmm-<run>.bundle.tar.gz) or C(basebackup-YYYYMMDD-HHMM.bundle.tar.gz)
         (and their C(.sha256)) count and are ever deleted.
     type: int
     default: 4
@@ -80,7 +80,7 @@ options:
   label:
     description:
       - The backup label (C(pg_basebackup --label)), recorded in C(backup_label). Defaults to
-        C(pgops.resilience basebackup-YYYYMMDD-HHMMSS-<run>).
+        C(pgops.resilience basebackup-YYYYMMDD-HHMMSSmmm-<run>).
     type: str
   timeout:
     description:
@@ -138,7 +138,7 @@ bundle:
   type: dict
   contains:
     name:
-      description: File name, C(basebackup-YYYYMMDD-HHMMSS-<run>.bundle.tar.gz).
+      description: File name, C(basebackup-YYYYMMDD-HHMMSSmmm-<run>.bundle.tar.gz).
       type: str
     url:
       description: Path or C(s3://) URL.

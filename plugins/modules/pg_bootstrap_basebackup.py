@@ -13,7 +13,7 @@ description:
   - The runbook's "Bootstrap from Physical Backup", following PostgreSQL 15 docs, 26.3.4 "Recovering Using a Continuous
     Archive Backup". B(It deletes everything in O(data_directory)), so it refuses unless O(confirm) is that directory,
     and refuses while a server runs on it (a C(postmaster.pid) naming a live process that works there).
-  - Fetches the bundle (O(bundle), or the newest C(basebackup-YYYYMMDD-HHMMSS-<run>.bundle.tar.gz), older
+  - Fetches the bundle (O(bundle), or the newest C(basebackup-YYYYMMDD-HHMMSSmmm-<run>.bundle.tar.gz), older
     C(basebackup-YYYYMMDD-HHMM.bundle.tar.gz) ones included) and verifies it into a
     scratch directory first - the archive's sha256, every member's sha256 and size against the manifest, the
     C(backup_label) of the base archive. A corrupted bundle is refused before anything in the data directory is

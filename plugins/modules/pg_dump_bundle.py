@@ -10,7 +10,7 @@ module: pg_dump_bundle
 short_description: Write the nightly logical dump bundle of a PostgreSQL database to a directory or S3
 version_added: 0.1.0
 description:
-  - Dumps one database into C(nightly-YYYYMMDD-HHMMSS-<run>.tar.gz), the bundle of the runbook's nightly job, holding
+  - Dumps one database into C(nightly-YYYYMMDD-HHMMSSmmm-<run>.tar.gz), the bundle of the runbook's nightly job, holding
     C(records.dir/) (C(pg_dump -Fd -j N)), C(globals.sql) (C(pg_dumpall --globals-only)), C(records.sql.gz) (the same
     dump as plain SQL), C(pg_settings.tsv), C(extensions.tsv), optionally C(fingerprints.json), and C(manifest.json)
     with the sha256 and size of every member. A C(.sha256) file beside the archive holds the archive's own sha256.
@@ -57,7 +57,7 @@ options:
   keep:
     description:
       - How many of the newest bundles to keep, the new one included. V(0) keeps every bundle.
-      - Only files named C(nightly-YYYYMMDD-HHMMSS-<run>.tar.gz) or C(nightly-YYYYMMDD-HHMM.tar.gz) (and their
+      - Only files named C(nightly-YYYYMMDD-HHMMSSmmm-<run>.tar.gz) or C(nightly-YYYYMMDD-HHMM.tar.gz) (and their
         C(.sha256)) count and are ever deleted.
     type: int
     default: 7
@@ -148,7 +148,7 @@ bundle:
   type: dict
   contains:
     name:
-      description: File name, C(nightly-YYYYMMDD-HHMMSS-<run>.tar.gz).
+      description: File name, C(nightly-YYYYMMDD-HHMMSSmmm-<run>.tar.gz).
       type: str
     url:
       description: Path or C(s3://) URL.

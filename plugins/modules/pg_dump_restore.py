@@ -40,7 +40,7 @@ options:
   bundle:
     description:
       - File name of the bundle to restore, such as a copy of a bundle this collection wrote, uploaded under another
-        name with its C(.sha256). Empty for the newest nightly bundle, C(nightly-YYYYMMDD-HHMMSS-<run>.tar.gz) or
+        name with its C(.sha256). Empty for the newest nightly bundle, C(nightly-YYYYMMDD-HHMMSSmmm-<run>.tar.gz) or
         C(nightly-YYYYMMDD-HHMM.tar.gz) (written by earlier versions), by the time in the name.
       - A dump made by hand (no C(manifest.json), no C(.sha256)) is refused, since it cannot be verified.
     type: str

@@ -15,7 +15,8 @@ description:
     that works there). Nothing is changed when it refuses.
   - With O(clear_parent=true) also deletes everything else in the parent directory - the mount point of the data
     volume in the runbook's layout (PVC at C(/var/lib/postgresql), PGDATA C(/var/lib/postgresql/data)) - except
-    C(lost+found). The parent itself is never removed, and a system directory as parent is refused (see below).
+    C(lost+found). The parent itself is never removed; a system directory as parent is refused (see below), and so
+    is a parent that holds another cluster (see O(clear_parent)).
   - B(System directories are refused) as O(data_directory) and as the parent O(clear_parent) empties, in check mode
     too. Refused with everything under them - C(/bin), C(/boot), C(/dev), C(/etc), C(/lib), C(/lib32), C(/lib64),
     C(/libx32), C(/proc), C(/run), C(/sbin), C(/snap), C(/sys), C(/usr) (all of it), C(/var/backups),
@@ -53,6 +54,14 @@ options:
   clear_parent:
     description:
       - Also delete everything else in the parent directory of O(data_directory), except C(lost+found).
+      - B(Refused when the parent holds another PostgreSQL cluster), since O(confirm) names only O(data_directory).
+        A cluster is an entry of the parent, or a directory anywhere below one, that is a data directory (the entry
+        holds C(PG_VERSION); a directory below it holds C(PG_VERSION) and C(global/)) or that holds a
+        C(postmaster.pid) naming a live process; and the parent itself when it is one. So in the Debian layout
+        C(/var/lib/postgresql/16/main) with O(clear_parent=true) is refused while the cluster C(/var/lib/postgresql/16/replica)
+        is there, whether a server runs on it or not. The error names each cluster; nothing is changed (check mode
+        refuses too). Set O(clear_parent=false) to empty only O(data_directory), or stop the other clusters' servers
+        and remove them by hand first. Symbolic links in the parent are removed, never followed.
     type: bool
     default: false
   server_user:

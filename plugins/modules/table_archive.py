@@ -26,6 +26,13 @@ description:
     C(_source_table)), and columns whose JSON form is not their text form (composite types, arrays of them, and
     types with a cast to json such as C(hstore)). Any other table, schema and column name is fine; names are
     percent-encoded in keys.
+  - A batch's DELETE removes only the archived rows. A batch whose deletion would also delete or change rows of
+    another table through a foreign key (C(ON DELETE CASCADE), C(SET NULL), C(SET DEFAULT)) is rolled back and the
+    task fails naming that table - archive the referencing table first. Of a table with inheritance children only
+    the parent's own rows are archived (C(ONLY)); the rows of a partitioned table's partitions are all archived.
+  - The marker names the batch's transaction; the next run asks PostgreSQL whether it committed (C(txid_status))
+    and completes or undoes the batch accordingly. Markers written by another cluster or database sharing the
+    prefix (same names) are left alone and reported in RV(unresolved_markers); give each cluster a prefix of its own.
   - When the connection to PostgreSQL is lost (the server stopped, a failover), the task fails saying so, with
     C(changed) true and the batches committed before it in RV(batches); a batch whose commit was cut is
     resolved from its marker by the next run.
@@ -207,8 +214,9 @@ pending_markers:
   elements: str
 unresolved_markers:
   description:
-    - Markers that an earlier version (format 1 keys) left under the table's name without a sidecar, so that whose
-      schema they belong to is not known; they are left alone, with a warning.
+    - Markers this run leaves alone, with a warning - those an earlier version (format 1 keys) left under the table's
+      name without a sidecar (whose schema they belong to is not known), and those another cluster or database
+      sharing the prefix wrote.
   returned: always
   type: list
   elements: str

@@ -13,7 +13,7 @@ def reported_bundle(output):
     """The bundle name the dump_bundle playbook's report gives (``<name> (<size>) written to ...``), or None.
 
     Read from what the module reports rather than matched in the directory: the name's form belongs to the module
-    (``nightly-YYYYMMDD-HHMMSS-<run>.tar.gz`` now, ``nightly-YYYYMMDD-HHMM.tar.gz`` before)."""
+    (``nightly-YYYYMMDD-HHMMSSmmm-<run>.tar.gz`` now, ``nightly-YYYYMMDD-HHMM.tar.gz`` before)."""
     match = re.search(r'"msg": "(\S+\.tar\.gz) \([^)]*\) written to', output)
     return match.group(1) if match else None
 
@@ -28,7 +28,7 @@ def run_dump_demo(sandbox, node_name, out, ansible_playbook, step, expect):
     output = ansible_playbook(sandbox, node_name, 'pgops.resilience.dump_bundle',
                               {'dump_database': DATABASE, 'dump_directory': backups, 'dump_keep': 7,
                                'dump_fingerprints': True}, out)[1]
-    # The name the module reports (nightly-YYYYMMDD-HHMMSS-<run>.tar.gz, unique per run), read back from the directory.
+    # The name the module reports (nightly-YYYYMMDD-HHMMSSmmm-<run>.tar.gz, unique per run), read back from the directory.
     name = reported_bundle(output)
     expect(name is not None, 'the playbook should report the bundle it wrote')
     expect(os.path.isfile(os.path.join(backups, name)) and os.path.isfile(os.path.join(backups, name + '.sha256')),

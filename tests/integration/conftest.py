@@ -115,3 +115,11 @@ def rem_db(healthy):
 def bucket_key():
     """A watermark key of its own for each test."""
     return 'state/%s/unlogged-watermark.json' % uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def store_dir(tmp_path):
+    """An empty directory for bundles (a directory store)."""
+    path = tmp_path / 'backups'
+    path.mkdir()
+    return path

@@ -635,6 +635,19 @@ def _indexes(sandbox, db, table):
     return sorted(row[0] for row in query(sandbox, db, 'SELECT indexname FROM pg_indexes WHERE tablename = %s', [table]))
 
 
+def _store(sandbox, db, table, schema='public'):
+    """``[(index_name, definition)]`` recorded in ``pgops_dropped_indexes`` for ``table`` (none without the store)."""
+    if scalar(sandbox, db, 'SELECT to_regclass(%s) IS NULL', ['%s.pgops_dropped_indexes' % schema]):
+        return []
+    return query(sandbox, db, 'SELECT index_name, definition FROM %s.pgops_dropped_indexes WHERE table_oid = %%s::regclass'
+                              ' ORDER BY 1' % schema, ['%s.%s' % (schema, table)])
+
+
+def _definitions(sandbox, db, table):
+    return query(sandbox, db, "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s AND indexname <> %s"
+                              " ORDER BY 1", [table, table + '_pkey'])
+
+
 def test_drop_indexes_recreates_them_also_when_a_file_fails(sandbox, db, prefix):
     table = simple_table(sandbox, db)
     query(sandbox, db, 'CREATE INDEX %s_amount ON %s (amount); CREATE UNIQUE INDEX %s_name ON %s (name)'
@@ -649,28 +662,128 @@ def test_drop_indexes_recreates_them_also_when_a_file_fails(sandbox, db, prefix)
     assert _indexes(sandbox, db, table) == before
     assert query(sandbox, db, "SELECT indexdef FROM pg_indexes WHERE indexname = %s", ['%s_amount' % table]) == definition
     assert ids_in(sandbox, db, table) == [1, 2, 4, 5]
+    assert _store(sandbox, db, table) == []  # recreated, so forgotten
     done = restore(sandbox, db, prefix, table, restore_all=True, drop_indexes=True, ignore_watermark=True,
                    start_date='2026-01-03')
     assert done['indexes_dropped'] == done['indexes_recreated'] == ['%s_amount' % table]
     assert _indexes(sandbox, db, table) == before
+    assert _store(sandbox, db, table) == []
+    assert not [key for key in list_keys(sandbox, prefix) if 'dropped_indexes' in key]  # nothing of it in S3
+
+
+def _killed_run(sandbox, db, prefix, table):
+    """A ``drop_indexes`` run whose session ends during the load, after the DROP INDEX statements committed and
+    before the indexes are recreated: what the database sees of a run killed there (the server rolls back its open
+    transaction). Its first INSERT terminates its own backend. Returns the definitions of the dropped indexes."""
+    query(sandbox, db, 'CREATE INDEX %s_amount ON %s (amount); CREATE INDEX %s_id_amount ON %s (id, amount)'
+          % ((table,) * 4))
+    definitions = _definitions(sandbox, db, table)
+    assert len(definitions) == 2
+    query(sandbox, db, 'CREATE FUNCTION %s_die() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN'
+                       ' PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NULL; END$$;'
+                       ' CREATE TRIGGER die AFTER INSERT ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s_die()'
+          % ((table,) * 3))
+    write_simple(sandbox, db, prefix, table, [1, 2], day(2026, 1, 1))
+    error = restore_fails(sandbox, db, prefix, table, restore_all=True, drop_indexes=True)
+    assert error.details['connection_lost'] and error.details['indexes_dropped'] == [name for name, definition in definitions]
+    query(sandbox, db, 'DROP TRIGGER die ON %s' % table)
+    assert _indexes(sandbox, db, table) == ['%s_pkey' % table]
+    assert _store(sandbox, db, table) == definitions  # saved in the transaction of the DROP INDEX statements
+    return definitions
 
 
 def test_indexes_dropped_by_a_killed_run_are_recreated_by_the_next_run(sandbox, db, prefix):
-    """A run killed between DROP INDEX and their recreation leaves the definitions in S3; the next run
-    recreates the missing indexes first and forgets the saved list."""
+    """A run killed between DROP INDEX and their recreation leaves the definitions in the database; check mode
+    and dry runs report them and change nothing; the next run, without drop_indexes, recreates the missing
+    indexes before loading and forgets them."""
     table = simple_table(sandbox, db)
-    query(sandbox, db, 'CREATE INDEX %s_amount ON %s (amount)' % (table, table))
-    before = _indexes(sandbox, db, table)
-    definition = scalar(sandbox, db, "SELECT indexdef FROM pg_indexes WHERE indexname = %s", ['%s_amount' % table])
-    saved = '%s/%s/public/%s/.dropped_indexes.public.json' % (prefix, db, table)
-    put_object(sandbox, saved, json.dumps({'indexes': [['%s_amount' % table, definition]]}).encode())
-    query(sandbox, db, 'DROP INDEX %s_amount' % table)  # what the killed run had done
-    write_simple(sandbox, db, prefix, table, [1, 2], day(2026, 1, 1))
+    definitions = _killed_run(sandbox, db, prefix, table)
+    names = [name for name, definition in definitions]
+    checked = restore(sandbox, db, prefix, table, check_mode=True, restore_all=True)
+    assert checked['would_recreate_indexes'] == names and checked['changed']
+    assert restore(sandbox, db, prefix, table, restore_all=True, dry_run=True)['would_recreate_indexes'] == names
+    assert _indexes(sandbox, db, table) == ['%s_pkey' % table] and _store(sandbox, db, table) == definitions
     done = restore(sandbox, db, prefix, table, restore_all=True)
-    assert done['indexes_recreated'] == ['%s_amount' % table]
-    assert _indexes(sandbox, db, table) == before
-    assert saved not in list_keys(sandbox, prefix)
+    assert done['indexes_recreated'] == names and done['indexes_dropped'] == []
+    assert _definitions(sandbox, db, table) == definitions
+    assert _store(sandbox, db, table) == []
     assert ids_in(sandbox, db, table) == [1, 2]
+    again = restore(sandbox, db, prefix, table, check_mode=True, restore_all=True)
+    assert again['would_recreate_indexes'] == [] and not again['changed']
+
+
+def test_an_index_that_cannot_be_recreated_keeps_its_definition_for_the_next_run(sandbox, db, prefix):
+    table = simple_table(sandbox, db)
+    definitions = _killed_run(sandbox, db, prefix, table)
+    query(sandbox, db, 'CREATE TABLE %s_amount (x integer)' % table)  # takes the name of one index
+    error = restore_fails(sandbox, db, prefix, table, restore_all=True)
+    assert 'Could not recreate dropped indexes' in error.msg and definitions[0][1] in error.msg
+    assert 'already exists' in error.msg
+    assert error.details['indexes_recreated'] == [definitions[1][0]]
+    assert _store(sandbox, db, table) == definitions[:1]
+    assert ids_in(sandbox, db, table) == []  # nothing loaded before the indexes are back
+    query(sandbox, db, 'DROP TABLE %s_amount' % table)
+    done = restore(sandbox, db, prefix, table, restore_all=True)
+    assert done['indexes_recreated'] == [definitions[0][0]]
+    assert _definitions(sandbox, db, table) == definitions and _store(sandbox, db, table) == []
+    assert ids_in(sandbox, db, table) == [1, 2]
+
+
+def test_index_definitions_left_in_s3_by_earlier_versions_are_never_run(sandbox, db, prefix):
+    """Earlier versions ran the statements of ``.dropped_indexes.*.json`` from S3 on the next run: whoever could
+    write to the bucket could have the restoring role run any SQL. Such an object now only yields a warning."""
+    table = simple_table(sandbox, db)
+    pwned = new_name('pwned')
+    attack = json.dumps({'indexes': [['public.nope', 'CREATE TABLE %s AS SELECT rolname, rolpassword FROM pg_authid'
+                                      % pwned]]}).encode()
+    saved = ['%s/%s/public/%s/.dropped_indexes.public.json' % (prefix, db, table),
+             '%s/%s/%s/.dropped_indexes.public.json' % (prefix, db, table)]  # format 1 location
+    for key in saved:
+        put_object(sandbox, key, attack)
+    write_simple(sandbox, db, prefix, table, [1, 2], day(2026, 1, 1))
+    dry = restore(sandbox, db, prefix, table, restore_all=True, dry_run=True)
+    done = restore(sandbox, db, prefix, table, restore_all=True)
+    assert scalar(sandbox, db, 'SELECT to_regclass(%s) IS NULL', [pwned])
+    for result in (dry, done):
+        assert len(result['warnings']) == 2
+        for key, warning in zip(saved, result['warnings']):
+            assert 's3://%s/%s' % (sandbox.s3.bucket, key) in warning
+            assert 'earlier version' in warning and 'recreate the missing indexes by hand' in warning
+    assert done['indexes_recreated'] == [] and ids_in(sandbox, db, table) == [1, 2]
+    assert set(saved) <= set(list_keys(sandbox, prefix))  # left for a person to check
+    done = restore(sandbox, db, prefix, table, restore_all=True, drop_indexes=True, ignore_watermark=True)
+    assert scalar(sandbox, db, 'SELECT to_regclass(%s) IS NULL', [pwned]) and len(done['warnings']) == 2
+
+
+def test_a_recorded_definition_is_run_only_as_the_create_index_of_its_index(sandbox, db, prefix):
+    """A row of pgops_dropped_indexes that is not the CREATE INDEX of its index on its table alone is refused
+    (a role able to write to the store must not get the restoring role to run other SQL)."""
+    table = simple_table(sandbox, db)
+    definitions = _killed_run(sandbox, db, prefix, table)
+    pwned = new_name('pwned')
+    steal = 'CREATE TABLE %s AS SELECT rolname, rolpassword FROM pg_authid' % pwned
+    query(sandbox, db, 'UPDATE pgops_dropped_indexes SET definition = definition || %s WHERE index_name = %s',
+          ['; ' + steal, definitions[0][0]])
+    query(sandbox, db, 'INSERT INTO pgops_dropped_indexes (table_oid, table_name, index_name, definition)'
+                       ' VALUES (%s::regclass, %s, %s, %s)', [table, table, table + '_other', steal])
+    error = restore_fails(sandbox, db, prefix, table, restore_all=True)
+    assert scalar(sandbox, db, 'SELECT to_regclass(%s) IS NULL', [pwned])
+    assert 'Not run' in error.msg and 'it holds a ;' in error.msg and 'does not start with' in error.msg
+    assert error.details['indexes_recreated'] == [definitions[1][0]]
+    assert len(_store(sandbox, db, table)) == 2
+
+
+def test_a_store_created_by_another_role_is_not_used(sandbox, db, prefix):
+    schema, role = new_name('s'), new_name('role')
+    query(sandbox, db, 'CREATE ROLE %s; CREATE SCHEMA %s; CREATE TABLE %s.t (id integer PRIMARY KEY, name text NOT NULL,'
+                       ' amount integer); CREATE INDEX t_amount ON %s.t (amount); CREATE TABLE %s.pgops_dropped_indexes'
+                       ' (table_oid oid, table_name text, index_name text, definition text, dropped_at timestamptz);'
+                       ' ALTER TABLE %s.pgops_dropped_indexes OWNER TO %s' % (role, schema, schema, schema, schema, schema, role))
+    write_archive(sandbox, prefix, db, 't', simple_rows([1]), day(2026, 1, 1), columns=SIMPLE_COLUMNS, schema=schema)
+    error = restore_fails(sandbox, db, prefix, 't', schema=schema, restore_all=True, drop_indexes=True)
+    assert 'not a table owned by the connected role' in error.msg and role in error.msg
+    assert scalar(sandbox, db, 'SELECT to_regclass(%s) IS NOT NULL', ['%s.t_amount' % schema])  # nothing dropped
+    assert scalar(sandbox, db, 'SELECT count(*) FROM %s.pgops_dropped_indexes' % schema) == 0
 
 
 def test_start_date_does_not_move_the_watermark_past_earlier_archives(sandbox, db, prefix):
@@ -868,3 +981,15 @@ def test_wait_for_wal_flush_returns_once_asynchronous_commits_are_on_disk(sandbo
         conn.commit()
     finally:
         conn.close()
+
+
+def test_a_watermark_table_created_by_another_role_is_not_used(sandbox, db, prefix):
+    """Another role's restore_watermarks could hold triggers that would run as the restoring role: refused."""
+    schema, role = new_name('s'), new_name('role')
+    query(sandbox, db, 'CREATE ROLE %s; CREATE SCHEMA %s; CREATE TABLE %s.t (id integer PRIMARY KEY, name text NOT NULL,'
+                       ' amount integer); CREATE TABLE %s.restore_watermarks (bucket text); ALTER TABLE %s.restore_watermarks'
+                       ' OWNER TO %s' % (role, schema, schema, schema, schema, role))
+    write_archive(sandbox, prefix, db, 't', simple_rows([1]), day(2026, 1, 1), columns=SIMPLE_COLUMNS, schema=schema)
+    error = restore_fails(sandbox, db, prefix, 't', schema=schema, restore_all=True, storage_type='database')
+    assert 'restore_watermarks is not a table owned by the connected role' in error.msg and role in error.msg
+    assert scalar(sandbox, db, 'SELECT count(*) FROM %s.t' % schema) == 0

@@ -301,6 +301,29 @@ def test_wipe_refuses_without_confirmation_and_empties_with_it(sandbox, backup, 
     assert stat.S_IMODE(info.st_mode) == 0o700 and (info.st_uid, info.st_gid) == (sandbox.server_user.uid, sandbox.server_user.gid)
 
 
+def test_clear_parent_never_deletes_a_cluster_beside_the_data_directory(sandbox, backup, datadir):
+    """Debian's layout (.../16/main and .../16/replica): wiping one with clear_parent is refused while the other, a
+    real cluster, runs beside it, and after it stopped; check mode too. Nothing of either is deleted."""
+    os.makedirs(datadir)
+    listing = _occupied(datadir)
+    replica = os.path.join(os.path.dirname(datadir), 'replica')
+    params = bootstrap_params(sandbox, backup['store'], replica)
+    started = bootstrap.bootstrap(params)
+    try:
+        assert started['started'] and drill.postmaster_of(replica) == started['pid']
+        wipe_params = dict(data_directory=datadir, confirm=datadir, clear_parent=True, server_user=None)
+        for check_mode in (True, False):
+            with pytest.raises(PgopsError, match='would also delete other PostgreSQL clusters') as refused:
+                wipe.wipe(wipe_params, check_mode=check_mode)
+            assert 'PID %d, which is alive' % started['pid'] in refused.value.msg and refused.value.details['clusters'] == [replica]
+        assert _batches(params['settings']['port'], sandbox) == ROWS
+    finally:
+        _stop(sandbox, replica)
+    with pytest.raises(PgopsError, match='%s \\(a PostgreSQL data directory\\)' % replica):
+        wipe.wipe(wipe_params)
+    assert sorted(os.listdir(datadir)) == listing and os.path.isfile(os.path.join(replica, 'global', 'pg_control'))
+
+
 def _pre_existing(store, stamps):
     """Older bundles (one byte, their .sha256 beside) named like the real ones."""
     for stamp in stamps:

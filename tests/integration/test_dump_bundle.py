@@ -18,10 +18,11 @@ import pytest
 
 from ansible_collections.pgops.resilience.plugins.module_utils import dump_bundle, dump_restore, sanity
 from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import connect, postgres_argument_spec
+from ansible_collections.pgops.resilience.plugins.module_utils.postgres import connect
 
 from pgops_sandbox.dump_demo import reported_bundle
 
+from .dump_helpers import database_from, dump_params, module_params, restore_params
 from .helpers import run_playbook
 
 SCHEMA_SQL = """
@@ -50,52 +51,14 @@ EXPECTED_ROWS = {'sales.orders': 4000, 'Stock.Items': 700, 'public.audit': 50, '
 RESTORED_ROWS = dict(EXPECTED_ROWS, **{'sales.empty_until_refreshed': 1})
 
 
-def _defaults(spec):
-    return dict((name, option.get('default')) for name, option in spec.items())
-
-
-def _params(sandbox, spec, **overrides):
-    params = _defaults(postgres_argument_spec())
-    params.update(_defaults(spec))
-    params.update(login_host='127.0.0.1', login_port=sandbox.primary.port, login_password=sandbox.password,
-                  ssl_mode='disable', connect_timeout=5, connect_params={})
-    params.update(overrides)
-    return params
-
-
-def dump_params(sandbox, database, directory, **overrides):
-    return _params(sandbox, dump_bundle.argument_spec(), database=database, directory=str(directory), **overrides)
-
-
-def restore_params(sandbox, directory, **overrides):
-    return _params(sandbox, dump_restore.argument_spec(), directory=str(directory), **overrides)
-
-
 @pytest.fixture(scope='module')
 def shop(sandbox):
     """A database with several schemas, a role, pg_trgm and materialized views (one never populated)."""
-    if not sandbox.primary.is_running():
-        sandbox.start_node('primary')
-    name = 'shop_%s' % uuid.uuid4().hex[:8]
-    sandbox.primary.execute('CREATE DATABASE %s' % name)
-    conn = sandbox.primary.connect(dbname=name)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(SCHEMA_SQL)
-    finally:
-        conn.close()
-    return name
-
-
-@pytest.fixture
-def store_dir(tmp_path):
-    path = tmp_path / 'backups'
-    path.mkdir()
-    return path
+    return database_from(sandbox, 'shop', SCHEMA_SQL)
 
 
 def _fingerprints(sandbox, database):
-    conn = connect(_params(sandbox, {}, login_db=database))
+    conn = connect(module_params(sandbox, {}, login_db=database))
     try:
         return sanity.table_fingerprints(conn, checksums=True)
     finally:
@@ -109,7 +72,7 @@ def _databases(sandbox):
 def test_dump_restore_and_drill_give_identical_counts_and_checksums(sandbox, shop, store_dir):
     made = dump_bundle.make_bundle(dump_params(sandbox, shop, store_dir, fingerprints=True))
     name = made['bundle']['name']
-    assert dump_bundle.PATTERN.match(name) and re.match(r'nightly-\d{8}-\d{6}-[0-9a-f]{8}\.tar\.gz\Z', name)
+    assert dump_bundle.PATTERN.match(name) and re.match(r'nightly-\d{8}-\d{9}-[0-9a-f]{8}\.tar\.gz\Z', name)
     assert sorted(os.listdir(store_dir)) == [name, name + '.sha256']
     assert made['tables'] == 4 and made['members'] > 5
 
@@ -243,12 +206,12 @@ def test_s3_bundle_round_trip(sandbox, shop, tmp_path):
     s3 = dict(bucket=sandbox.s3.bucket, prefix='dumps/%s' % uuid.uuid4().hex[:8], directory=None,
               endpoint_url=sandbox.s3.endpoint_url, access_key=sandbox.s3.access_key, secret_key=sandbox.s3.secret_key,
               region=sandbox.s3.region)
-    made = dump_bundle.make_bundle(_params(sandbox, dump_bundle.argument_spec(), database=shop, scratch_dir=str(tmp_path), **s3))
+    made = dump_bundle.make_bundle(dump_params(sandbox, shop, scratch_dir=str(tmp_path), **s3))
     name = made['bundle']['name']
     assert made['bundle']['url'] == 's3://%s/%s/%s' % (s3['bucket'], s3['prefix'], name)
     assert sorted(sandbox.s3.objects(s3['prefix'] + '/')) == ['%s/%s' % (s3['prefix'], n) for n in (name, name + '.sha256')]
     assert os.listdir(tmp_path) == []  # the local copy is gone once uploaded
-    drill = dump_restore.restore(_params(sandbox, dump_restore.argument_spec(), drill=True, **s3))
+    drill = dump_restore.restore(restore_params(sandbox, drill=True, **s3))
     assert drill['drill']['identical'] and drill['bundle']['name'] == name
 
 

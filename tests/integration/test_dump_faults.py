@@ -2,13 +2,14 @@
 """Faults of the logical dump bundles on the real sandbox: secrets in the server's settings, file modes, two runs
 started together, a run killed with SIGKILL, and check mode of the restore.
 
-Design chosen for concurrent runs: every run names its bundle ``nightly-YYYYMMDD-HHMMSS-<8 random hex>.tar.gz``, so
+Design chosen for concurrent runs: every run names its bundle ``nightly-YYYYMMDD-HHMMSSmmm-<8 random hex>.tar.gz``, so
 two runs started in the same second both succeed, each with a bundle of its own (no lock, which an S3 store could
 not hold anyway).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -25,8 +26,9 @@ import pytest
 
 from ansible_collections.pgops.resilience.plugins.module_utils import bundle, dump_bundle, dump_restore, sanity
 from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import connect, postgres_argument_spec
+from ansible_collections.pgops.resilience.plugins.module_utils.postgres import connect
 
+from .dump_helpers import database_from, dump_params, module_params, restore_params
 from .helpers import run_playbook
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -57,28 +59,6 @@ INSERT INTO public.audit SELECT g, timestamptz '2026-01-01' + g * interval '1 ho
 """
 
 
-def _defaults(spec):
-    return dict((name, option.get('default')) for name, option in spec.items())
-
-
-def _params(sandbox, spec, **overrides):
-    params = _defaults(postgres_argument_spec())
-    params.update(_defaults(spec))
-    params.update(login_host='127.0.0.1', login_port=sandbox.primary.port, login_password=sandbox.password,
-                  ssl_mode='disable', connect_timeout=5, connect_params={})
-    params.update(overrides)
-    return params
-
-
-def dump_params(sandbox, database, directory=None, **overrides):
-    return _params(sandbox, dump_bundle.argument_spec(), database=database,
-                   directory=str(directory) if directory else None, **overrides)
-
-
-def restore_params(sandbox, directory=None, **overrides):
-    return _params(sandbox, dump_restore.argument_spec(), directory=str(directory) if directory else None, **overrides)
-
-
 def s3_options(sandbox):
     s3 = sandbox.s3
     return dict(bucket=s3.bucket, prefix='faults/%s' % uuid.uuid4().hex[:8], endpoint_url=s3.endpoint_url,
@@ -87,24 +67,7 @@ def s3_options(sandbox):
 
 @pytest.fixture(scope='module')
 def source_db(sandbox):
-    if not sandbox.primary.is_running():
-        sandbox.start_node('primary')
-    name = 'faults_%s' % uuid.uuid4().hex[:8]
-    sandbox.primary.execute('CREATE DATABASE %s' % name)
-    conn = sandbox.primary.connect(dbname=name)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(SCHEMA_SQL)
-    finally:
-        conn.close()
-    return name
-
-
-@pytest.fixture
-def store_dir(tmp_path):
-    path = tmp_path / 'backups'
-    path.mkdir()
-    return path
+    return database_from(sandbox, 'faults', SCHEMA_SQL)
 
 
 @pytest.fixture
@@ -260,29 +223,23 @@ def _waiting_on_lock(sandbox, database):
                                    (database,))[0][0]
 
 
-def test_a_partial_dump_left_by_a_killed_run_is_removed_by_the_next_run(sandbox, source_db, store_dir, umask_022):
-    params = dump_params(sandbox, source_db, store_dir)
-    # The run stops at the lock with its staging directory made: pg_dump (and the fingerprints) wait for the table.
-    locker = sandbox.primary.connect(dbname=source_db, autocommit=False)
+@contextlib.contextmanager
+def blocked_on_a_lock(sandbox, database, table, start):
+    """Lock ``table`` of ``database``, start a run with ``start()`` (a ``Popen`` in a session of its own) and wait until
+    it waits on that lock; yield the process. On the way out the lock is released, and a process still running is
+    killed with its group (the run and its client program, as when a pod is killed)."""
+    locker = sandbox.primary.connect(dbname=database, autocommit=False)
     process = None
     try:
         with locker.cursor() as cur:
-            cur.execute('LOCK TABLE public.audit IN ACCESS EXCLUSIVE MODE')
-        process = _start_runner(params, 0)
+            cur.execute('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE' % table)
+        process = start()
         deadline = time.monotonic() + 60
-        while not _waiting_on_lock(sandbox, source_db):
+        while not _waiting_on_lock(sandbox, database):
             assert process.poll() is None, process.stderr.read().decode()
-            assert time.monotonic() < deadline, 'the dump never reached the locked table'
+            assert time.monotonic() < deadline, 'the run never reached the locked table %s' % table
             time.sleep(0.05)
-        partials = [n for n in os.listdir(store_dir) if n.startswith('.partial-')]
-        assert len(partials) == 1 and os.path.isdir(store_dir / partials[0] / 'bundle')
-        # The dump being built is private too (the run's umask is 022): the settings, pg_dump's directory and files.
-        staged = dict((os.path.relpath(os.path.join(top, n), store_dir / partials[0]), _mode(os.path.join(top, n)))
-                      for top, dirs, files in os.walk(store_dir / partials[0]) for n in dirs + files)
-        assert staged['bundle/pg_settings.tsv'] == 0o600 and staged['bundle/records.dir'] == 0o700
-        assert _mode(store_dir / partials[0]) == 0o700 and set(staged.values()) <= {0o600, 0o700}, staged
-        os.killpg(process.pid, signal.SIGKILL)  # the run and its pg_dump, as when the pod is killed
-        process.wait(timeout=30)
+        yield process
     finally:
         locker.rollback()
         locker.close()
@@ -292,6 +249,25 @@ def test_a_partial_dump_left_by_a_killed_run_is_removed_by_the_next_run(sandbox,
                 process.wait()
             process.stdout.close()
             process.stderr.close()
+
+
+def _kill_group(process):
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def test_a_partial_dump_left_by_a_killed_run_is_removed_by_the_next_run(sandbox, source_db, store_dir, umask_022):
+    params = dump_params(sandbox, source_db, store_dir)
+    # The run stops at the lock with its staging directory made: pg_dump (and the fingerprints) wait for the table.
+    with blocked_on_a_lock(sandbox, source_db, 'public.audit', lambda: _start_runner(params, 0)) as process:
+        partials = [n for n in os.listdir(store_dir) if n.startswith('.partial-')]
+        assert len(partials) == 1 and os.path.isdir(store_dir / partials[0] / 'bundle')
+        # The dump being built is private too (the run's umask is 022): the settings, pg_dump's directory and files.
+        staged = dict((os.path.relpath(os.path.join(top, n), store_dir / partials[0]), _mode(os.path.join(top, n)))
+                      for top, dirs, files in os.walk(store_dir / partials[0]) for n in dirs + files)
+        assert staged['bundle/pg_settings.tsv'] == 0o600 and staged['bundle/records.dir'] == 0o700
+        assert _mode(store_dir / partials[0]) == 0o700 and set(staged.values()) <= {0o600, 0o700}, staged
+        _kill_group(process)  # the run and its pg_dump, as when the pod is killed
     assert process.returncode == -signal.SIGKILL
     left = str(store_dir / partials[0])
     assert os.path.isdir(left) and not dump_bundle.PATTERN.match(partials[0])
@@ -304,7 +280,7 @@ def test_a_partial_dump_left_by_a_killed_run_is_removed_by_the_next_run(sandbox,
 
 
 def _fingerprints(sandbox, database):
-    conn = connect(_params(sandbox, {}, login_db=database))
+    conn = connect(module_params(sandbox, {}, login_db=database))
     try:
         return sanity.table_fingerprints(conn, checksums=True)
     finally:
@@ -375,31 +351,11 @@ def test_a_scratch_directory_left_by_a_killed_restore_is_removed_by_the_next_run
     sandbox.primary.execute('CREATE TABLE public.orders (id int PRIMARY KEY, note text)', dbname=target)
     params = restore_params(sandbox, store_dir, database=target, clean=True, globals=False, scratch_dir=str(scratch))
     # The restore stops at the lock with the dump extracted: pg_restore --clean waits to drop public.orders.
-    locker = sandbox.primary.connect(dbname=target, autocommit=False)
-    process = None
-    try:
-        with locker.cursor() as cur:
-            cur.execute('LOCK TABLE public.orders IN ACCESS EXCLUSIVE MODE')
-        process = _start_restore_runner(params)
-        deadline = time.monotonic() + 60
-        while not _waiting_on_lock(sandbox, target):
-            assert process.poll() is None, process.stderr.read().decode()
-            assert time.monotonic() < deadline, 'pg_restore never reached the locked table'
-            time.sleep(0.05)
+    with blocked_on_a_lock(sandbox, target, 'public.orders', lambda: _start_restore_runner(params)) as process:
         left = [str(scratch / n) for n in os.listdir(scratch)]
         assert len(left) == 1 and os.path.basename(left[0]).startswith(dump_restore.SCRATCH_PREFIX)
         assert os.path.isfile(os.path.join(left[0], 'bundle', 'records.dir', 'toc.dat')) and _mode(left[0]) == 0o700
-        os.killpg(process.pid, signal.SIGKILL)  # the run and its pg_restore, as when the pod is killed
-        process.wait(timeout=30)
-    finally:
-        locker.rollback()
-        locker.close()
-        if process is not None:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            process.stdout.close()
-            process.stderr.close()
+        _kill_group(process)  # the run and its pg_restore, as when the pod is killed
     assert process.returncode == -signal.SIGKILL and os.path.isdir(left[0])
     # An earlier version's scratch directory (no owner in its name) goes once older than timeout, not before.
     old = scratch / 'pgops-restore-old45678'

@@ -116,16 +116,22 @@ def test_pack_refuses_links(tmp_path):
 
 
 def test_names_are_unique_per_run_and_sortable_by_time():
-    when = datetime.datetime(2026, 11, 21, 6, 0, 12, tzinfo=datetime.timezone(datetime.timedelta(hours=-5)))
-    assert bundle.bundle_name('nightly', when, run_id='0123abcd') == 'nightly-20261121-110012-0123abcd.tar.gz'  # UTC
+    when = datetime.datetime(2026, 11, 21, 6, 0, 12, 345678, tzinfo=datetime.timezone(datetime.timedelta(hours=-5)))
+    assert bundle.bundle_name('nightly', when, run_id='0123abcd') == 'nightly-20261121-110012345-0123abcd.tar.gz'  # UTC
     assert bundle.bundle_name('basebackup', when, '.bundle.tar.gz', '0123abcd') == \
-        'basebackup-20261121-110012-0123abcd.bundle.tar.gz'
-    same_second = set(bundle.bundle_name('nightly', when) for dummy in range(50))
-    assert len(same_second) == 50
+        'basebackup-20261121-110012345-0123abcd.bundle.tar.gz'
+    same_millisecond = set(bundle.bundle_name('nightly', when) for dummy in range(50))
+    assert len(same_millisecond) == 50
     pattern = bundle.name_pattern('nightly')
-    assert all(pattern.match(n) for n in same_second)
+    assert all(pattern.match(n) for n in same_millisecond)
     assert pattern.match('nightly-20261121-0600.tar.gz').group(1) == '20261121-0600'
+    assert pattern.match('nightly-20261121-110012345-0123abcd.tar.gz').group(1) == '20261121-110012345'
     assert pattern.match('nightly-20261121-110012-0123abcd.tar.gz').group(1) == '20261121-110012'
+    # Runs of one second are ordered by their millisecond: "newest" is the last started.
+    later = when + datetime.timedelta(milliseconds=1)
+    names = [bundle.bundle_name('nightly', later, run_id='00000000'), bundle.bundle_name('nightly', when, run_id='ffffffff')]
+    entries = [dict(name=n, time=pattern.match(n).group(1)) for n in names]
+    assert [e['name'] for e in sorted(entries, key=bundle.bundle_sort_key)] == names[::-1]
     for wrong in ('nightly-20261121-110012.tar.gz', 'nightly-20261121-0600-0123abcd.tar.gz', 'nightly-2026.tar.gz',
                   'nightly-20261121-110012-0123ABCD.tar.gz', 'nightly-20261121-110012-0123abcd.tar.gz.sha256'):
         assert not pattern.match(wrong), wrong
@@ -322,6 +328,89 @@ def test_a_partial_whose_pid_was_reused_is_stale():
     assert bundle_work.partial_is_stale(mine, now - 7200, now, 3600, 'other-host', lambda pid: now - 9999)
     assert bundle_work.partial_is_stale((None, None), now - 7200, now, 3600) and not \
         bundle_work.partial_is_stale((None, None), now - 7200, now, None)
+
+
+def _hostname():
+    return bundle_work._host().rsplit('.pidns', 1)[0]
+
+
+def test_the_run_tag_names_the_pid_namespace_and_every_reader_parses_it():
+    host = bundle_work._host()
+    assert host == '%s.pidns%d' % (_hostname(), os.stat('/proc/self/ns/pid').st_ino)
+    tag = bundle_work.run_tag()
+    assert tag.startswith('pid%d@%s.' % (os.getpid(), host))
+    name = 'nightly-20261121-060000-0123abcd.tar.gz'
+    owner = (os.getpid(), host)
+    assert bundle_work._partial_owner(os.path.basename(bundle_work.partial_path('/x', name))[len('.partial-' + name):]) == owner
+    scratch = dump_restore._SCRATCH_NAME.match(dump_restore.SCRATCH_PREFIX + tag)
+    assert (int(scratch.group('pid')), scratch.group('host')) == owner
+    comment = dump_restore._INCOMPLETE_COMMENT.match('%s, run %s, started 1764000000' % (dump_restore.INCOMPLETE, tag))
+    assert (int(comment.group('pid')), comment.group('host')) == owner
+
+
+def test_another_pid_namespace_or_an_old_tag_of_this_host_name_is_judged_by_age_only(tmp_path):
+    """Two containers can share a host name (hostNetwork pods, --uts=host) but never a PID namespace: a run of another
+    namespace, and one whose tag (an earlier version's) has the host name alone, goes only once it is older than
+    max_age, whether its PID looks dead or alive from here; so does everything when this namespace is unknown."""
+    now, hostname, dead = time.time(), _hostname(), _dead_pid()
+    other_namespace = '%s.pidns%d' % (hostname, os.stat('/proc/self/ns/pid').st_ino + 1)
+    for owner_host in (other_namespace, hostname):
+        for pid in (dead, os.getpid()):
+            assert not bundle_work.partial_is_stale((pid, owner_host), now - 60, now, 3600)
+            assert not bundle_work.partial_is_stale((pid, owner_host), now - 7200, now, None)
+            assert bundle_work.partial_is_stale((pid, owner_host), now - 7200, now, 3600)
+    unknown = hostname + '.pidns0'
+    assert not bundle_work.partial_is_stale((dead, unknown), now - 60, now, 3600, unknown, lambda pid: None)
+    assert bundle_work.partial_is_stale((dead, unknown), now - 7200, now, 3600, unknown, lambda pid: None)
+    # On disk (one run each): the young entries of those runs stay, the old go, this namespace's dead run goes at once.
+    entries = dict((key, '.partial-nightly-20261121-06000%d-0123abcd.tar.gz.pid%d@%s.0000000%d' % (n, dead, host, n))
+                   for n, (key, host) in enumerate([('other_namespace_young', other_namespace), ('other_namespace_old', other_namespace),
+                                                    ('old_tag_young', hostname), ('old_tag_old', hostname),
+                                                    ('this_namespace_dead', bundle_work._host())]))
+    for key, entry in entries.items():
+        os.mkdir(tmp_path / entry)
+        (tmp_path / entry / 'toc.dat').write_bytes(b'dump')
+        if key.endswith('old'):
+            _age(tmp_path / entry, 7200)
+    removed, problems = bundle.remove_stale_partials(str(tmp_path), 'nightly', '.tar.gz', 3600)
+    expected = sorted(str(tmp_path / entries[k]) for k in ('other_namespace_old', 'old_tag_old', 'this_namespace_dead'))
+    assert problems == [] and removed == expected
+    scratch = tmp_path / 'scratch'
+    scratch.mkdir()
+    (scratch / ('pgops-restore-pid%d@%s.0123abcd' % (dead, hostname))).mkdir()  # an earlier version's, young
+    (scratch / ('pgops-restore-pid%d@%s.0123abcd' % (dead, other_namespace))).mkdir()
+    assert dump_restore.remove_stale_scratch(str(scratch), 3600) == ([], [])
+
+
+_REMOVER = '''
+import json, sys
+from ansible_collections.pgops.resilience.plugins.module_utils import bundle, bundle_work, dump_restore
+print(json.dumps([bundle_work._host(), bundle.remove_stale_partials(sys.argv[1], 'nightly', '.tar.gz', 3600),
+                  dump_restore.remove_stale_scratch(sys.argv[2], 3600)]))
+'''
+
+
+def test_a_run_in_another_pid_namespace_of_this_host_leaves_a_live_runs_work_alone(tmp_path):
+    """The defect this guards against: a container with its own PID namespace and the same host name (here a process
+    started by ``unshare --pid``, as root) sees this live process's PID as gone; its run must not remove this
+    process's staging directory or scratch directory."""
+    import json
+    import shutil
+    import sys
+    name = 'nightly-20261121-060000-0123abcd.tar.gz'
+    staging = bundle_work.make_staging_directory(str(tmp_path), name)
+    (tmp_path / 'scratch').mkdir()
+    scratch = bundle_work.make_work_directory(str(tmp_path / 'scratch' / (dump_restore.SCRATCH_PREFIX + bundle_work.run_tag())))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    unshare = shutil.which('unshare')
+    if not unshare or subprocess.run([unshare, '--pid', '--fork', 'true'], capture_output=True, check=False).returncode:
+        pytest.skip('unshare --pid is not available here (needs root or user namespaces)')
+    done = subprocess.run([unshare, '--pid', '--fork', sys.executable, '-c', _REMOVER, str(tmp_path), str(tmp_path / 'scratch')],
+                          capture_output=True, text=True, env=env, check=True)
+    their_host, partials, scratches = json.loads(done.stdout)
+    assert their_host != bundle_work._host() and their_host.startswith(_hostname() + '.pidns')
+    assert partials == [[], []] and scratches == [[], []]
+    assert os.path.isdir(staging) and os.path.isdir(scratch)
 
 
 def test_store_needs_exactly_one_place(tmp_path):

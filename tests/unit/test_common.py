@@ -53,14 +53,18 @@ def test_is_aws_endpoint(url, aws):
 
 @pytest.mark.parametrize('name', ['primary_conninfo', 'archive_command', 'restore_command', 'archive_cleanup_command',
                                   'recovery_end_command', 'ssl_passphrase_command', 'myext.api_token',
-                                  'app.db_password', 'x.secret_key', 'aws.credentials'])
+                                  'app.db_password', 'x.secret_key', 'aws.credentials', 'app.api_key',
+                                  'pgsodium.encryption_key', 'anon.salt', 'app.auth_header', 'myext.AUTH_BEARER',
+                                  'ssl_key_file'])
 def test_settings_that_can_carry_a_credential_are_masked(name):
     assert secret_setting(name)
     assert mask_setting(name, 'AWS_SECRET_ACCESS_KEY=abc123 wal-g wal-fetch %f %p') == REDACTED
     assert mask_setting(name, '') == '' and mask_setting(name, None) is None  # "not set" stays visible
 
 
-@pytest.mark.parametrize('name', ['shared_buffers', 'archive_mode', 'ssl_key_file', 'wal_level', 'port'])
+@pytest.mark.parametrize('name', ['shared_buffers', 'archive_mode', 'wal_level', 'port', 'wal_keep_size',
+                                  'tcp_keepalives_idle', 'ssl_cert_file', 'log_line_prefix', 'search_path',
+                                  'max_connections', 'app.tenant'])
 def test_other_settings_keep_their_value_with_dsn_passwords_masked(name):
     assert not secret_setting(name)
     assert mask_setting(name, '128MB') == '128MB'

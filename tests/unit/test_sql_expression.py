@@ -26,6 +26,12 @@ from ansible_collections.pgops.resilience.plugins.module_utils.sql_expression im
     '(t.a = 1 OR (t.b = 2)) AND t.c % 2 = 0',
     "t.name LIKE 'x%'",
     'count_is(3) > 0',
+    't."données" = \'ünïcode in a string is fine\'',
+    "U&'d\\0061t\\+000061' = t.a AND U&\"d\\0061t\\+000061\" > 0",
+    "b'101' = t.bits AND x'ff' = t.hex AND n'national' = t.n",
+    "t.price * 1.5e3 > .5 AND t.x = 1e2",
+    "t.label = $q$ ünïcode inside ; $q$",
+    'date \'2026-01-01\' < t.at',
 ])
 def test_single_expressions_pass(text):
     assert expression_problem(text) is None
@@ -47,6 +53,19 @@ def test_single_expressions_pass(text):
     ('   ', 'empty'),
     ("E'\\''; DELETE FROM victim; SELECT ''", 'would end the statement'),
     ("'a'';' ; 1", 'would end the statement'),
+    # Non-ASCII outside quotes: PostgreSQL reads every byte from 0x80 as an identifier character, so "$€$" is a dollar
+    # quote to the server and plain text to a reader that does not (the review's bypass, which ran a DELETE).
+    ("$€$'$€$ IS NULL) IS NULL; COMMIT; BEGIN READ WRITE; DELETE FROM victim; COMMIT; SELECT ($€$'$€$ IS NULL",
+     'the $ at character 1 starts no dollar-quoted string'),
+    ("€$a$ = 1; DELETE FROM victim; SELECT $a$", 'not ASCII'),
+    ('t.a\u00a0= 1', 'not ASCII'),  # a no-break space
+    ('t.zero\u200bwidth = 1', 'not ASCII'),
+    ('$x = 1', 'starts no dollar-quoted string'),
+    ('$ = 1', 'starts no dollar-quoted string'),
+    ("U&'unclosed", 'Unicode string'),
+    ("u&\"unclosed", 'Unicode string'),
+    ("x'0f' = t.b; DELETE FROM victim", 'would end the statement'),
+    ("e'\\'' ; x'", 'would end the statement'),
 ])
 def test_what_could_escape_the_expression_is_refused(text, words):
     problem = expression_problem(text)

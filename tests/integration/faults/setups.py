@@ -44,9 +44,10 @@ def dead_pid():
 
 
 def _host():
-    """This host's name as the modules write it into the names of work in progress (their documentation:
-    ``pid<pid>@<host>``): letters, digits, dots and hyphens."""
-    return re.sub(r'[^A-Za-z0-9.-]', '-', socket.gethostname() or '')[:64] or 'localhost'
+    """This host and PID namespace as the modules write them into the names of work in progress (their documentation:
+    ``pid<pid>@<host name>.pidns<inode of the PID namespace>``): letters, digits, dots and hyphens."""
+    name = re.sub(r'[^A-Za-z0-9.-]', '-', socket.gethostname() or '')[:64] or 'localhost'
+    return '%s.pidns%d' % (name, os.stat('/proc/self/ns/pid').st_ino)
 
 
 def killed_run_tag():
@@ -55,9 +56,10 @@ def killed_run_tag():
 
 
 def new_bundle_name(kind):
-    """A bundle name of now as the modules name theirs: ``nightly-YYYYMMDD-HHMMSS-<8 hex>.tar.gz`` (``kind``
-    ``'dump'``) or ``basebackup-YYYYMMDD-HHMMSS-<8 hex>.bundle.tar.gz`` (``'basebackup'``)."""
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d-%H%M%S')
+    """A bundle name of now as the modules name theirs: ``nightly-YYYYMMDD-HHMMSSmmm-<8 hex>.tar.gz`` (``kind``
+    ``'dump'``) or ``basebackup-YYYYMMDD-HHMMSSmmm-<8 hex>.bundle.tar.gz`` (``'basebackup'``)."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    stamp = now.strftime('%Y%m%d-%H%M%S') + '%03d' % (now.microsecond // 1000)
     if kind == 'dump':
         return 'nightly-%s-%s.tar.gz' % (stamp, os.urandom(4).hex())
     return 'basebackup-%s-%s.bundle.tar.gz' % (stamp, os.urandom(4).hex())
