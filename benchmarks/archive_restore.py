@@ -50,9 +50,9 @@ sys.path[:0] = [os.path.join(ROOT, 'sandbox'), os.path.join(ROOT, '.build', 'col
 # pylint: disable=wrong-import-position
 from pgops_sandbox import Sandbox  # noqa: E402
 from pgops_sandbox.pgbin import find_bindir  # noqa: E402
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_format as fmt  # noqa: E402
-from ansible_collections.pgops.resilience.plugins.module_utils import table_archive  # noqa: E402
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import postgres_argument_spec  # noqa: E402
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import format as fmt
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import table_archive
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import postgres_argument_spec
 
 DATABASE = 'bench'
 PREFIX = 'archives'

@@ -89,9 +89,11 @@ main()
 '''
 PLAN_CHILD = PEAK + r'''
 import json, time
-from ansible_collections.pgops.resilience.plugins.module_utils import barman_catalog, barman_retention, s3
+from ansible_collections.pgops.resilience.plugins.module_utils._barman import (
+    catalog as barman_catalog, retention as barman_retention)
+from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import s3_client
 settings = json.loads(sys.argv[1])
-client = s3.s3_client(settings['endpoint_url'], settings['region'], settings['access_key'], settings['secret_key'])
+client = s3_client(settings['endpoint_url'], settings['region'], settings['access_key'], settings['secret_key'])
 catalog = barman_catalog.BarmanCatalog(client, settings['destination_path'], settings['server_name'], settings['endpoint_url'])
 started = time.perf_counter()
 result = barman_retention.plan(catalog, settings['policy'], 1)
@@ -208,7 +210,7 @@ class Measurements:
 
 def plan_agrees(plan_keys, barman_output):
     """Compare the plan's keys with what barman's dry run says it would delete (barman_retention.parse_dry_run)."""
-    from ansible_collections.pgops.resilience.plugins.module_utils import barman_retention  # pylint: disable=import-outside-toplevel
+    from ansible_collections.pgops.resilience.plugins.module_utils._barman import retention as barman_retention
     parse = getattr(barman_retention, 'parse_dry_run', None)
     if parse is None:
         return 'not compared (no barman_retention.parse_dry_run)'
@@ -231,7 +233,7 @@ def mb(value):
 def retention_plan_available():
     """Whether barman_retention.plan exists yet (it is written beside this benchmark)."""
     try:
-        from ansible_collections.pgops.resilience.plugins.module_utils import barman_retention  # pylint: disable=import-outside-toplevel
+        from ansible_collections.pgops.resilience.plugins.module_utils._barman import retention as barman_retention
     except ImportError:
         return False
     return callable(getattr(barman_retention, 'plan', None))

@@ -50,7 +50,7 @@ sys.path[:0] = [os.path.join(ROOT, 'sandbox'), os.path.join(ROOT, '.build', 'col
 
 # pylint: disable=wrong-import-position
 from pgops_sandbox import Sandbox  # noqa: E402
-from ansible_collections.pgops.resilience.plugins.module_utils import pg_tools  # noqa: E402
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.programs import find_client_program
 
 DATABASE = 'bench'
 BARE_TARGET = 'bench_restored_bare'
@@ -148,7 +148,7 @@ class Bench:
                                login_password=sandbox.password)
         # The programs the modules pick (the newest client not older than the server), so both sides run the same ones.
         major = int(self.sql('postgres', "SELECT current_setting('server_version_num')")[0][0]) // 10000
-        self.programs = dict((name, pg_tools.find_client_program(name, None, major)) for name in ('pg_dump', 'pg_restore'))
+        self.programs = dict((name, find_client_program(name, None, major)) for name in ('pg_dump', 'pg_restore'))
         self.serial = 0
 
     def sql(self, dbname, statement):

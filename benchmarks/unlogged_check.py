@@ -29,9 +29,9 @@ sys.path[:0] = [os.path.join(ROOT, 'sandbox'), os.path.join(ROOT, '.build', 'col
 
 # pylint: disable=wrong-import-position
 from pgops_sandbox import Sandbox  # noqa: E402
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import resolve_table  # noqa: E402
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import sql  # noqa: E402
-from ansible_collections.pgops.resilience.plugins.module_utils.unlogged_rebuild import emptiness_query  # noqa: E402
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.names import resolve_table
+from psycopg2 import sql  # noqa: E402
+from ansible_collections.pgops.resilience.plugins.module_utils._unlogged.rebuild import emptiness_query
 
 
 def server_ms(cursor, query):

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 """What each module of the collection ships: the module file and every ``module_utils`` file it imports, directly or
 through another (what Ansible's AnsiballZ payload holds of this collection), with their lines of code.

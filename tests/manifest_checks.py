@@ -15,7 +15,7 @@ import sys
 
 import yaml
 
-from ansible_collections.pgops.resilience.plugins.module_utils import manifests
+from ansible_collections.pgops.resilience.plugins.module_utils._k8s import manifests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CRD_DIR = os.path.join(ROOT, 'tests', 'crds')

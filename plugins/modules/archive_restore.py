@@ -333,8 +333,8 @@ connection_lost:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import run_postgres_module
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_restore
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import run_postgres_module
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import restore as archive_restore
 
 
 def main():

@@ -539,8 +539,8 @@ metrics_file:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils.common import run_module
-from ansible_collections.pgops.resilience.plugins.module_utils import barman_catalog
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import run_module
+from ansible_collections.pgops.resilience.plugins.module_utils._barman import catalog as barman_catalog
 
 
 def main():

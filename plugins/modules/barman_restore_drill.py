@@ -170,8 +170,8 @@ restore_command:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils import barman_drill
-from ansible_collections.pgops.resilience.plugins.module_utils.common import run_module
+from ansible_collections.pgops.resilience.plugins.module_utils._barman import drill as barman_drill
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import run_module
 
 
 def main():

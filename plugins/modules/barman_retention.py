@@ -142,8 +142,8 @@ bytes_freed:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils import barman_retention
-from ansible_collections.pgops.resilience.plugins.module_utils.common import run_module
+from ansible_collections.pgops.resilience.plugins.module_utils._barman import retention as barman_retention
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import run_module
 
 
 def main():

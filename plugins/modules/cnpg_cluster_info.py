@@ -214,8 +214,8 @@ watermark:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils.common import run_module
-from ansible_collections.pgops.resilience.plugins.module_utils import cnpg
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import run_module
+from ansible_collections.pgops.resilience.plugins.module_utils._unlogged import cnpg
 
 
 def main():

@@ -123,8 +123,8 @@ errors:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError, run_module
-from ansible_collections.pgops.resilience.plugins.module_utils import manifests
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError, run_module
+from ansible_collections.pgops.resilience.plugins.module_utils._k8s import manifests
 
 
 def _validate(params):

@@ -207,8 +207,8 @@ removed_partials:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils import basebackup, bundle
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import run_postgres_module
+from ansible_collections.pgops.resilience.plugins.module_utils._bundles import basebackup, bundle
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import run_postgres_module
 
 
 def main():

@@ -259,8 +259,8 @@ log_tail:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils import bootstrap
-from ansible_collections.pgops.resilience.plugins.module_utils.common import run_module
+from ansible_collections.pgops.resilience.plugins.module_utils._bundles import bootstrap
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import run_module
 
 
 def main():

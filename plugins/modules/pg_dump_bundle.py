@@ -193,8 +193,8 @@ removed_partials:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils import bundle, dump_bundle
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import run_postgres_module
+from ansible_collections.pgops.resilience.plugins.module_utils._bundles import bundle, dump as dump_bundle
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import run_postgres_module
 
 
 def main():

@@ -261,8 +261,8 @@ seconds:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils import bundle, dump_restore
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import run_postgres_module
+from ansible_collections.pgops.resilience.plugins.module_utils._bundles import bundle, dump_restore
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import run_postgres_module
 
 
 def main():

@@ -342,8 +342,8 @@ notes:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import run_postgres_module
-from ansible_collections.pgops.resilience.plugins.module_utils import space
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import run_postgres_module
+from ansible_collections.pgops.resilience.plugins.module_utils._inspect import space
 
 
 def main():

@@ -288,8 +288,8 @@ watermark:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import run_postgres_module
-from ansible_collections.pgops.resilience.plugins.module_utils import unlogged_rebuild
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import run_postgres_module
+from ansible_collections.pgops.resilience.plugins.module_utils._unlogged import rebuild as unlogged_rebuild
 
 
 def main():

@@ -134,8 +134,8 @@ server_user:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils import wipe
-from ansible_collections.pgops.resilience.plugins.module_utils.common import run_module
+from ansible_collections.pgops.resilience.plugins.module_utils._bundles import wipe
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import run_module
 
 
 def main():

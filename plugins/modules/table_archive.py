@@ -236,8 +236,8 @@ duration_ms:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import run_postgres_module
-from ansible_collections.pgops.resilience.plugins.module_utils import table_archive
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import run_postgres_module
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import table_archive
 
 
 def main():

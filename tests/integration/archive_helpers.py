@@ -9,9 +9,9 @@ import datetime
 import json
 import uuid
 
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_format as fmt
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_restore, table_archive
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import postgres_argument_spec
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import format as fmt
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import restore as archive_restore, table_archive
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import postgres_argument_spec
 
 from .helpers import _defaults
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import uuid
 
-from ansible_collections.pgops.resilience.plugins.module_utils import dump_bundle, dump_restore
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import postgres_argument_spec
+from ansible_collections.pgops.resilience.plugins.module_utils._bundles import dump as dump_bundle, dump_restore
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import postgres_argument_spec
 
 from .helpers import _defaults
 

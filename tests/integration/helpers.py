@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.pgops.resilience.plugins.module_utils import unlogged_rebuild
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import postgres_argument_spec
+from ansible_collections.pgops.resilience.plugins.module_utils._unlogged import rebuild as unlogged_rebuild
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import postgres_argument_spec
 from tests.manifest_checks import run_ansible_playbook
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -10,9 +10,10 @@ import json
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_format as fmt
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_load, archive_restore, table_archive
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import format as fmt
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import (
+    load as archive_load, restore as archive_restore, table_archive)
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 
 from .archive_helpers import (
     archive_keys, archive_params, assert_same_rows, create_database, day, db_watermark, drop_database, get_object,

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_format as fmt
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_restore
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import format as fmt
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import restore as archive_restore
 
 from .archive_helpers import (
     archive_keys, assert_same_rows, create_database, db_watermark, drop_database, get_object, json_rows, new_prefix,
@@ -27,7 +27,7 @@ COLLECTIONS = os.path.join(ROOT, '.build', 'collections')
 
 RUNNER = """
 import json, sys
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_restore
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import restore as archive_restore
 params = json.load(sys.stdin)
 print(json.dumps(archive_restore.run(params), default=str))
 """

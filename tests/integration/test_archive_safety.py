@@ -16,9 +16,9 @@ import zlib
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_format as fmt
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_restore, table_archive
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import format as fmt
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import restore as archive_restore, table_archive
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 
 from .archive_helpers import (
     archive_params, create_database, day, drop_database, get_object, list_keys, new_name, new_prefix, put_object,
@@ -30,8 +30,8 @@ COLLECTIONS = os.path.join(ROOT, '.build', 'collections')
 # result or the error with its details as JSON.
 RUNNER = """
 import json, sys
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_restore, table_archive
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import restore as archive_restore, table_archive
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 request = json.load(sys.stdin)
 module = dict(table_archive=table_archive, archive_restore=archive_restore)[request['module']]
 try:
@@ -463,7 +463,8 @@ def test_a_marker_of_another_cluster_sharing_the_prefix_is_left_alone(sandbox, d
 def test_a_conditional_write_takes_its_own_earlier_attempt_and_refuses_another_object(sandbox, prefix):
     """A PUT whose answer was lost and is retried finds its own object (412): that counts as written. Another object
     at the key is never replaced."""
-    from ansible_collections.pgops.resilience.plugins.module_utils.s3 import Bucket, ObjectExists, s3_client
+    from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import ObjectExists, s3_client
+    from ansible_collections.pgops.resilience.plugins.module_utils._s3.objects import Bucket
     s3 = sandbox.s3
     bucket = Bucket(s3_client(s3.endpoint_url, s3.region, s3.access_key, s3.secret_key), s3.bucket, s3.endpoint_url)
     key = '%s/conditional.bin' % prefix

@@ -18,7 +18,9 @@ import uuid
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import barman_catalog, s3
+from ansible_collections.pgops.resilience.plugins.module_utils._s3 import client as s3_client_module
+
+from ansible_collections.pgops.resilience.plugins.module_utils._barman import catalog as barman_catalog
 from pgops_sandbox.barman import require_tool
 from tests.integration.helpers import barman_params, run_playbook
 from tests.unit.test_barman_catalog import parse_exposition
@@ -299,7 +301,7 @@ def test_playbooks_require_their_variables():
 
 
 def test_unreachable_endpoint_names_the_prefix(catalog, monkeypatch):
-    monkeypatch.setattr(s3, 'MAX_ATTEMPTS', 1)  # no retries of the refused connection
+    monkeypatch.setattr(s3_client_module, 'MAX_ATTEMPTS', 1)  # no retries of the refused connection
     settings = dict(catalog['settings'], endpoint_url='http://127.0.0.1:9')
     with pytest.raises(barman_catalog.PgopsError, match=r'S3 listing of s3://.*/barman/ at http://127\.0\.0\.1:9 failed'):
         barman_catalog.run(params_for(settings))

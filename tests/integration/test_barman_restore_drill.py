@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import barman_drill
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._barman import drill as barman_drill
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 from tests.integration.helpers import barman_params, run_playbook
 
 

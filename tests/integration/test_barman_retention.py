@@ -12,8 +12,8 @@ import re
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import barman_retention
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._barman import retention as barman_retention
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 from tests.integration.helpers import barman_params, run_playbook
 
 

@@ -25,9 +25,15 @@ import uuid
 import psycopg2
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import basebackup, bootstrap, bundle, drill, paths, recovery_config, wipe
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError, utc_now
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import postgres_argument_spec
+from ansible_collections.pgops.resilience.plugins.module_utils._bundles import basebackup, bootstrap, bundle, wipe
+from ansible_collections.pgops.resilience.plugins.module_utils._drill import runner as drill
+from ansible_collections.pgops.resilience.plugins.module_utils._pg import recovery as recovery_config
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.datadir import (
+    INCOMPLETE_MARKER, data_directory_state)
+from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import utc_now
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import postgres_argument_spec
+from ansible_collections.pgops.resilience.plugins.module_utils._core.files import PARTIAL_PREFIX, partial_path
 
 from .helpers import run_playbook
 
@@ -407,7 +413,7 @@ def test_a_run_removes_what_killed_runs_left_writes_with_mode_and_refuses_bad_op
     dead = _dead_pid()
     stale = []
     for place, entry in ((scratch, 'basebackup'), (store, None)):
-        path = bundle.partial_path(place, name).replace('.pid%d@' % os.getpid(), '.pid%d@' % dead)
+        path = partial_path(place, name).replace('.pid%d@' % os.getpid(), '.pid%d@' % dead)
         if entry:
             os.makedirs(os.path.join(path, entry))
             with open(os.path.join(path, entry, 'base.tar.gz'), 'wb') as handle:
@@ -416,7 +422,7 @@ def test_a_run_removes_what_killed_runs_left_writes_with_mode_and_refuses_bad_op
             with open(path, 'wb') as handle:
                 handle.write(b'half an archive')
         stale.append(path)
-    running = bundle.partial_path(store, name)
+    running = partial_path(store, name)
     os.mkdir(running)
     before = dict(store=sorted(os.listdir(store)), scratch=sorted(os.listdir(scratch)))
     params = bundle_params(sandbox, store, scratch_dir=scratch, keep=0, mode='0640')
@@ -454,7 +460,7 @@ def test_s3_bundle_verified_from_the_bucket(sandbox, backup, datadir):
     assert made['bundle']['url'] == 's3://%s/%s/%s' % (s3.bucket, prefix, made['bundle']['name'])
     keys = sorted(o['Key'] for o in s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=prefix).get('Contents', []))
     assert keys == ['%s/%s' % (prefix, made['bundle']['name']), '%s/%s.sha256' % (prefix, made['bundle']['name'])]
-    assert not [n for n in os.listdir(backup['root']) if n.startswith(bundle.PARTIAL_PREFIX)]
+    assert not [n for n in os.listdir(backup['root']) if n.startswith(PARTIAL_PREFIX)]
     os.makedirs(datadir)
     listing = _occupied(datadir)
     check = bootstrap.bootstrap(bootstrap_params(sandbox, None, datadir, scratch_dir=backup['root'], **s3_options), check_mode=True)
@@ -610,8 +616,8 @@ def test_an_empty_directory_and_a_real_data_directory_are_allowed(sandbox, backu
     assert result['wiped'] and result['restored']['files'] > 100
     # What the base backup restored is a real data directory (the server's own PG_VERSION and pg_control).
     restored = _snapshot(datadir)
-    assert 'PG_VERSION' in restored and 'global/pg_control' in restored and paths.INCOMPLETE_MARKER not in restored
-    assert paths.data_directory_state(datadir)[0] == 'data directory'
+    assert 'PG_VERSION' in restored and 'global/pg_control' in restored and INCOMPLETE_MARKER not in restored
+    assert data_directory_state(datadir)[0] == 'data directory'
     check = wipe.wipe(_wipe_params(datadir), check_mode=True)
     assert check['changed'] and sorted(os.path.basename(p) for p in check['removed']) == sorted(os.listdir(datadir))
     assert _snapshot(datadir) == restored, 'check mode deleted nothing'

@@ -19,8 +19,8 @@ import uuid
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import cnpg, unlogged_rebuild
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._unlogged import cnpg, rebuild as unlogged_rebuild
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 
 from .fake_kube_api import FakeKubeApi, load_fixture, write_kubeconfig
 from .helpers import params_for, run_playbook

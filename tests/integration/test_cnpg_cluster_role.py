@@ -17,7 +17,7 @@ import os
 import pytest
 import yaml
 
-from ansible_collections.pgops.resilience.plugins.module_utils import manifests
+from ansible_collections.pgops.resilience.plugins.module_utils._k8s import manifests
 from tests.manifest_checks import CRD_DIR, assert_valid, load_objects, render_role
 
 BASE_VARS = {'cnpg_cluster_destination_path': 's3://kilobase/barman/backup'}

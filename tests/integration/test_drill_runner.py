@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils.drill import check_data_directory, run_drill
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._drill.runner import check_data_directory, run_drill
 
 BASE_TABLE = 'drill_base'
 BASE_ROWS = 1234

@@ -16,9 +16,11 @@ import uuid
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import dump_bundle, dump_restore, sanity
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import connect
+from ansible_collections.pgops.resilience.plugins.module_utils._bundles import dump as dump_bundle, dump_restore
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.fingerprints import (
+    compare_fingerprints, table_fingerprints)
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connect
 
 from pgops_sandbox.dump_demo import reported_bundle
 
@@ -60,7 +62,7 @@ def shop(sandbox):
 def _fingerprints(sandbox, database):
     conn = connect(module_params(sandbox, {}, login_db=database))
     try:
-        return sanity.table_fingerprints(conn, checksums=True)
+        return table_fingerprints(conn, checksums=True)
     finally:
         conn.close()
 
@@ -96,7 +98,7 @@ def test_dump_restore_and_drill_give_identical_counts_and_checksums(sandbox, sho
     assert views['sales.customer_totals']['refreshed'] and views['sales.empty_until_refreshed']['refreshed']
     source, copy = _fingerprints(sandbox, shop), _fingerprints(sandbox, target)
     copy.pop('sales.empty_until_refreshed')  # refreshed by the restore, never populated in the source
-    assert sanity.compare_fingerprints(source, copy)['identical']
+    assert compare_fingerprints(source, copy)['identical']
     owner = sandbox.primary.execute("SELECT tableowner FROM pg_tables WHERE schemaname = 'Stock'", dbname=target)
     assert owner == [('shop_app',)]
 

@@ -24,9 +24,10 @@ import uuid
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import bundle, dump_bundle, dump_restore, sanity
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import connect
+from ansible_collections.pgops.resilience.plugins.module_utils._bundles import bundle, dump as dump_bundle, dump_restore
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.fingerprints import table_fingerprints
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connect
 
 from .dump_helpers import database_from, dump_params, module_params, restore_params
 from .helpers import run_playbook
@@ -43,7 +44,7 @@ SECRET_SETTINGS = {
 # begin in the same second.
 RUNNER = """
 import json, sys, time
-from ansible_collections.pgops.resilience.plugins.module_utils import dump_bundle
+from ansible_collections.pgops.resilience.plugins.module_utils._bundles import dump as dump_bundle
 request = json.load(sys.stdin)
 time.sleep(max(0.0, request['start_at'] - time.time()))
 try:
@@ -282,7 +283,7 @@ def test_a_partial_dump_left_by_a_killed_run_is_removed_by_the_next_run(sandbox,
 def _fingerprints(sandbox, database):
     conn = connect(module_params(sandbox, {}, login_db=database))
     try:
-        return sanity.table_fingerprints(conn, checksums=True)
+        return table_fingerprints(conn, checksums=True)
     finally:
         conn.close()
 
@@ -388,7 +389,7 @@ def test_a_scratch_directory_left_by_a_killed_restore_is_removed_by_the_next_run
 
 RESTORE_RUNNER = """
 import json, sys
-from ansible_collections.pgops.resilience.plugins.module_utils import dump_restore
+from ansible_collections.pgops.resilience.plugins.module_utils._bundles import dump_restore
 print(json.dumps(dict(result=dump_restore.restore(json.load(sys.stdin))), default=str))
 """
 

@@ -19,7 +19,7 @@ import subprocess
 import pytest
 import yaml
 
-from ansible_collections.pgops.resilience.plugins.module_utils import manifests
+from ansible_collections.pgops.resilience.plugins.module_utils._k8s import manifests
 from tests.manifest_checks import CRD_DIR, load_objects, render_role
 
 # The Kubernetes release the rendered objects are validated against (kubernetes-validate, strict).

@@ -10,9 +10,12 @@ import uuid
 import psycopg2
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import sanity, space
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import postgres_argument_spec
+from ansible_collections.pgops.resilience.plugins.module_utils._inspect import space
+from ansible_collections.pgops.resilience.plugins.module_utils._inspect import sanity
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.fingerprints import (
+    compare_fingerprints, table_fingerprints)
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import postgres_argument_spec
 
 from .helpers import run_playbook
 
@@ -79,7 +82,7 @@ def sanity_db(healthy):
 def _fingerprints(node, dbname, **kwargs):
     conn = node.connect(dbname=dbname)
     try:
-        result = sanity.table_fingerprints(conn, **kwargs)
+        result = table_fingerprints(conn, **kwargs)
         assert conn.autocommit is True  # restored
         return result
     finally:
@@ -166,7 +169,7 @@ def test_sanity_checksums_equal_table_fingerprints_and_work_on_the_standby(healt
             assert entry['checksum'] is None, key
     healthy.wait_for_replay()
     on_standby = _fingerprints(healthy.standby, sanity_db)
-    assert sanity.compare_fingerprints(fingerprints, on_standby) == {'identical': True, 'differences': []}
+    assert compare_fingerprints(fingerprints, on_standby) == {'identical': True, 'differences': []}
 
 
 # -- table_fingerprints ----------------------------------------------------------------------------------------
@@ -235,19 +238,19 @@ def test_restored_copy_in_another_database_compares_identical_whatever_its_setti
     assert at_text == '2025-01-01 10:00:00-05' and ratio_text == '0.333333333333333'
     source = _fingerprints(node, sanity_db, schemas=['billing'])
     restored = _fingerprints(node, copy, schemas=['billing'])
-    assert sanity.compare_fingerprints(source, restored) == {'identical': True, 'differences': []}
+    assert compare_fingerprints(source, restored) == {'identical': True, 'differences': []}
     node.execute('UPDATE billing.invoices SET ratio = ratio + 1e-15 WHERE id = 3', dbname=copy)
     node.execute('DELETE FROM billing.invoices WHERE id = 40', dbname=sanity_db)
     node.execute('CREATE TABLE billing.extra (x int)', dbname=copy)
     source = _fingerprints(node, sanity_db, schemas=['billing', 'app'])
     restored = _fingerprints(node, copy, schemas=['billing'])
-    result = sanity.compare_fingerprints(source, restored)
+    result = compare_fingerprints(source, restored)
     problems = dict((d['table'], d['problem']) for d in result['differences'])
     assert result['identical'] is False
     assert problems['billing.invoices'] == 'rows' and problems['billing.extra'] == 'extra' and problems['app.users'] == 'missing'
     node.execute('INSERT INTO billing.invoices SELECT * FROM billing.invoices WHERE id = 3', dbname=sanity_db)
     node.execute('DROP TABLE billing.extra', dbname=copy)
-    result = sanity.compare_fingerprints(_fingerprints(node, sanity_db, schemas=['billing']), _fingerprints(node, copy, schemas=['billing']))
+    result = compare_fingerprints(_fingerprints(node, sanity_db, schemas=['billing']), _fingerprints(node, copy, schemas=['billing']))
     # 40 rows each again, but the copy's id 3 differs in its last float digit and the source has id 3 twice.
     assert [(d['table'], d['problem'], d['source_rows'], d['restored_rows']) for d in result['differences']] == \
         [('billing.invoices', 'checksum', 40, 40)]
@@ -268,13 +271,13 @@ def test_fingerprints_in_an_exported_snapshot(healthy, sanity_db):
         exporter.rollback()
         exporter.close()
     assert (then['app.users']['rows'], now['app.users']['rows']) == (100, 101)
-    assert sanity.compare_fingerprints(then, now)['differences'][0]['problem'] == 'rows'
+    assert compare_fingerprints(then, now)['differences'][0]['problem'] == 'rows'
     conn = node.connect(dbname=sanity_db)
     try:
         with pytest.raises(PgopsError) as err:
-            sanity.table_fingerprints(conn, snapshot=snapshot)  # the exporting transaction has ended
+            table_fingerprints(conn, snapshot=snapshot)  # the exporting transaction has ended
         assert err.value.msg.startswith('PostgreSQL error while importing snapshot %s: ' % snapshot)
-        assert conn.autocommit is True and sanity.table_fingerprints(conn, schemas=['app'])['app.users']['rows'] == 101
+        assert conn.autocommit is True and table_fingerprints(conn, schemas=['app'])['app.users']['rows'] == 101
     finally:
         conn.close()
 
@@ -287,7 +290,7 @@ def test_fingerprints_without_privilege_fail_naming_the_table(healthy, sanity_db
     conn.autocommit = True
     try:
         with pytest.raises(PgopsError) as err:
-            sanity.table_fingerprints(conn, schemas=['app'])
+            table_fingerprints(conn, schemas=['app'])
         assert 'reading the rows of app.events_2024: permission denied for table events_2024' in err.value.msg
     finally:
         conn.close()

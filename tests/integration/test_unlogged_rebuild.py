@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import unlogged_rebuild
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._unlogged import rebuild as unlogged_rebuild
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 
 from .helpers import params_for
 

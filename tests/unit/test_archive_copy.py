@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_copy
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_format as fmt
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import copy_text as archive_copy
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import format as fmt
 
 KEY = 'archives/db/public/t/year=2026/month=01/day=04/t_20260104T052021Z_batch_001.jsonl.gz'
 

@@ -11,10 +11,10 @@ import json
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_format as fmt
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_restore, table_archive
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import Column
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import format as fmt
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import restore as archive_restore, table_archive
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.catalog import Column
 
 UTC = datetime.timezone.utc
 KEY = 'archives/db/public/t/year=2026/month=01/day=04/t_20260104T052021Z_batch_001.jsonl.gz'

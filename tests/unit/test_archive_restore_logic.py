@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_watermark
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import watermark as archive_watermark
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 
 
 class Target:

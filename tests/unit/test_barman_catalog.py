@@ -12,8 +12,8 @@ import re
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import barman_catalog as bc
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._barman import catalog as bc
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 
 UTC = datetime.timezone.utc
 NOW = datetime.datetime(2026, 1, 31, 6, 0, tzinfo=UTC)

@@ -7,8 +7,8 @@ import datetime
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import barman_retention as br
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._barman import retention as br
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 
 NOW = datetime.datetime(2026, 11, 20, 12, 0, tzinfo=datetime.timezone.utc)
 

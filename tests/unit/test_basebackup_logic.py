@@ -17,9 +17,13 @@ import tarfile
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import (
-    basebackup, bootstrap, bundle, data_directory, drill, paths, recovery_config, wipe)
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._bundles import basebackup, bootstrap, bundle, wipe
+from ansible_collections.pgops.resilience.plugins.module_utils._drill import runner as drill
+from ansible_collections.pgops.resilience.plugins.module_utils._pg import (
+    datadir as data_directory, recovery as recovery_config)
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.datadir import (
+    INCOMPLETE_MARKER, data_directory_state)
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 
 LABEL = (b'START WAL LOCATION: 0/4000028 (file 000000010000000000000004)\nCHECKPOINT LOCATION: 0/4000060\n'
          b'BACKUP METHOD: streamed\nBACKUP FROM: primary\nSTART TIME: 2026-11-22 06:20:00 UTC\nLABEL: weekly\nSTART TIMELINE: 1\n')
@@ -323,7 +327,7 @@ def test_a_prepared_data_directory_is_ready_for_archive_recovery(tmp_path):
     assert values['restore_command'] == '\'cp /wal-archive/%f "%p"\'' and values['recovery_target_name'] == "''"
     assert values['port'] == '5433'
     assert not [p for p in tmp_path.iterdir() if p.name.startswith('pgops-bootstrap-')], 'the scratch directory is removed'
-    assert paths.INCOMPLETE_MARKER not in names
+    assert INCOMPLETE_MARKER not in names
 
 
 def test_a_bootstrap_that_stopped_half_way_can_be_run_again(tmp_path):
@@ -342,13 +346,13 @@ def test_a_bootstrap_that_stopped_half_way_can_be_run_again(tmp_path):
     assert failed.value.details['wiped'] is True
     # Neither empty nor a data directory, but our marker says a bootstrap of ours left it so.
     left = sorted(os.listdir(datadir))
-    assert paths.INCOMPLETE_MARKER in left and 'PG_VERSION' not in left and 'old-file' not in left
-    assert paths.data_directory_state(str(datadir))[0] == 'incomplete'
+    assert INCOMPLETE_MARKER in left and 'PG_VERSION' not in left and 'old-file' not in left
+    assert data_directory_state(str(datadir))[0] == 'incomplete'
     check = bootstrap.bootstrap(_bootstrap_params(datadir, store, bundle=name), check_mode=True)
     assert [e['name'] for e in check['removed']] == left and sorted(os.listdir(datadir)) == left
     result = bootstrap.bootstrap(_bootstrap_params(datadir, store, bundle=name))
     assert result['wiped'] and (datadir / 'recovery.signal').exists() and (datadir / 'global' / 'pg_control').exists()
-    assert paths.INCOMPLETE_MARKER not in os.listdir(datadir)
+    assert INCOMPLETE_MARKER not in os.listdir(datadir)
 
 
 def test_a_directory_that_is_not_a_data_directory_is_refused_by_the_bootstrap(tmp_path):
@@ -367,7 +371,7 @@ def test_a_directory_that_is_not_a_data_directory_is_refused_by_the_bootstrap(tm
     assert not [p for p in tmp_path.iterdir() if p.name.startswith('pgops-bootstrap-')], 'refused before any scratch directory'
 
 
-@pytest.mark.parametrize('leftovers', [[], ['recovery.signal'], [paths.INCOMPLETE_MARKER], ['lost+found', 'standby.signal']])
+@pytest.mark.parametrize('leftovers', [[], ['recovery.signal'], [INCOMPLETE_MARKER], ['lost+found', 'standby.signal']])
 def test_an_empty_directory_or_one_with_only_leftovers_is_bootstrapped(tmp_path, leftovers):
     store, dummy = _store_with_bundle(tmp_path)
     datadir = tmp_path / 'data'
@@ -376,7 +380,7 @@ def test_an_empty_directory_or_one_with_only_leftovers_is_bootstrapped(tmp_path,
         (datadir / name).write_text('') if '.' in name else (datadir / name).mkdir()
     result = bootstrap.bootstrap(_bootstrap_params(datadir, store))
     assert result['wiped'] and [e['name'] for e in result['removed']] == sorted(leftovers)
-    assert (datadir / 'PG_VERSION').read_text() == '15\n' and paths.INCOMPLETE_MARKER not in os.listdir(datadir)
+    assert (datadir / 'PG_VERSION').read_text() == '15\n' and INCOMPLETE_MARKER not in os.listdir(datadir)
 
 
 def test_a_corrupted_bundle_is_refused_before_the_data_directory_is_touched(tmp_path):
@@ -532,9 +536,9 @@ def test_a_wipe_that_stopped_half_way_can_be_run_again(tmp_path):
         with pytest.raises(PgopsError, match='cannot remove %s' % stuck):
             wipe.wipe(_wipe_params(datadir))
         # PG_VERSION and global went first: only our marker makes it acceptable again.
-        assert sorted(os.listdir(datadir)) == [paths.INCOMPLETE_MARKER, 'zz-stuck']
-        assert paths.data_directory_state(str(datadir))[0] == 'incomplete'
+        assert sorted(os.listdir(datadir)) == [INCOMPLETE_MARKER, 'zz-stuck']
+        assert data_directory_state(str(datadir))[0] == 'incomplete'
     finally:
         _immutable(stuck, False)
     result = wipe.wipe(_wipe_params(datadir))
-    assert result['removed'] == [str(datadir / paths.INCOMPLETE_MARKER), str(stuck)] and os.listdir(datadir) == []
+    assert result['removed'] == [str(datadir / INCOMPLETE_MARKER), str(stuck)] and os.listdir(datadir) == []

@@ -14,9 +14,16 @@ import time
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import bundle, bundle_work, dump_restore, pg_tools
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import libpq_environment, postgres_argument_spec
+from ansible_collections.pgops.resilience.plugins.module_utils._bundles import bundle, dump_restore
+from ansible_collections.pgops.resilience.plugins.module_utils._core.files import _host, partial_path, run_tag
+from ansible_collections.pgops.resilience.plugins.module_utils._core.process import failure, run_program
+from ansible_collections.pgops.resilience.plugins.module_utils._core.work import (
+    _partial_owner, make_staging_directory, make_work_directory, partial_is_stale)
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.programs import find_client_program
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import (
+    libpq_environment, postgres_argument_spec)
+from ansible_collections.pgops.resilience.plugins.module_utils._core.files import check_file_mode
 
 
 def _tree(root):
@@ -193,10 +200,10 @@ def test_everything_written_is_private_whatever_the_umask(tmp_path):
             assert _mode(tmp_path / 'out' / 'bundle' / name) == 0o600, name
         group = bundle.pack(str(root), str(store / 'nightly-20261121-060001-0123abcd.tar.gz'), 'logical-dump', mode=0o640)
         assert _mode(group['path']) == 0o640 and _mode(group['path'] + '.sha256') == 0o640
-        staging = bundle.make_staging_directory(str(tmp_path), 'nightly-20261121-060002-0123abcd.tar.gz')
+        staging = make_staging_directory(str(tmp_path), 'nightly-20261121-060002-0123abcd.tar.gz')
         assert _mode(staging) == 0o700
-        pg_tools.run_program(['sh', '-c', 'echo secret > "$0"', str(tmp_path / 'by_a_program')], {'PATH': os.environ['PATH']},
-                             'sh')
+        run_program(['sh', '-c', 'echo secret > "$0"', str(tmp_path / 'by_a_program')], {'PATH': os.environ['PATH']},
+                    'sh')
         assert _mode(tmp_path / 'by_a_program') == 0o600
     finally:
         os.umask(previous)
@@ -204,13 +211,13 @@ def test_everything_written_is_private_whatever_the_umask(tmp_path):
 
 @pytest.mark.parametrize('value, mode', [(None, 0o600), ('0600', 0o600), ('0640', 0o640), ('660', 0o660), (0o640, 0o640)])
 def test_file_mode_option(value, mode):
-    assert bundle.check_file_mode(value) == mode
+    assert check_file_mode(value) == mode
 
 
 @pytest.mark.parametrize('value', ['0644', '0666', '0700', 640, 'rw', '0400'])
 def test_file_mode_option_refuses_what_others_could_read(value):
     with pytest.raises(PgopsError, match="mode must be '0600', '0640' or '0660'"):
-        bundle.check_file_mode(value)
+        check_file_mode(value)
 
 
 def test_pack_never_replaces_an_existing_bundle(tmp_path):
@@ -251,7 +258,7 @@ def _age(path, seconds):
 
 
 def test_stale_partials_are_removed_and_nothing_else(tmp_path):
-    host = bundle_work._host()
+    host = _host()
     name = 'nightly-20261121-060000-0123abcd.tar.gz'
     entries = {
         'dead': '.partial-%s.pid%d@%s.00000001' % (name, _dead_pid(), host),
@@ -292,7 +299,7 @@ def test_stale_partials_are_removed_and_nothing_else(tmp_path):
 
 
 def test_stale_restore_scratch_directories_are_removed_and_nothing_else(tmp_path):
-    host = bundle_work._host()
+    host = _host()
     dead = 'pgops-restore-pid%d@%s.0123abcd' % (_dead_pid(), host)
     entries = {
         'dead': dead,
@@ -320,28 +327,28 @@ def test_stale_restore_scratch_directories_are_removed_and_nothing_else(tmp_path
 def test_a_partial_whose_pid_was_reused_is_stale():
     now = time.time()
     mine = (12345, 'this-host')
-    assert bundle_work.partial_is_stale(mine, now - 60, now, None, 'this-host', lambda pid: None)  # no such process
-    assert not bundle_work.partial_is_stale(mine, now - 60, now, None, 'this-host', lambda pid: now - 3600)  # the owner
-    assert bundle_work.partial_is_stale(mine, now - 60, now, None, 'this-host', lambda pid: now - 10)  # started since
-    assert not bundle_work.partial_is_stale(mine, now - 60, now, None, 'this-host', lambda pid: 0)  # alive, unknown start
-    assert not bundle_work.partial_is_stale(mine, now - 60, now, 3600, 'other-host', lambda pid: None)
-    assert bundle_work.partial_is_stale(mine, now - 7200, now, 3600, 'other-host', lambda pid: now - 9999)
-    assert bundle_work.partial_is_stale((None, None), now - 7200, now, 3600) and not \
-        bundle_work.partial_is_stale((None, None), now - 7200, now, None)
+    assert partial_is_stale(mine, now - 60, now, None, 'this-host', lambda pid: None)  # no such process
+    assert not partial_is_stale(mine, now - 60, now, None, 'this-host', lambda pid: now - 3600)  # the owner
+    assert partial_is_stale(mine, now - 60, now, None, 'this-host', lambda pid: now - 10)  # started since
+    assert not partial_is_stale(mine, now - 60, now, None, 'this-host', lambda pid: 0)  # alive, unknown start
+    assert not partial_is_stale(mine, now - 60, now, 3600, 'other-host', lambda pid: None)
+    assert partial_is_stale(mine, now - 7200, now, 3600, 'other-host', lambda pid: now - 9999)
+    assert partial_is_stale((None, None), now - 7200, now, 3600) and not \
+        partial_is_stale((None, None), now - 7200, now, None)
 
 
 def _hostname():
-    return bundle_work._host().rsplit('.pidns', 1)[0]
+    return _host().rsplit('.pidns', 1)[0]
 
 
 def test_the_run_tag_names_the_pid_namespace_and_every_reader_parses_it():
-    host = bundle_work._host()
+    host = _host()
     assert host == '%s.pidns%d' % (_hostname(), os.stat('/proc/self/ns/pid').st_ino)
-    tag = bundle_work.run_tag()
+    tag = run_tag()
     assert tag.startswith('pid%d@%s.' % (os.getpid(), host))
     name = 'nightly-20261121-060000-0123abcd.tar.gz'
     owner = (os.getpid(), host)
-    assert bundle_work._partial_owner(os.path.basename(bundle_work.partial_path('/x', name))[len('.partial-' + name):]) == owner
+    assert _partial_owner(os.path.basename(partial_path('/x', name))[len('.partial-' + name):]) == owner
     scratch = dump_restore._SCRATCH_NAME.match(dump_restore.SCRATCH_PREFIX + tag)
     assert (int(scratch.group('pid')), scratch.group('host')) == owner
     comment = dump_restore._INCOMPLETE_COMMENT.match('%s, run %s, started 1764000000' % (dump_restore.INCOMPLETE, tag))
@@ -356,17 +363,17 @@ def test_another_pid_namespace_or_an_old_tag_of_this_host_name_is_judged_by_age_
     other_namespace = '%s.pidns%d' % (hostname, os.stat('/proc/self/ns/pid').st_ino + 1)
     for owner_host in (other_namespace, hostname):
         for pid in (dead, os.getpid()):
-            assert not bundle_work.partial_is_stale((pid, owner_host), now - 60, now, 3600)
-            assert not bundle_work.partial_is_stale((pid, owner_host), now - 7200, now, None)
-            assert bundle_work.partial_is_stale((pid, owner_host), now - 7200, now, 3600)
+            assert not partial_is_stale((pid, owner_host), now - 60, now, 3600)
+            assert not partial_is_stale((pid, owner_host), now - 7200, now, None)
+            assert partial_is_stale((pid, owner_host), now - 7200, now, 3600)
     unknown = hostname + '.pidns0'
-    assert not bundle_work.partial_is_stale((dead, unknown), now - 60, now, 3600, unknown, lambda pid: None)
-    assert bundle_work.partial_is_stale((dead, unknown), now - 7200, now, 3600, unknown, lambda pid: None)
+    assert not partial_is_stale((dead, unknown), now - 60, now, 3600, unknown, lambda pid: None)
+    assert partial_is_stale((dead, unknown), now - 7200, now, 3600, unknown, lambda pid: None)
     # On disk (one run each): the young entries of those runs stay, the old go, this namespace's dead run goes at once.
     entries = dict((key, '.partial-nightly-20261121-06000%d-0123abcd.tar.gz.pid%d@%s.0000000%d' % (n, dead, host, n))
                    for n, (key, host) in enumerate([('other_namespace_young', other_namespace), ('other_namespace_old', other_namespace),
                                                     ('old_tag_young', hostname), ('old_tag_old', hostname),
-                                                    ('this_namespace_dead', bundle_work._host())]))
+                                                    ('this_namespace_dead', _host())]))
     for key, entry in entries.items():
         os.mkdir(tmp_path / entry)
         (tmp_path / entry / 'toc.dat').write_bytes(b'dump')
@@ -384,8 +391,9 @@ def test_another_pid_namespace_or_an_old_tag_of_this_host_name_is_judged_by_age_
 
 _REMOVER = '''
 import json, sys
-from ansible_collections.pgops.resilience.plugins.module_utils import bundle, bundle_work, dump_restore
-print(json.dumps([bundle_work._host(), bundle.remove_stale_partials(sys.argv[1], 'nightly', '.tar.gz', 3600),
+from ansible_collections.pgops.resilience.plugins.module_utils._bundles import bundle, dump_restore
+from ansible_collections.pgops.resilience.plugins.module_utils._core.files import _host
+print(json.dumps([_host(), bundle.remove_stale_partials(sys.argv[1], 'nightly', '.tar.gz', 3600),
                   dump_restore.remove_stale_scratch(sys.argv[2], 3600)]))
 '''
 
@@ -398,9 +406,9 @@ def test_a_run_in_another_pid_namespace_of_this_host_leaves_a_live_runs_work_alo
     import shutil
     import sys
     name = 'nightly-20261121-060000-0123abcd.tar.gz'
-    staging = bundle_work.make_staging_directory(str(tmp_path), name)
+    staging = make_staging_directory(str(tmp_path), name)
     (tmp_path / 'scratch').mkdir()
-    scratch = bundle_work.make_work_directory(str(tmp_path / 'scratch' / (dump_restore.SCRATCH_PREFIX + bundle_work.run_tag())))
+    scratch = make_work_directory(str(tmp_path / 'scratch' / (dump_restore.SCRATCH_PREFIX + run_tag())))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     unshare = shutil.which('unshare')
     if not unshare or subprocess.run([unshare, '--pid', '--fork', 'true'], capture_output=True, check=False).returncode:
@@ -408,7 +416,7 @@ def test_a_run_in_another_pid_namespace_of_this_host_leaves_a_live_runs_work_alo
     done = subprocess.run([unshare, '--pid', '--fork', sys.executable, '-c', _REMOVER, str(tmp_path), str(tmp_path / 'scratch')],
                           capture_output=True, text=True, env=env, check=True)
     their_host, partials, scratches = json.loads(done.stdout)
-    assert their_host != bundle_work._host() and their_host.startswith(_hostname() + '.pidns')
+    assert their_host != _host() and their_host.startswith(_hostname() + '.pidns')
     assert partials == [[], []] and scratches == [[], []]
     assert os.path.isdir(staging) and os.path.isdir(scratch)
 
@@ -440,12 +448,12 @@ def test_libpq_environment_carries_the_password_and_overrides_the_base():
 
 
 def test_program_failure_message_masks_secrets_and_keeps_the_tail():
-    error = pg_tools.failure('pg_dump of database app', 1, 'x' * 5000 + ' password=hunter22 end', ['hunter22'])
+    error = failure('pg_dump of database app', 1, 'x' * 5000 + ' password=hunter22 end', ['hunter22'])
     assert error.msg.startswith('pg_dump of database app failed (exit status 1): ...')
     assert 'hunter22' not in error.msg and error.msg.endswith('end') and error.details['rc'] == 1
-    assert 'printed nothing' in pg_tools.failure('psql', 2, '').msg
+    assert 'printed nothing' in failure('psql', 2, '').msg
 
 
 def test_find_client_program_refuses_an_explicit_directory_without_it(tmp_path):
     with pytest.raises(PgopsError, match='has no pg_dump program'):
-        pg_tools.find_client_program('pg_dump', str(tmp_path))
+        find_client_program('pg_dump', str(tmp_path))

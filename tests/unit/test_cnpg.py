@@ -14,9 +14,10 @@ import jsonschema
 import pytest
 import yaml
 
-from ansible_collections.pgops.resilience.plugins.module_utils import cnpg
-from ansible_collections.pgops.resilience.plugins.module_utils.cnpg import cluster_facts, failover_detected, instance_readiness
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._unlogged import cnpg
+from ansible_collections.pgops.resilience.plugins.module_utils._unlogged.cnpg import (
+    cluster_facts, failover_detected, instance_readiness)
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(TESTS, 'integration', 'fixtures', 'cnpg')
@@ -143,7 +144,7 @@ def test_previous_primary_option_overrides_the_watermark_without_reading_it():
 
 
 def test_argument_spec_reuses_the_watermark_spec_of_pg_unlogged_rebuild():
-    from ansible_collections.pgops.resilience.plugins.module_utils import unlogged_rebuild  # pylint: disable=import-outside-toplevel
+    from ansible_collections.pgops.resilience.plugins.module_utils._unlogged import rebuild as unlogged_rebuild
     assert cnpg.argument_spec()['watermark'] == unlogged_rebuild.argument_spec()['watermark']
     secret = cnpg.argument_spec()['watermark']['options']['secret_key']
     assert secret['no_log'] is True

@@ -8,9 +8,12 @@ import os
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils.common import (
-    REDACTED, PgopsError, isoformat_z, mask_setting, private_file, redact, run_module, secret_setting)
-from ansible_collections.pgops.resilience.plugins.module_utils.s3 import is_aws_endpoint
+from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import isoformat_z
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError, run_module
+from ansible_collections.pgops.resilience.plugins.module_utils._core.files import private_file
+from ansible_collections.pgops.resilience.plugins.module_utils._core.redaction import (
+    REDACTED, mask_setting, redact, secret_setting)
+from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import is_aws_endpoint
 
 
 @pytest.mark.parametrize('text, secret', [

@@ -12,8 +12,8 @@ import uuid
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import drill
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._drill import runner as drill
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 
 LABEL = """START WAL LOCATION: 0/4000028 (file 000000010000000000000004)
 CHECKPOINT LOCATION: 0/4000060

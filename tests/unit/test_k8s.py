@@ -11,8 +11,9 @@ import os
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils.k8s import api_client, client_secrets, k8s_connection_spec
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._k8s.client import (
+    api_client, client_secrets, k8s_connection_spec)
 
 TOKEN = 'unit-test-token-0123456789'
 

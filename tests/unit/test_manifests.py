@@ -7,8 +7,8 @@ import copy
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import manifests
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._k8s import manifests
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 from tests.manifest_checks import CRD_DIR, validate
 
 CRONJOB = {

@@ -10,8 +10,13 @@ import stat
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import barman_drill, drill, paths
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._barman import drill as barman_drill
+from ansible_collections.pgops.resilience.plugins.module_utils._drill import runner as drill
+from ansible_collections.pgops.resilience.plugins.module_utils._core.paths import (
+    refuse_system_directory, system_directory_reason)
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.datadir import (
+    INCOMPLETE_MARKER, clear_incomplete, data_directory_state, mark_incomplete, refuse_foreign_directory)
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 
 REFUSED = [
     # the trees, with everything under them
@@ -34,15 +39,15 @@ ALLOWED = [
 @pytest.mark.parametrize('path', REFUSED)
 def test_system_directories_are_refused(path):
     with pytest.raises(PgopsError) as refused:
-        paths.refuse_system_directory(path, 'data_directory')
+        refuse_system_directory(path, 'data_directory')
     assert refused.value.msg.startswith('Refusing data_directory %s: it is a ' % path)
     assert 'Nothing was changed' in refused.value.msg
 
 
 @pytest.mark.parametrize('path', ALLOWED)
 def test_directories_below_them_are_allowed(path):
-    assert paths.system_directory_reason(path) is None
-    assert paths.refuse_system_directory(path, 'data_directory') == os.path.normpath(path)
+    assert system_directory_reason(path) is None
+    assert refuse_system_directory(path, 'data_directory') == os.path.normpath(path)
 
 
 @pytest.mark.parametrize('path, refused', [
@@ -50,18 +55,18 @@ def test_directories_below_them_are_allowed(path):
     ('/etc', True), ('/usr/share', True), ('/var/log', True), ('/run', True), ('/var/lib/dpkg', True),
 ])
 def test_a_parent_for_a_directory_of_our_own_refuses_only_the_trees(path, refused):
-    reason = paths.system_directory_reason(path, within=True)
+    reason = system_directory_reason(path, within=True)
     assert (reason is not None) == refused
     if refused:
         with pytest.raises(PgopsError, match='Refusing scratch_parent %s: .*Nothing is ever created or deleted there' % path):
-            paths.refuse_system_directory(path, 'scratch_parent', within=True)
+            refuse_system_directory(path, 'scratch_parent', within=True)
 
 
 def test_the_reason_says_which_rule():
-    assert 'everything under it' in paths.system_directory_reason('/usr/share')
-    assert '/usr and everything under it' in paths.system_directory_reason('/usr/share')
-    assert 'only directories below it are allowed' in paths.system_directory_reason('/var/lib')
-    assert 'home directory' in paths.system_directory_reason('/home/alice')
+    assert 'everything under it' in system_directory_reason('/usr/share')
+    assert '/usr and everything under it' in system_directory_reason('/usr/share')
+    assert 'only directories below it are allowed' in system_directory_reason('/var/lib')
+    assert 'home directory' in system_directory_reason('/home/alice')
 
 
 def test_a_symbolic_link_to_etc_is_refused(tmp_path):
@@ -69,7 +74,7 @@ def test_a_symbolic_link_to_etc_is_refused(tmp_path):
     os.symlink('/etc', str(link))
     for given in (link, link / 'ssl', tmp_path / 'pgdata' / '..' / 'pgdata'):
         with pytest.raises(PgopsError) as refused:
-            paths.refuse_system_directory(str(given), 'data_directory')
+            refuse_system_directory(str(given), 'data_directory')
         assert 'Refusing data_directory %s: it resolves to /etc' % given in refused.value.msg
 
 
@@ -79,28 +84,28 @@ def test_a_chain_of_links_and_relative_links_are_followed(tmp_path):
     os.symlink('/usr/share', str(tmp_path / 'b'))         # absolute
     os.symlink(str(tmp_path / 'a' / 'up'), str(tmp_path / 'c'))  # a link to a link
     for given in (tmp_path / 'a' / 'up', tmp_path / 'c', tmp_path / 'c' / 'doc'):
-        reason = paths.system_directory_reason(str(given))
+        reason = system_directory_reason(str(given))
         assert reason and reason.startswith('it resolves to /usr/share') and '/usr and everything under it' in reason
 
 
 def test_a_link_to_an_allowed_directory_is_allowed(tmp_path):
     (tmp_path / 'volume' / 'data').mkdir(parents=True)
     os.symlink(str(tmp_path / 'volume'), str(tmp_path / 'pg'))
-    assert paths.system_directory_reason(str(tmp_path / 'pg' / 'data')) is None
+    assert system_directory_reason(str(tmp_path / 'pg' / 'data')) is None
 
 
 def test_a_relative_path_is_taken_from_the_current_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     depth = len(str(tmp_path).strip('/').split('/'))
     up = '/'.join(['..'] * depth)
-    assert paths.system_directory_reason(up + '/etc').startswith('it is a system directory (/etc')
-    assert paths.system_directory_reason('data') is None
+    assert system_directory_reason(up + '/etc').startswith('it is a system directory (/etc')
+    assert system_directory_reason('data') is None
 
 
 def test_an_empty_option_is_refused():
     for value in (None, '', '  '):
         with pytest.raises(PgopsError, match='scratch_dir is empty'):
-            paths.refuse_system_directory(value, 'scratch_dir')
+            refuse_system_directory(value, 'scratch_dir')
 
 
 # -- data directories ------------------------------------------------------------------------------------------
@@ -114,24 +119,24 @@ def _data_directory(path):
 
 
 def test_the_states_of_a_data_directory(tmp_path):
-    assert paths.data_directory_state(str(tmp_path / 'missing')) == ('missing', [])
+    assert data_directory_state(str(tmp_path / 'missing')) == ('missing', [])
     empty = tmp_path / 'empty'
     empty.mkdir()
-    assert paths.data_directory_state(str(empty)) == ('empty', [])
+    assert data_directory_state(str(empty)) == ('empty', [])
     (empty / 'lost+found').mkdir()
     (empty / 'recovery.signal').write_text('')
     (empty / 'postmaster.pid').write_text('123\n')
-    assert paths.data_directory_state(str(empty)) == ('empty', ['lost+found', 'postmaster.pid', 'recovery.signal'])
+    assert data_directory_state(str(empty)) == ('empty', ['lost+found', 'postmaster.pid', 'recovery.signal'])
     data = tmp_path / 'data'
     _data_directory(data)
-    assert paths.data_directory_state(str(data)) == ('data directory', ['PG_VERSION', 'base', 'global'])
+    assert data_directory_state(str(data)) == ('data directory', ['PG_VERSION', 'base', 'global'])
     half = tmp_path / 'half'
     half.mkdir()
     (half / 'backup_label').write_text('START WAL LOCATION: 0/2000028\n')
     (half / 'base').mkdir()
-    assert paths.data_directory_state(str(half))[0] == 'foreign'
-    (half / paths.INCOMPLETE_MARKER).write_text('')
-    assert paths.data_directory_state(str(half)) == ('incomplete', sorted(['backup_label', 'base', paths.INCOMPLETE_MARKER]))
+    assert data_directory_state(str(half))[0] == 'foreign'
+    (half / INCOMPLETE_MARKER).write_text('')
+    assert data_directory_state(str(half)) == ('incomplete', sorted(['backup_label', 'base', INCOMPLETE_MARKER]))
 
 
 @pytest.mark.parametrize('entries, missing', [
@@ -148,7 +153,7 @@ def test_anything_else_is_refused_naming_the_option_the_path_and_what_to_do(tmp_
         target.mkdir() if entry.endswith('/') else target.write_text('x')
     before = sorted(os.listdir(path))
     with pytest.raises(PgopsError) as refused:
-        paths.refuse_foreign_directory(str(path), 'data_directory')
+        refuse_foreign_directory(str(path), 'data_directory')
     msg = refused.value.msg
     assert msg.startswith('Refusing to empty data_directory %s: it is neither empty nor a PostgreSQL data directory' % path)
     assert missing in msg and 'holds %s' % ', '.join(before) in msg and 'empty it by hand' in msg
@@ -159,15 +164,15 @@ def test_a_long_listing_is_cut_short(tmp_path):
     for i in range(20):
         (tmp_path / ('f%02d' % i)).write_text('x')
     with pytest.raises(PgopsError, match=r'holds f00, .*, f07 and 12 more\)'):
-        paths.refuse_foreign_directory(str(tmp_path))
+        refuse_foreign_directory(str(tmp_path))
 
 
 def test_the_marker_is_private_and_removed_again(tmp_path):
-    paths.mark_incomplete(str(tmp_path), 'pg_wipe_data_directory')
-    marker = tmp_path / paths.INCOMPLETE_MARKER
+    mark_incomplete(str(tmp_path), 'pg_wipe_data_directory')
+    marker = tmp_path / INCOMPLETE_MARKER
     assert stat.S_IMODE(os.stat(marker).st_mode) == 0o600 and 'pg_wipe_data_directory began' in marker.read_text()
-    paths.clear_incomplete(str(tmp_path))
-    paths.clear_incomplete(str(tmp_path))  # gone already: nothing to do
+    clear_incomplete(str(tmp_path))
+    clear_incomplete(str(tmp_path))  # gone already: nothing to do
     assert os.listdir(tmp_path) == []
 
 

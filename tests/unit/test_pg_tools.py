@@ -9,8 +9,10 @@ import os
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import pg_tools
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._core import process as process_module
+from ansible_collections.pgops.resilience.plugins.module_utils._core.process import (
+    Program, STDERR_TAIL, failure, nearly_full, run_program, warnings_of)
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 
 ENV = {'PATH': os.environ['PATH'], 'LC_ALL': 'C'}
 # 5000 numbered lines on stderr (about 44 kB).
@@ -23,15 +25,15 @@ def test_a_failed_program_s_stderr_is_read_as_it_comes_and_its_tail_reported():
     script = ('head -c 3145728 /dev/zero | tr "\\0" x | fold -w 100 >&2; echo >&2; '
               'echo "could not write: No space left on device password=hunter22" >&2; exit 3')
     with pytest.raises(PgopsError) as failed:
-        pg_tools.run_program(['sh', '-c', script], ENV, 'pg_dump of database app', secrets=['hunter22'], timeout=60)
+        run_program(['sh', '-c', script], ENV, 'pg_dump of database app', secrets=['hunter22'], timeout=60)
     msg = failed.value.msg
     assert msg.startswith('pg_dump of database app failed (exit status 3): ...')
     assert msg.endswith('could not write: No space left on device password=********') and 'hunter22' not in msg
-    assert failed.value.details['rc'] == 3 and len(failed.value.details['stderr']) <= pg_tools.STDERR_TAIL + 3
+    assert failed.value.details['rc'] == 3 and len(failed.value.details['stderr']) <= STDERR_TAIL + 3
 
 
 def test_the_stderr_kept_is_bounded_and_begins_at_a_line():
-    program = pg_tools.Program(['sh', '-c', LINES], ENV, 'sh', keep=1000)
+    program = Program(['sh', '-c', LINES], ENV, 'sh', keep=1000)
     try:
         program.wait(60)
     finally:
@@ -39,30 +41,30 @@ def test_the_stderr_kept_is_bounded_and_begins_at_a_line():
     text = program.result()
     assert program.stderr.dropped > 40000 and len(text) <= 1000
     assert text.startswith('line ') and text.endswith('line 4999\n')
-    assert pg_tools.warnings_of(text)[-1] == 'line 4999'
+    assert warnings_of(text)[-1] == 'line 4999'
 
 
 def test_a_caller_that_reads_every_line_is_refused_an_incomplete_stderr():
-    assert pg_tools.run_program(['sh', '-c', LINES], ENV, 'sh', keep=1024 * 1024, complete=True).count('\n') == 5000
+    assert run_program(['sh', '-c', LINES], ENV, 'sh', keep=1024 * 1024, complete=True).count('\n') == 5000
     with pytest.raises(PgopsError, match=r'psql -f globals.sql printed more than 1000 bytes on stderr'):
-        pg_tools.run_program(['sh', '-c', LINES], ENV, 'psql -f globals.sql', keep=1000, complete=True)
+        run_program(['sh', '-c', LINES], ENV, 'psql -f globals.sql', keep=1000, complete=True)
 
 
 def test_a_program_ended_by_a_signal_says_which():
     with pytest.raises(PgopsError) as failed:
-        pg_tools.run_program(['sh', '-c', 'kill -KILL $$'], ENV, 'pg_dump of database app', timeout=60)
+        run_program(['sh', '-c', 'kill -KILL $$'], ENV, 'pg_dump of database app', timeout=60)
     assert failed.value.msg == ('pg_dump of database app failed (exit status -9): it printed nothing on stderr; it was '
                                 'ended by signal 9 (SIGKILL)')
 
 
 def test_a_program_that_runs_too_long_is_stopped():
     with pytest.raises(PgopsError, match=r'^sleep did not finish within 1 seconds and was stopped\.$'):
-        pg_tools.run_program(['sleep', '30'], ENV, 'sleep', timeout=1)
+        run_program(['sleep', '30'], ENV, 'sleep', timeout=1)
 
 
 def test_a_program_that_cannot_start_is_named(tmp_path):
     with pytest.raises(PgopsError, match=r'^cannot run pg_dump \(%s\): ' % (tmp_path / 'pg_dump')):
-        pg_tools.run_program([str(tmp_path / 'pg_dump')], ENV, 'pg_dump')
+        run_program([str(tmp_path / 'pg_dump')], ENV, 'pg_dump')
 
 
 def _statvfs(blocks, available):
@@ -72,19 +74,19 @@ def _statvfs(blocks, available):
 
 def test_a_silent_failure_names_the_free_space_of_a_nearly_full_target(tmp_path, monkeypatch):
     target = str(tmp_path / 'staging' / 'records.dir')  # not made yet: its nearest existing parent is examined
-    monkeypatch.setattr(pg_tools.os, 'statvfs', lambda path: _statvfs(4096, 3))  # 16 MiB, 12 KiB free
-    error = pg_tools.failure('pg_dump of database app', 1, '', target=target)
+    monkeypatch.setattr(process_module.os, 'statvfs', lambda path: _statvfs(4096, 3))  # 16 MiB, 12 KiB free
+    error = failure('pg_dump of database app', 1, '', target=target)
     assert error.msg == ('pg_dump of database app failed (exit status 1): it printed nothing on stderr; the file system '
                          'of %s is nearly full: 12,288 bytes of free space left of 16,777,216, so a write may have '
                          'failed. Free space there (or give another scratch_dir) and run again' % tmp_path)
     assert error.details['free_bytes'] == 12288 and error.details['total_bytes'] == 16777216
     # The program's own words come first, and room enough (more than 5 % of a small volume) says nothing of space.
-    assert pg_tools.failure('pg_dump', 1, 'pg_dump: error: out of memory', target=target).msg.endswith(': pg_dump: error: out of memory')
-    monkeypatch.setattr(pg_tools.os, 'statvfs', lambda path: _statvfs(4096, 300))
-    assert pg_tools.failure('pg_dump', 1, '', target=target).msg == 'pg_dump failed (exit status 1): it printed nothing on stderr'
+    assert failure('pg_dump', 1, 'pg_dump: error: out of memory', target=target).msg.endswith(': pg_dump: error: out of memory')
+    monkeypatch.setattr(process_module.os, 'statvfs', lambda path: _statvfs(4096, 300))
+    assert failure('pg_dump', 1, '', target=target).msg == 'pg_dump failed (exit status 1): it printed nothing on stderr'
     # On a large volume, less than 64 MiB free counts as nearly full; 1 GiB does not.
     blocks = 256 * 1024 * 1024  # 1 TiB
-    monkeypatch.setattr(pg_tools.os, 'statvfs', lambda path: _statvfs(blocks, 8192))
-    assert pg_tools.nearly_full(target) == dict(path=str(tmp_path), available_bytes=8192 * 4096, total_bytes=blocks * 4096)
-    monkeypatch.setattr(pg_tools.os, 'statvfs', lambda path: _statvfs(blocks, 262144))
-    assert pg_tools.nearly_full(target) is None
+    monkeypatch.setattr(process_module.os, 'statvfs', lambda path: _statvfs(blocks, 8192))
+    assert nearly_full(target) == dict(path=str(tmp_path), available_bytes=8192 * 4096, total_bytes=blocks * 4096)
+    monkeypatch.setattr(process_module.os, 'statvfs', lambda path: _statvfs(blocks, 262144))
+    assert nearly_full(target) is None

@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils.postgres import (
-    advisory_lock_key,
-    connection_kwargs,
-    describe_server,
-    display_name,
-    parse_qualified_name,
-    function_shape,
-    validate_lock_key,
-    walfile_timeline,
-)
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.catalog import walfile_timeline
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connection_kwargs, describe_server
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.locks import advisory_lock_key, validate_lock_key
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.names import (
+    display_name, parse_qualified_name, function_shape)
 
 
 @pytest.mark.parametrize('text, expected', [

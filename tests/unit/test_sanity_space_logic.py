@@ -11,8 +11,10 @@ import sys
 import pytest
 import yaml
 
-from ansible_collections.pgops.resilience.plugins.module_utils import sanity, space
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._inspect import space
+from ansible_collections.pgops.resilience.plugins.module_utils._inspect import sanity
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.fingerprints import compare_fingerprints
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 from ansible_collections.pgops.resilience.plugins.modules import pg_sanity_info, pg_space_info
 
 GIB = 1024 ** 3
@@ -42,14 +44,14 @@ def _fp(rows, checksum='1', kind='table'):
 
 def test_compare_identical_fingerprints():
     source = {'app.a': _fp(3, '10'), 'app.b': _fp(0, '0')}
-    assert sanity.compare_fingerprints(source, dict(source)) == {'identical': True, 'differences': []}
-    assert sanity.compare_fingerprints({}, {}) == {'identical': True, 'differences': []}
+    assert compare_fingerprints(source, dict(source)) == {'identical': True, 'differences': []}
+    assert compare_fingerprints({}, {}) == {'identical': True, 'differences': []}
 
 
 def test_compare_reports_each_problem_sorted_by_table():
     source = {'app.same': _fp(5, '7'), 'app.gone': _fp(2, '3'), 'app.fewer': _fp(10, '100'), 'app.changed': _fp(4, '40')}
     restored = {'app.same': _fp(5, '7'), 'app.fewer': _fp(9, '90'), 'app.changed': _fp(4, '41'), 'app.new': _fp(1, '-5')}
-    result = sanity.compare_fingerprints(source, restored)
+    result = compare_fingerprints(source, restored)
     assert result['identical'] is False
     assert [(d['table'], d['problem']) for d in result['differences']] == [
         ('app.changed', 'checksum'), ('app.fewer', 'rows'), ('app.gone', 'missing'), ('app.new', 'extra')]
@@ -65,8 +67,8 @@ def test_compare_reports_each_problem_sorted_by_table():
 def test_compare_without_checksums_compares_rows_only():
     with_sums = {'app.t': _fp(4, '40')}
     without = {'app.t': _fp(4, None)}
-    assert sanity.compare_fingerprints(with_sums, without)['identical'] is True
-    assert sanity.compare_fingerprints(without, {'app.t': _fp(5, None)})['differences'][0]['problem'] == 'rows'
+    assert compare_fingerprints(with_sums, without)['identical'] is True
+    assert compare_fingerprints(without, {'app.t': _fp(5, None)})['differences'][0]['problem'] == 'rows'
 
 
 # -- thresholds and verdict ------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils.sql_expression import expression_problem
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.expression import expression_problem
 
 
 @pytest.mark.parametrize('text', [

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import wipe
-from ansible_collections.pgops.resilience.plugins.module_utils.common import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._bundles import wipe
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 
 
 def _cluster(path, version='16'):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import collections
 import gzip
 
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_format as fmt
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import format as fmt
 
 from ..archive_helpers import json_rows, list_keys, query
 

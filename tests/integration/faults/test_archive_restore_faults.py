@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_format as fmt
-from ansible_collections.pgops.resilience.plugins.module_utils import table_archive
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import format as fmt
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import table_archive
 
 from ..archive_helpers import (
     archive_params, assert_same_rows, differences, new_name, new_prefix, query, restore_params, scalar)

@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import bundle_work, dump_restore
+from ansible_collections.pgops.resilience.plugins.module_utils._bundles import dump_restore
+from ansible_collections.pgops.resilience.plugins.module_utils._core.files import run_tag
 
 from ..archive_helpers import create_database, drop_database, query
 from .runner import ModuleRun, run_module
@@ -195,7 +196,7 @@ def test_an_unfinished_restore_whose_run_lives_is_refused_not_dropped(sandbox, d
     target = 'live_%s' % os.urandom(4).hex()
     sandbox.primary.execute('CREATE DATABASE %s' % target)
     sandbox.primary.execute("COMMENT ON DATABASE %s IS '%s, run %s, started %d'"
-                            % (target, dump_restore.INCOMPLETE, bundle_work.run_tag(), int(time.time())))
+                            % (target, dump_restore.INCOMPLETE, run_tag(), int(time.time())))
     try:
         done = run_module('pg_dump_restore', pg_args(sandbox, database=target, directory=dumped['store']), str(tmp_path))
         assert done.failed and 'is being restored by another run' in done.result['msg'], done

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils import archive_format as fmt
+from ansible_collections.pgops.resilience.plugins.module_utils._archive import format as fmt
 
 from ..archive_helpers import archive_params, new_name, new_prefix
 from .rows import archived_rows, assert_conserved, create_source_table, markers, orphans, table_rows

@@ -1,0 +1,139 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgops.resilience contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The barman-cloud restore drill: ``barman-cloud-restore`` of a base backup into a scratch directory, then the
+shared drill runner (:mod:`drill`) starts it with ``barman-cloud-wal-restore`` as ``restore_command``, waits for
+consistency and promotion, runs the checks, times it and cleans up.
+
+The restored instance never writes into the catalog: the runner turns archiving off (``archive_mode = off``), and
+the catalog is only ever read, by ``barman-cloud-restore`` and ``barman-cloud-wal-restore``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+
+from ansible_collections.pgops.resilience.plugins.module_utils._drill import runner as drill
+from ansible_collections.pgops.resilience.plugins.module_utils._core.paths import refuse_system_directory
+from ansible_collections.pgops.resilience.plugins.module_utils._barman.catalog import BarmanCatalog, parse_time
+from ansible_collections.pgops.resilience.plugins.module_utils._barman.cloud import BarmanCloud, barman_cloud_spec
+from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import isoformat_z
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import client_from_params
+
+LATEST = ('latest', 'last')
+
+
+def argument_spec():
+    """The module's options: the barman catalog and S3 options, the backup, the recovery target and the checks."""
+    spec = barman_cloud_spec()
+    spec.update(
+        backup_id=dict(type='str', default='latest'),
+        recovery_target_time=dict(type='str'),
+        recovery_target_lsn=dict(type='str'),
+        recovery_target_xid=dict(type='str'),
+        recovery_target_name=dict(type='str'),
+        recovery_target_inclusive=dict(type='bool', default=True),
+        checks=dict(type='list', elements='dict'),
+        row_counts=dict(type='bool'),
+        database=dict(type='str', default='postgres'),
+        user=dict(type='str', default='postgres'),
+        scratch_parent=dict(type='path'),
+        pg_bindir=dict(type='path'),
+        server_user=dict(type='str'),
+        timeout=dict(type='int', default=1800),
+        keep=dict(type='bool', default=False),
+    )
+    return spec
+
+
+MUTUALLY_EXCLUSIVE = [('recovery_target_time', 'recovery_target_lsn', 'recovery_target_xid', 'recovery_target_name')]
+
+
+def recovery_target(params):
+    """The runner's ``recovery_target`` dict from the flat options, or None."""
+    for kind in ('time', 'lsn', 'xid', 'name'):
+        value = params.get('recovery_target_' + kind)
+        if value:
+            return {kind: value, 'inclusive': params['recovery_target_inclusive']}
+    return None
+
+
+def choose_backup(backups, wanted, target_time=None):
+    """The backup to restore: ``wanted`` (an ID or a backup name), or for ``latest`` the newest DONE backup
+    (with a target time: the newest DONE backup that ended before it, as PITR needs).
+
+    :param backups: list from :meth:`BarmanCatalog.backups`.
+    :raises PgopsError: when there is no such backup, or it is not DONE.
+    """
+    done = [b for b in backups if b.get('readable') and b['status'] == 'DONE']
+    if wanted.lower() in LATEST:
+        if target_time is not None:
+            done = [b for b in done if b['end_time'] is not None and b['end_time'] < target_time]
+        if not done:
+            raise PgopsError('No DONE backup to restore%s; take one first (barman-cloud-backup).'
+                             % (' that ended before recovery_target_time %s' % isoformat_z(target_time) if target_time else ''))
+        return done[-1]
+    for backup in backups:
+        if wanted in (backup['backup_id'], backup.get('backup_name')):
+            if backup['status'] != 'DONE':
+                raise PgopsError('Backup %s has status %s; only a DONE backup can be restored.' % (wanted, backup['status']))
+            return backup
+    raise PgopsError('backup_id %r is not in the catalog; known backups: %s.' % (wanted, ', '.join(b['backup_id'] for b in backups) or 'none'))
+
+
+def _target_time(params):
+    text = params.get('recovery_target_time')
+    if not text:
+        return None
+    try:
+        return parse_time(text)
+    except (PgopsError, ValueError):
+        return None  # PostgreSQL reads more forms than we do; then the newest backup is restored
+
+
+def run(params, check_mode):
+    """Run one barman-cloud restore drill (see the module's DOCUMENTATION). Returns the result dict.
+
+    :raises PgopsError: with ``verdict='failed'`` and the phase when the fetch, the recovery or a check fails.
+    """
+    if params.get('scratch_parent'):
+        # A scratch directory is made in it and later removed: never in a system directory (check mode too).
+        refuse_system_directory(params['scratch_parent'], 'scratch_parent', within=True)
+    barman = BarmanCloud(params)
+    catalog = BarmanCatalog(client_from_params(params), params['destination_path'], params['server_name'], params.get('endpoint_url'))
+    backup = choose_backup(catalog.backups(), params['backup_id'], _target_time(params))
+    summary = dict(backup_id=backup['backup_id'], backup_name=backup.get('backup_name'), end_time=isoformat_z(backup['end_time']),
+                   begin_wal=backup['begin_wal'], end_wal=backup['end_wal'], timeline=backup['timeline'])
+    result = dict(changed=False, backup=summary, destination_path=params['destination_path'], server_name=params['server_name'])
+    restore_command = barman.wal_restore_command()
+    if check_mode:
+        result.update(verdict='not run (check mode)', restore_command=restore_command)
+        return result
+    scratch = tempfile.mkdtemp(prefix='pgops-barman-drill-', dir=params.get('scratch_parent'))
+    os.chmod(scratch, 0o755)  # the server user must reach the data directory inside
+    datadir = os.path.join(scratch, 'data')
+    fetch_seconds = _fetch(barman, backup['backup_id'], datadir, scratch, params)
+    outcome = drill.run_drill(datadir, restore_command, scratch_dir=scratch, bindir=params.get('pg_bindir'),
+                              server_user=params.get('server_user'), env=barman.credentials(),
+                              recovery_target=recovery_target(params), checks=params.get('checks'), row_counts=params.get('row_counts'),
+                              database=params['database'], user=params['user'], timeout=params['timeout'], keep=params['keep'],
+                              fetch_seconds=fetch_seconds, secrets=barman.secrets)
+    result.update(outcome)
+    return result
+
+
+def _fetch(barman, backup_id, datadir, scratch, params):
+    """``barman-cloud-restore`` into ``datadir``; returns its seconds. On failure the scratch directory goes."""
+    cmd = [barman.program('barman-cloud-restore')] + barman.connection_args() + [barman.destination_path, barman.server_name, backup_id, datadir]
+    started = time.monotonic()
+    try:
+        barman.run(cmd, timeout=params['timeout'])
+    except PgopsError as exc:
+        if not params['keep']:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise PgopsError('The drill failed while fetching backup %s: %s' % (backup_id, exc.msg), verdict='failed', phase='fetch')
+    return time.monotonic() - started

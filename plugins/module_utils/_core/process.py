@@ -1,0 +1,254 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgops.resilience contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one way the collection runs a program: an argument list, a private umask, the environment it is given, a
+timeout, stderr read from a pipe (its tail kept, secrets masked), and a failure that says what happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._core.redaction import redact
+
+
+STDERR_TAIL = 4000  # characters of a failed program's stderr put in the error message
+
+
+STDERR_KEEP = 1024 * 1024  # bytes of a program's stderr kept while it runs (its last ones), in memory
+
+
+STDERR_WAIT = 10  # seconds to wait, once a program has exited, for the end of its stderr
+
+
+# A file system is nearly full below this many free bytes, or this share of its size, whichever is less: what is
+# left after a write failed for want of room.
+NEARLY_FULL_BYTES = 64 * 1024 * 1024
+
+
+NEARLY_FULL_SHARE = 0.05
+
+
+PRIVATE_UMASK = 0o077  # files the client programs create: 0600, directories 0700
+
+
+def failure(what, returncode, stderr, secrets=(), target=None):
+    """The :class:`PgopsError` of a client program that failed: what it was doing, its exit status and the end of
+    its stderr (secrets masked). When it printed nothing, what else is known: the signal that ended it, and the free
+    space of ``target`` when its file system is nearly full (:func:`nearly_full`).
+
+    :param what: str, such as ``'pg_dump of database app'``.
+    :param returncode: int, the exit status (negative: ended by that signal, as ``subprocess`` reports it).
+    :param stderr: str or None.
+    :param secrets: strings to mask.
+    :param target: str or None, the directory the program was writing into.
+    :returns: :class:`PgopsError` with ``stderr`` (the masked tail) and ``rc`` in its details.
+    """
+    text = redact((stderr or '').strip(), secrets)
+    if len(text) > STDERR_TAIL:
+        text = '...' + text[-STDERR_TAIL:]
+    details = dict(stderr=text, rc=returncode)
+    said = text
+    if not said:
+        said = 'it printed nothing on stderr'
+        if returncode is not None and returncode < 0:
+            said += '; it was ended by signal %s' % _signal_name(-returncode)
+        space = nearly_full(target) if target else None
+        if space:
+            details.update(free_bytes=space['available_bytes'], total_bytes=space['total_bytes'])
+            said += ('; the file system of %s is nearly full: %s bytes of free space left of %s, so a write may have '
+                     'failed. Free space there (or give another scratch_dir) and run again'
+                     % (space['path'], format(space['available_bytes'], ','), format(space['total_bytes'], ',')))
+    return PgopsError('%s failed (exit status %s): %s' % (what, returncode, said), **details)
+
+
+def _signal_name(number):
+    try:
+        return '%d (%s)' % (number, signal.Signals(number).name)
+    except ValueError:
+        return str(number)
+
+
+def nearly_full(path):
+    """The free space of the file system holding ``path`` (or its nearest existing parent) when it is nearly full:
+    less than :data:`NEARLY_FULL_BYTES` or :data:`NEARLY_FULL_SHARE` of its size (whichever is less) left to an
+    unprivileged writer (``statvfs(3)`` ``f_bavail``), as after a write failed for want of room.
+
+    :param path: str.
+    :returns: dict ``{'path', 'available_bytes', 'total_bytes'}`` (``path``: the directory examined), or None when
+        there is room or the file system cannot be examined.
+    """
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    try:
+        info = os.statvfs(probe)
+    except OSError:
+        return None
+    total = info.f_blocks * info.f_frsize
+    available = info.f_bavail * info.f_frsize
+    if not total or available >= min(NEARLY_FULL_BYTES, total * NEARLY_FULL_SHARE):
+        return None
+    return dict(path=probe, available_bytes=available, total_bytes=total)
+
+
+class StderrTail:
+    """The stderr of a running program, read from its pipe by a thread of its own as it comes, its last ``keep``
+    bytes kept in memory.
+
+    Not a file: a temporary file on the volume the program fills (pg_dump's staging directory) takes nothing more
+    once that volume is full, and the program's "No space left on device" would be lost. Read as it comes: a pipe
+    nobody reads fills up (64 KiB on Linux) and stalls the program.
+
+    :param pipe: the readable end (``Popen.stderr``); the thread closes it at its end.
+    :param keep: int, bytes kept; older ones are left out and counted in ``dropped`` (int).
+    """
+
+    def __init__(self, pipe, keep=STDERR_KEEP):
+        self._pipe = pipe
+        self.keep = keep
+        self._kept = bytearray()
+        self._lock = threading.Lock()
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._read, name='stderr-tail', daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        try:
+            while True:
+                block = os.read(self._pipe.fileno(), 65536)
+                if not block:
+                    break
+                with self._lock:
+                    self._kept += block
+                    extra = len(self._kept) - self.keep
+                    if extra > 0:
+                        del self._kept[:extra]
+                        self.dropped += extra
+        except OSError:
+            pass  # the pipe broke: what was read is all there is
+        finally:
+            self._pipe.close()
+
+    def text(self, wait=STDERR_WAIT):
+        """What was kept, as text (UTF-8, undecodable bytes replaced), from the start of a line when older output was
+        left out. Call it once the program has exited; it waits up to ``wait`` seconds for the end of the pipe (a
+        child the program started may hold it a little longer)."""
+        self._thread.join(wait)
+        with self._lock:
+            data = bytes(self._kept)
+            dropped = self.dropped
+        if dropped:
+            data = data.partition(b'\n')[2]
+        return data.decode('utf-8', 'replace')
+
+
+class Program:
+    """A client program started with an argument list (never a shell string) and umask 077 (:data:`PRIVATE_UMASK`),
+    its stderr read into a :class:`StderrTail`. Call :meth:`stop` in a ``finally``, then :meth:`result`.
+
+    :param cmd: list of str.
+    :param env: dict, the complete environment (see :func:`postgres.libpq_environment`).
+    :param what: str, what it does, for errors (``'pg_dump of database app'``).
+    :param stdin: a readable file object, ``subprocess.PIPE``, or None (no input).
+    :param stdout: a writable file object, ``subprocess.PIPE``, or None (discarded).
+    :param keep: int, bytes of stderr kept (its last ones).
+    :raises PgopsError: when the program cannot be started.
+    """
+
+    def __init__(self, cmd, env, what, stdin=None, stdout=None, keep=STDERR_KEEP):
+        self.what = what
+        try:
+            self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL if stdin is None else stdin,
+                                         stdout=subprocess.DEVNULL if stdout is None else stdout, stderr=subprocess.PIPE,
+                                         umask=PRIVATE_UMASK)
+        except OSError as exc:
+            raise PgopsError('cannot run %s (%s): %s' % (what, cmd[0], exc))
+        self.stderr = StderrTail(self.proc.stderr, keep)
+
+    @property
+    def stdin(self):
+        """The pipe to the program's stdin (with ``stdin=subprocess.PIPE``)."""
+        return self.proc.stdin
+
+    @property
+    def stdout(self):
+        """The pipe from the program's stdout (with ``stdout=subprocess.PIPE``)."""
+        return self.proc.stdout
+
+    @property
+    def returncode(self):
+        """The exit status (int; negative: ended by that signal), or None while it runs."""
+        return self.proc.returncode
+
+    def wait(self, timeout=None):
+        """Wait until the program exits; returns its exit status.
+
+        :param timeout: seconds or None (no limit).
+        :raises PgopsError: when it runs longer than ``timeout``; it is killed then.
+        """
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise PgopsError('%s did not finish within %s seconds and was stopped.' % (self.what, timeout))
+
+    def stop(self):
+        """Kill the program when it still runs, wait for it, and close the pipes to and from it (for a ``finally``)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
+    def result(self, secrets=(), target=None, complete=False):
+        """Once it has exited: its stderr (str); a non-zero exit status raises.
+
+        :param secrets: strings to mask in the error.
+        :param target: str or None, the directory it wrote into (see :func:`failure`).
+        :param complete: bool: raise when part of stderr was left out (the caller reads every line of it).
+        :raises PgopsError: via :func:`failure`, or for an incomplete stderr with ``complete``.
+        """
+        stderr = self.stderr.text()
+        if self.proc.returncode != 0:
+            raise failure(self.what, self.proc.returncode, stderr, secrets, target)
+        if complete and self.stderr.dropped:
+            raise PgopsError('%s printed more than %d bytes on stderr; only the last ones were kept, so what it reported '
+                             'cannot all be checked.' % (self.what, self.stderr.keep), stderr=redact(stderr[-STDERR_TAIL:], secrets))
+        return stderr
+
+
+def run_program(cmd, env, what, secrets=(), timeout=None, stdin=None, target=None, keep=STDERR_KEEP, complete=False):
+    """Run ``cmd`` (an argument list, never a shell string) and return its stderr text; a non-zero exit status
+    raises. Its stderr is read through a pipe (:class:`StderrTail`), never a file, so a full volume cannot swallow it.
+
+    :param cmd: list of str.
+    :param env: dict, the complete environment (see :func:`postgres.libpq_environment`).
+    :param what: str, such as ``'pg_dumpall --globals-only'``, for the error.
+    :param secrets: strings to mask in the error.
+    :param timeout: seconds or None.
+    :param stdin: a readable file object or None (no input).
+    :param target: str or None, the directory the program writes into, for the error (see :func:`failure`).
+    :param keep: int, bytes of stderr kept (its last ones; :data:`STDERR_KEEP`).
+    :param complete: bool: raise when stderr was longer than ``keep`` (see :meth:`Program.result`).
+    :returns: str, the program's stderr (warnings). Files it creates are 0600 (:data:`PRIVATE_UMASK`).
+    :raises PgopsError: via :func:`failure` on a non-zero exit status, a timeout or a program that cannot start.
+    """
+    program = Program(cmd, env, what, stdin=stdin, keep=keep)
+    try:
+        program.wait(timeout)
+    finally:
+        program.stop()
+    return program.result(secrets, target, complete)
+
+
+def warnings_of(stderr):
+    """The non-empty lines of a successful program's stderr (list of str), to report as warnings."""
+    return [line for line in (stderr or '').splitlines() if line.strip()]
