@@ -144,7 +144,7 @@ class Bench:
                                batch_size=self.batch_size, endpoint_url=self.sandbox.s3.endpoint_url,
                                access_key=self.sandbox.s3.access_key, secret_key=self.sandbox.s3.secret_key,
                                region=self.sandbox.s3.region, **self.connection)
-        return table_archive.run(params)
+        return table_archive.archive_rows(params)
 
     # -- the measurements -----------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ description:
 author:
   - pgops.resilience maintainers (@pgops)
 extends_documentation_fragment:
+  - pgops.resilience.attributes
   - pgops.resilience.postgres
   - pgops.resilience.s3
 options:
@@ -184,10 +185,10 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Same as O(dry_run); every statement runs in a READ ONLY transaction.
+    details:
+      - Same as O(dry_run); every statement runs in a READ ONLY transaction.
   diff_mode:
     support: none
-    description: Not supported.
 notes:
   - The watermark only moves over archives restored with no failed or pending archive before them, so a
     re-run retries the failed one; with V(skip) the archives after it are skipped row by row.
@@ -333,13 +334,13 @@ connection_lost:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import run_postgres_module
+from ansible_collections.pgops.resilience.plugins.module_utils._core.module import module_main
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connection_secrets
 from ansible_collections.pgops.resilience.plugins.module_utils._archive import restore as archive_restore
 
 
 def main():
-    run_postgres_module(AnsibleModule, archive_restore.argument_spec(), lambda module: archive_restore.run(module.params, check_mode=module.check_mode),
-                        mutually_exclusive=archive_restore.MUTUALLY_EXCLUSIVE)
+    module_main(AnsibleModule, archive_restore.module_spec(), archive_restore.restore_archives, connection_secrets)
 
 
 if __name__ == '__main__':

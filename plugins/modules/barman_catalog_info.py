@@ -27,6 +27,7 @@ description:
 author:
   - pgops.resilience maintainers (@pgops)
 extends_documentation_fragment:
+  - pgops.resilience.attributes
   - pgops.resilience.s3
 options:
   destination_path:
@@ -90,11 +91,10 @@ options:
     type: str
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: The module only reads, so check mode runs it unchanged, except that O(metrics_file) is not written.
+    details:
+      - The module only reads, so check mode runs it unchanged, except that O(metrics_file) is not written.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - The verdict is C(critical) when there is no readable C(DONE) backup (or no O(server_name) directory at all),
@@ -539,13 +539,12 @@ metrics_file:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import run_module
+from ansible_collections.pgops.resilience.plugins.module_utils._core.module import module_main
 from ansible_collections.pgops.resilience.plugins.module_utils._barman import catalog as barman_catalog
 
 
 def main():
-    module = AnsibleModule(argument_spec=barman_catalog.argument_spec(), supports_check_mode=True)
-    run_module(module, lambda: barman_catalog.run(module.params, check_mode=module.check_mode))
+    module_main(AnsibleModule, barman_catalog.module_spec(), barman_catalog.report_catalog)
 
 
 if __name__ == '__main__':

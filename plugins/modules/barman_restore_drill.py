@@ -27,6 +27,7 @@ description:
 author:
   - pgops.resilience maintainers (@pgops)
 extends_documentation_fragment:
+  - pgops.resilience.attributes
   - pgops.resilience.barman
   - pgops.resilience.s3
 options:
@@ -96,11 +97,10 @@ options:
     default: false
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: Check mode resolves the backup and reports the restore_command; nothing is fetched or started.
+    details:
+      - Check mode resolves the backup and reports the restore_command; nothing is fetched or started.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 seealso:
   - module: pgops.resilience.barman_catalog_info
@@ -170,14 +170,12 @@ restore_command:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.pgops.resilience.plugins.module_utils._core.module import module_main
 from ansible_collections.pgops.resilience.plugins.module_utils._barman import drill as barman_drill
-from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import run_module
 
 
 def main():
-    module = AnsibleModule(argument_spec=barman_drill.argument_spec(), supports_check_mode=True,
-                           mutually_exclusive=barman_drill.MUTUALLY_EXCLUSIVE)
-    run_module(module, lambda: barman_drill.run(module.params, module.check_mode))
+    module_main(AnsibleModule, barman_drill.module_spec(), barman_drill.restore_drill)
 
 
 if __name__ == '__main__':

@@ -24,6 +24,7 @@ description:
 author:
   - pgops.resilience maintainers (@pgops)
 extends_documentation_fragment:
+  - pgops.resilience.attributes
   - pgops.resilience.barman
   - pgops.resilience.s3
 options:
@@ -54,11 +55,10 @@ options:
     default: true
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: Check mode computes the plan, checks it against barman's dry run, and deletes nothing.
+    details:
+      - Check mode computes the plan, checks it against barman's dry run, and deletes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 seealso:
   - module: pgops.resilience.barman_catalog_info
@@ -142,14 +142,12 @@ bytes_freed:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.pgops.resilience.plugins.module_utils._core.module import module_main
 from ansible_collections.pgops.resilience.plugins.module_utils._barman import retention as barman_retention
-from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import run_module
 
 
 def main():
-    module = AnsibleModule(argument_spec=barman_retention.argument_spec(), supports_check_mode=True,
-                           required_one_of=[('retention_policy', 'remove_servers')])
-    run_module(module, lambda: barman_retention.run(module.params, module.check_mode))
+    module_main(AnsibleModule, barman_retention.module_spec(), barman_retention.apply_retention)
 
 
 if __name__ == '__main__':

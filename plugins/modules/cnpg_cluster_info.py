@@ -20,6 +20,7 @@ description:
 author:
   - pgops.resilience maintainers (@pgops)
 extends_documentation_fragment:
+  - pgops.resilience.attributes
   - pgops.resilience.k8s
   - pgops.resilience.watermark
 options:
@@ -46,11 +47,10 @@ options:
     type: dict
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: The module only reads, so check mode runs it unchanged.
+    details:
+      - The module only reads, so check mode runs it unchanged.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - The identity the module uses needs RBAC permission C(get) on C(clusters.postgresql.cnpg.io) in O(namespace),
@@ -214,13 +214,12 @@ watermark:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import run_module
+from ansible_collections.pgops.resilience.plugins.module_utils._core.module import module_main
 from ansible_collections.pgops.resilience.plugins.module_utils._unlogged import cnpg
 
 
 def main():
-    module = AnsibleModule(argument_spec=cnpg.argument_spec(), supports_check_mode=True)
-    run_module(module, lambda: cnpg.run(module.params, warn=module.warn))
+    module_main(AnsibleModule, cnpg.module_spec(), cnpg.read_cluster)
 
 
 if __name__ == '__main__':

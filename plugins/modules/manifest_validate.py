@@ -23,6 +23,8 @@ description:
   - The module only reads files and never reports a change.
 author:
   - pgops.resilience maintainers (@pgops)
+extends_documentation_fragment:
+  - pgops.resilience.attributes
 options:
   paths:
     description:
@@ -49,11 +51,10 @@ options:
     default: true
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: Validation only reads files, so check mode runs it in full.
+    details:
+      - Validation only reads files, so check mode runs it in full.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 requirements:
   - PyYAML
@@ -123,29 +124,12 @@ errors:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError, run_module
+from ansible_collections.pgops.resilience.plugins.module_utils._core.module import module_main
 from ansible_collections.pgops.resilience.plugins.module_utils._k8s import manifests
 
 
-def _validate(params):
-    result = manifests.validate_paths(params['paths'], params['crd_dir'], params['kubernetes_version'])
-    result['changed'] = False
-    if params['fail_on_invalid'] and not result['valid']:
-        raise PgopsError('%d manifest error(s): %s' % (len(result['errors']), '; '.join(result['errors'])), **result)
-    return result
-
-
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            paths=dict(type='list', elements='path', required=True),
-            crd_dir=dict(type='path', required=True),
-            kubernetes_version=dict(type='str', default=manifests.DEFAULT_KUBERNETES_VERSION),
-            fail_on_invalid=dict(type='bool', default=True),
-        ),
-        supports_check_mode=True,
-    )
-    run_module(module, lambda: _validate(module.params))
+    module_main(AnsibleModule, manifests.module_spec(), manifests.validate_manifests)
 
 
 if __name__ == '__main__':

@@ -43,6 +43,7 @@ description:
 author:
   - pgops.resilience maintainers (@pgops)
 extends_documentation_fragment:
+  - pgops.resilience.attributes
   - pgops.resilience.bundle_store
   - pgops.resilience.s3
 options:
@@ -129,13 +130,12 @@ options:
     type: path
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
-      - Refuses what a real run refuses, fetches and verifies the bundle in a scratch directory of its own (removed
-        again) and reports what would be deleted; the data directory is not touched and nothing is started.
+      - Refuses what a real run refuses, fetches and verifies the bundle in a scratch directory of its own
+        (removed again) and reports what would be deleted; the data directory is not touched and nothing is
+        started.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - Bundles with tablespaces (further C(<oid>.tar.gz) members) are refused.
@@ -259,17 +259,12 @@ log_tail:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.pgops.resilience.plugins.module_utils._core.module import module_main
 from ansible_collections.pgops.resilience.plugins.module_utils._bundles import bootstrap
-from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import run_module
 
 
 def main():
-    module = AnsibleModule(argument_spec=bootstrap.bootstrap_argument_spec(), supports_check_mode=True,
-                           mutually_exclusive=bootstrap.BOOTSTRAP_MUTUALLY_EXCLUSIVE,
-                           required_one_of=bootstrap.BOOTSTRAP_REQUIRED_ONE_OF)
-    # A secret key in restore_command or a password in a conninfo setting: masked in everything Ansible shows.
-    module.no_log_values.update(bootstrap.bootstrap_secrets(module.params))
-    run_module(module, lambda: bootstrap.bootstrap(module.params, check_mode=module.check_mode))
+    module_main(AnsibleModule, bootstrap.module_spec(), bootstrap.bootstrap_data_directory, bootstrap.bootstrap_secrets)
 
 
 if __name__ == '__main__':

@@ -40,6 +40,7 @@ description:
 author:
   - pgops.resilience maintainers (@pgops)
 extends_documentation_fragment:
+  - pgops.resilience.attributes
   - pgops.resilience.postgres
   - pgops.resilience.bundle_store
   - pgops.resilience.bundle_store.file_mode
@@ -101,13 +102,11 @@ options:
     default: 21600
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
-      - Connects in READ ONLY sessions, finds the programs, and reports the bundle name, the bundles retention would
-        delete and the left-over work in progress that would be removed. Dumps nothing and writes nothing.
+      - Connects in READ ONLY sessions, finds the programs, and reports the bundle name, the bundles retention
+        would delete and the left-over work in progress that would be removed. Dumps nothing and writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - A bundle is never overwritten; concurrent runs write bundles of different names.
@@ -193,14 +192,13 @@ removed_partials:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils._bundles import bundle, dump as dump_bundle
-from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import run_postgres_module
+from ansible_collections.pgops.resilience.plugins.module_utils._core.module import module_main
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connection_secrets
+from ansible_collections.pgops.resilience.plugins.module_utils._bundles import dump as dump_bundle
 
 
 def main():
-    run_postgres_module(AnsibleModule, dump_bundle.argument_spec(),
-                        lambda module: dump_bundle.make_bundle(module.params, check_mode=module.check_mode),
-                        mutually_exclusive=bundle.STORE_MUTUALLY_EXCLUSIVE, required_one_of=bundle.STORE_REQUIRED_ONE_OF)
+    module_main(AnsibleModule, dump_bundle.module_spec(), dump_bundle.make_dump_bundle, connection_secrets)
 
 
 if __name__ == '__main__':

@@ -26,6 +26,7 @@ description:
 author:
   - pgops.resilience maintainers (@pgops)
 extends_documentation_fragment:
+  - pgops.resilience.attributes
   - pgops.resilience.postgres
   - pgops.resilience.bundle_store
   - pgops.resilience.s3
@@ -136,17 +137,15 @@ options:
     default: 21600
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
-      - Verifies the bundle where it is (a file, or read from S3 once) without writing anything, then checks in READ
-        ONLY sessions what the run checks before it changes anything (the client programs, a target that already
-        holds tables without O(clean), a drill database that exists) and fails as the run would.
+      - Verifies the bundle where it is (a file, or read from S3 once) without writing anything, then checks in
+        READ ONLY sessions what the run checks before it changes anything (the client programs, a target that
+        already holds tables without O(clean), a drill database that exists) and fails as the run would.
       - Reports C(changed=true) and what the run would restore, into which database, and RV(created_database).
-        Writes no file and changes no database and no role; the left-over scratch directories that would be removed
-        are only reported.
+        Writes no file and changes no database and no role; the left-over scratch directories that would be
+        removed are only reported.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - C(pg_restore -j) cannot run in one transaction; that is why a database the module created is dropped when the
@@ -261,14 +260,13 @@ seconds:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils._bundles import bundle, dump_restore
-from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import run_postgres_module
+from ansible_collections.pgops.resilience.plugins.module_utils._core.module import module_main
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connection_secrets
+from ansible_collections.pgops.resilience.plugins.module_utils._bundles import dump_restore
 
 
 def main():
-    run_postgres_module(AnsibleModule, dump_restore.argument_spec(),
-                        lambda module: dump_restore.restore(module.params, check_mode=module.check_mode),
-                        mutually_exclusive=bundle.STORE_MUTUALLY_EXCLUSIVE, required_one_of=bundle.STORE_REQUIRED_ONE_OF)
+    module_main(AnsibleModule, dump_restore.module_spec(), dump_restore.restore_dump, connection_secrets)
 
 
 if __name__ == '__main__':

@@ -21,6 +21,7 @@ description:
 author:
   - pgops.resilience maintainers (@pgops)
 extends_documentation_fragment:
+  - pgops.resilience.attributes
   - pgops.resilience.postgres
 options:
   schemas:
@@ -52,11 +53,11 @@ options:
     default: false
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: The module only reads (its session is READ ONLY, so no statement can write), so check mode runs it unchanged.
+    details:
+      - The module only reads (its session is READ ONLY, so no statement can write), so check mode runs it
+        unchanged.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - Counting needs SELECT privilege on a table; a table without it keeps its estimate, with a note in RV(notes).
@@ -288,12 +289,13 @@ notes:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import run_postgres_module
+from ansible_collections.pgops.resilience.plugins.module_utils._core.module import module_main
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connection_secrets
 from ansible_collections.pgops.resilience.plugins.module_utils._inspect import sanity
 
 
 def main():
-    run_postgres_module(AnsibleModule, sanity.argument_spec(), lambda module: sanity.run(module.params, warn=module.warn))
+    module_main(AnsibleModule, sanity.module_spec(), sanity.inspect_database, connection_secrets)
 
 
 if __name__ == '__main__':

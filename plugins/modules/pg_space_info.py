@@ -22,6 +22,7 @@ description:
 author:
   - pgops.resilience maintainers (@pgops)
 extends_documentation_fragment:
+  - pgops.resilience.attributes
   - pgops.resilience.postgres
 options:
   data_directory:
@@ -65,11 +66,11 @@ options:
     default: 20
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: The module only reads (its session is READ ONLY, so no statement can write), so check mode runs it unchanged.
+    details:
+      - The module only reads (its session is READ ONLY, so no statement can write), so check mode runs it
+        unchanged.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - Available space is what an unprivileged user such as the server can still write (C(statvfs) C(f_bavail)); the
@@ -342,12 +343,13 @@ notes:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import run_postgres_module
+from ansible_collections.pgops.resilience.plugins.module_utils._core.module import module_main
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connection_secrets
 from ansible_collections.pgops.resilience.plugins.module_utils._inspect import space
 
 
 def main():
-    run_postgres_module(AnsibleModule, space.argument_spec(), lambda module: space.run(module.params))
+    module_main(AnsibleModule, space.module_spec(), space.measure_space, connection_secrets)
 
 
 if __name__ == '__main__':

@@ -25,6 +25,7 @@ description:
 author:
   - pgops.resilience maintainers (@pgops)
 extends_documentation_fragment:
+  - pgops.resilience.attributes
   - pgops.resilience.postgres
   - pgops.resilience.watermark
 options:
@@ -98,11 +99,11 @@ options:
     type: str
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: Reports whether it would rebuild (RV(rebuild_needed)) and whether a watermark would be written; changes nothing.
+    details:
+      - Reports whether it would rebuild (RV(rebuild_needed)) and whether a watermark would be written; changes
+        nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - Run it against the primary's service address. A run against a standby is harmless and reports RV(skipped_reason=standby).
@@ -288,14 +289,13 @@ watermark:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import run_postgres_module
+from ansible_collections.pgops.resilience.plugins.module_utils._core.module import module_main
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connection_secrets
 from ansible_collections.pgops.resilience.plugins.module_utils._unlogged import rebuild as unlogged_rebuild
 
 
 def main():
-    run_postgres_module(AnsibleModule, unlogged_rebuild.argument_spec(),
-                        lambda module: unlogged_rebuild.run(module.params, check_mode=module.check_mode, warn=module.warn),
-                        required_if=unlogged_rebuild.REQUIRED_IF)
+    module_main(AnsibleModule, unlogged_rebuild.module_spec(), unlogged_rebuild.check_and_rebuild, connection_secrets)
 
 
 if __name__ == '__main__':

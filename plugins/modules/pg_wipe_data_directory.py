@@ -40,6 +40,8 @@ description:
   - Returns the listings before and after (names and bytes), as the runbook's job shows them.
 author:
   - pgops.resilience maintainers (@pgops)
+extends_documentation_fragment:
+  - pgops.resilience.attributes
 options:
   data_directory:
     description:
@@ -72,14 +74,12 @@ options:
     type: str
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
-      - Reports what would be removed (O(confirm) is still required) and refuses what a real run refuses; deletes and
-        writes nothing. C(changed) is true only when something would be removed, or the data directory would be
-        created or get its mode or owner.
+      - Reports what would be removed (O(confirm) is still required) and refuses what a real run refuses; deletes
+        and writes nothing. C(changed) is true only when something would be removed, or the data directory would
+        be created or get its mode or owner.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 seealso:
   - module: pgops.resilience.pg_bootstrap_basebackup
@@ -134,13 +134,12 @@ server_user:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.pgops.resilience.plugins.module_utils._core.module import module_main
 from ansible_collections.pgops.resilience.plugins.module_utils._bundles import wipe
-from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import run_module
 
 
 def main():
-    module = AnsibleModule(argument_spec=wipe.wipe_argument_spec(), supports_check_mode=True)
-    run_module(module, lambda: wipe.wipe(module.params, check_mode=module.check_mode))
+    module_main(AnsibleModule, wipe.module_spec(), wipe.wipe_data_directory)
 
 
 if __name__ == '__main__':

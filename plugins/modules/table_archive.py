@@ -39,6 +39,7 @@ description:
 author:
   - pgops.resilience maintainers (@pgops)
 extends_documentation_fragment:
+  - pgops.resilience.attributes
   - pgops.resilience.postgres
   - pgops.resilience.s3
 options:
@@ -107,12 +108,11 @@ options:
 attributes:
   check_mode:
     support: full
-    description:
+    details:
       - Counts the rows and batches that would be archived and lists interrupted batches; writes nothing (every
         statement runs in a READ ONLY transaction, and nothing is written to S3).
   diff_mode:
     support: none
-    description: Not supported.
 notes:
   - Stored generated columns are not archived; they are computed again when rows are restored.
   - Archives written before format 2 (keys without the schema) are still restored by
@@ -236,13 +236,13 @@ duration_ms:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import run_postgres_module
+from ansible_collections.pgops.resilience.plugins.module_utils._core.module import module_main
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connection_secrets
 from ansible_collections.pgops.resilience.plugins.module_utils._archive import table_archive
 
 
 def main():
-    run_postgres_module(AnsibleModule, table_archive.argument_spec(), lambda module: table_archive.run(module.params, check_mode=module.check_mode),
-                        mutually_exclusive=table_archive.MUTUALLY_EXCLUSIVE)
+    module_main(AnsibleModule, table_archive.module_spec(), table_archive.archive_rows, connection_secrets)
 
 
 if __name__ == '__main__':

@@ -35,11 +35,11 @@ def prefix():
 
 
 def archive(sandbox, dbname, prefix, table, check_mode=False, **options):
-    return table_archive.run(archive_params(sandbox, dbname, prefix, table, **options), check_mode=check_mode)
+    return table_archive.archive_rows(archive_params(sandbox, dbname, prefix, table, **options), check_mode=check_mode)
 
 
 def restore(sandbox, dbname, prefix, table, check_mode=False, **options):
-    return archive_restore.run(restore_params(sandbox, dbname, prefix, table, **options), check_mode=check_mode)
+    return archive_restore.restore_archives(restore_params(sandbox, dbname, prefix, table, **options), check_mode=check_mode)
 
 
 def restore_fails(sandbox, dbname, prefix, table, **options):

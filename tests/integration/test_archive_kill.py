@@ -29,7 +29,7 @@ RUNNER = """
 import json, sys
 from ansible_collections.pgops.resilience.plugins.module_utils._archive import restore as archive_restore
 params = json.load(sys.stdin)
-print(json.dumps(archive_restore.run(params), default=str))
+print(json.dumps(archive_restore.restore_archives(params), default=str))
 """
 
 
@@ -152,7 +152,7 @@ def test_kill_9_during_restore_all_then_rerun_gives_the_source_exactly(sandbox, 
     assert covered <= present
     assert present == scalar(sandbox, db, 'SELECT max(id) FROM %s' % table)  # committed in order, no gap
 
-    again = archive_restore.run(params)
+    again = archive_restore.restore_archives(params)
     assert again['files_failed'] == 0
     assert again['files_processed'] + again['files_skipped'] == FILES
     assert again['files_skipped'] == keys.index(marked) + 1

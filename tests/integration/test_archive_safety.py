@@ -33,9 +33,9 @@ import json, sys
 from ansible_collections.pgops.resilience.plugins.module_utils._archive import restore as archive_restore, table_archive
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 request = json.load(sys.stdin)
-module = dict(table_archive=table_archive, archive_restore=archive_restore)[request['module']]
+entry = dict(table_archive=table_archive.archive_rows, archive_restore=archive_restore.restore_archives)[request['module']]
 try:
-    outcome = dict(ok=True, result=module.run(request['params']))
+    outcome = dict(ok=True, result=entry(request['params']))
 except PgopsError as exc:
     outcome = dict(ok=False, msg=exc.msg, details=exc.details)
 # The peak resident memory of this program (VmHWM starts afresh at exec, unlike ru_maxrss), in kB.
@@ -102,7 +102,7 @@ def test_same_named_tables_of_two_schemas_archived_at_once_lose_no_row(sandbox, 
         query(sandbox, db, 'CREATE TABLE {s}.t_back (LIKE {s}.t INCLUDING ALL)'.format(s=schema))
     for schema in schemas:
         params = restore_params(sandbox, db, prefix, 't', schema=schema, restore_all=True)
-        done = archive_restore.run(params)
+        done = archive_restore.restore_archives(params)
         assert done['files_processed'] == 20 and done['records_restored'] == 1000
         assert rows_of(sandbox, db, '%s.t' % schema) == before[schema]
     assert not [k for k in list_keys(sandbox, prefix) if k.endswith(fmt.PENDING_SUFFIX)]
@@ -115,18 +115,18 @@ def test_restore_refuses_another_schemas_archives(sandbox, db, prefix):
     for schema in (a, b):
         query(sandbox, db, 'CREATE SCHEMA {s}; CREATE TABLE {s}.t (id int PRIMARY KEY, who text)'.format(s=schema))
     query(sandbox, db, "INSERT INTO {a}.t SELECT g, 'a' FROM generate_series(1, 10) g".format(a=a))
-    done = table_archive.run(archive_params(sandbox, db, prefix, 't', schema=a, where='true'))
+    done = table_archive.archive_rows(archive_params(sandbox, db, prefix, 't', schema=a, where='true'))
     key = done['keys'][0]
-    listed = archive_restore.run(restore_params(sandbox, db, prefix, 't', schema=b))
+    listed = archive_restore.restore_archives(restore_params(sandbox, db, prefix, 't', schema=b))
     assert listed['archive_count'] == 0
-    assert archive_restore.run(restore_params(sandbox, db, prefix, 't', schema=b, restore_all=True))['files_processed'] == 0
+    assert archive_restore.restore_archives(restore_params(sandbox, db, prefix, 't', schema=b, restore_all=True))['files_processed'] == 0
     with pytest.raises(PgopsError) as info:
-        archive_restore.run(restore_params(sandbox, db, prefix, 't', schema=b, s3_key=key))
+        archive_restore.restore_archives(restore_params(sandbox, db, prefix, 't', schema=b, s3_key=key))
     failed = info.value.details['files'][0]
     assert failed['status'] == 'failed' and 'archived from another table' in failed['error'] and a in failed['error']
     assert scalar(sandbox, db, 'SELECT count(*) FROM %s.t' % b) == 0
     # On purpose: a's archives into b.t, with a watermark of b's own.
-    copied = archive_restore.run(restore_params(sandbox, db, prefix, 't', schema=b, source_schema=a, restore_all=True))
+    copied = archive_restore.restore_archives(restore_params(sandbox, db, prefix, 't', schema=b, source_schema=a, restore_all=True))
     assert copied['records_restored'] == 10 and copied['source']['schema'] == a
     assert '.restore_watermark.%s.json' % b in ''.join(list_keys(sandbox, prefix))
 
@@ -144,13 +144,13 @@ def test_format_1_archives_restore_matched_by_their_sidecars_schema(sandbox, db,
                           legacy=True)
     new_b = write_archive(sandbox, prefix, db, 't', [dict(id=3, who='b')], day(2025, 5, 3), columns=columns, schema=b)
     assert old_a.startswith('%s/%s/t/year=' % (prefix, db)) and new_b.startswith('%s/%s/%s/t/' % (prefix, db, b))
-    done = archive_restore.run(restore_params(sandbox, db, prefix, 't', schema=b, restore_all=True))
+    done = archive_restore.restore_archives(restore_params(sandbox, db, prefix, 't', schema=b, restore_all=True))
     assert [f['key'] for f in done['files']] == [old_b, new_b] and done['other_schema_archives'] == 1
     assert rows_of(sandbox, db, '%s.t' % b) == ['(2,b)', '(3,b)']
     # A format 1 watermark (at the shared prefix) naming schema a is a's: a restore of a starts after it.
     put_object(sandbox, fmt.legacy_table_prefix(prefix, db, 't') + fmt.WATERMARK_NAME, json.dumps(dict(
         last_restored_key=old_a, schema=a, table='t', total_archives_restored=1)).encode())
-    again = archive_restore.run(restore_params(sandbox, db, prefix, 't', schema=a, restore_all=True))
+    again = archive_restore.restore_archives(restore_params(sandbox, db, prefix, 't', schema=a, restore_all=True))
     assert again['files_skipped'] == 1 and again['files_processed'] == 0
     assert scalar(sandbox, db, 'SELECT count(*) FROM %s.t' % a) == 0
 
@@ -176,7 +176,7 @@ def test_where_that_is_not_one_boolean_expression_is_refused_before_any_row(sand
     query(sandbox, db, 'CREATE TABLE {t} (id int PRIMARY KEY); INSERT INTO {t} SELECT generate_series(1, 5);'
                        'CREATE TABLE {v} (id int); INSERT INTO {v} SELECT generate_series(1, 5)'.format(t=table, v=victim))
     with pytest.raises(PgopsError) as info:
-        table_archive.run(archive_params(sandbox, db, prefix, table, where=where.format(victim=victim)), check_mode=check_mode)
+        table_archive.archive_rows(archive_params(sandbox, db, prefix, table, where=where.format(victim=victim)), check_mode=check_mode)
     assert 'where' in info.value.msg
     assert scalar(sandbox, db, 'SELECT count(*) FROM %s' % victim) == 5
     assert scalar(sandbox, db, 'SELECT count(*) FROM %s' % table) == 5
@@ -192,7 +192,7 @@ def test_a_where_that_switches_standard_strings_off_cannot_change_how_the_next_b
                        'CREATE TABLE {v} (id int); INSERT INTO {v} SELECT generate_series(1, 5)'.format(t=table, v=victim))
     where = ("set_config('standard_conforming_strings','off',false) IS NOT NULL AND t.id <> 0 AND '\\' <> ')) AS x; "
              "COMMIT; DELETE FROM %s; COMMIT; SELECT * FROM (SELECT 1 AS id FROM %s t WHERE (true --'" % (victim, victim))
-    done = table_archive.run(archive_params(sandbox, db, prefix, table, where=where, batch_size=1))
+    done = table_archive.archive_rows(archive_params(sandbox, db, prefix, table, where=where, batch_size=1))
     assert done['records_archived'] == 5 and len(done['batches']) == 5
     assert scalar(sandbox, db, 'SELECT count(*) FROM %s' % victim) == 5
 
@@ -205,14 +205,14 @@ def test_check_mode_runs_in_a_read_only_transaction(sandbox, db, prefix):
                        'CREATE SEQUENCE {s}'.format(t=table, s=sequence))
     where = "nextval('%s') > 0" % sequence
     with pytest.raises(PgopsError) as info:
-        table_archive.run(archive_params(sandbox, db, prefix, table, where=where), check_mode=True)
+        table_archive.archive_rows(archive_params(sandbox, db, prefix, table, where=where), check_mode=True)
     assert 'read-only transaction' in info.value.msg
     assert scalar(sandbox, db, 'SELECT last_value FROM %s' % sequence) == 1
     assert scalar(sandbox, db, 'SELECT is_called FROM %s' % sequence) is False
-    counted = table_archive.run(archive_params(sandbox, db, prefix, table,
-                                               where="current_setting('transaction_read_only')::boolean"), check_mode=True)
+    counted = table_archive.archive_rows(archive_params(sandbox, db, prefix, table,
+                                                        where="current_setting('transaction_read_only')::boolean"), check_mode=True)
     assert counted['would_archive_records'] == 5  # every check-mode query saw a read-only transaction
-    assert table_archive.run(archive_params(sandbox, db, prefix, table, where="t.id % 2 = 0"))['records_archived'] == 2
+    assert table_archive.archive_rows(archive_params(sandbox, db, prefix, table, where="t.id % 2 = 0"))['records_archived'] == 2
 
 
 # --- item 4: whatever is archived can be restored ----------------------------------------------------------------
@@ -233,10 +233,10 @@ def test_round_trip_of_the_names_postgresql_allows(sandbox, db, prefix, table):
     values = ', '.join("g::text || %s" % n for n in range(len(HOSTILE_COLUMNS)))
     query(sandbox, db, 'INSERT INTO %s SELECT g, %s FROM generate_series(1, 30) g' % (quoted, values))
     before = rows_of(sandbox, db, quoted)
-    done = table_archive.run(archive_params(sandbox, db, prefix, table, schema=schema, where='true', batch_size=7))
+    done = table_archive.archive_rows(archive_params(sandbox, db, prefix, table, schema=schema, where='true', batch_size=7))
     assert done['records_archived'] == 30 and len(done['keys']) == 5
     assert scalar(sandbox, db, 'SELECT count(*) FROM %s' % quoted) == 0
-    back = archive_restore.run(restore_params(sandbox, db, prefix, table, schema=schema, restore_all=True))
+    back = archive_restore.restore_archives(restore_params(sandbox, db, prefix, table, schema=schema, restore_all=True))
     assert back['files_processed'] == 5 and back['files_failed'] == 0 and back['records_restored'] == 30
     assert rows_of(sandbox, db, quoted) == before
 
@@ -246,12 +246,12 @@ def test_columns_archive_restore_could_not_bring_back_are_refused_before_any_row
     query(sandbox, db, 'CREATE TABLE {t} (id int PRIMARY KEY, _archived_at text); INSERT INTO {t} VALUES (1, %s)'
           .format(t=table), ['mine'])
     with pytest.raises(PgopsError, match='named like the metadata fields'):
-        table_archive.run(archive_params(sandbox, db, prefix, table, where='true'))
+        table_archive.archive_rows(archive_params(sandbox, db, prefix, table, where='true'))
     kind, composite = new_name('pair'), new_name('comp')
     query(sandbox, db, 'CREATE TYPE {k} AS (a int, b text); CREATE TABLE {t} (id int PRIMARY KEY, p {k}, ps {k}[]);'
                        " INSERT INTO {t} VALUES (1, ROW(1, 'x'), ARRAY[ROW(2, 'y')::{k}])".format(k=kind, t=composite))
     with pytest.raises(PgopsError) as info:
-        table_archive.run(archive_params(sandbox, db, prefix, composite, where='true'))
+        table_archive.archive_rows(archive_params(sandbox, db, prefix, composite, where='true'))
     assert 'JSON form is not their text form' in info.value.msg and '"p"' in info.value.msg and '"ps"' in info.value.msg
     assert scalar(sandbox, db, 'SELECT count(*) FROM %s' % table) == 1
     assert scalar(sandbox, db, 'SELECT count(*) FROM %s' % composite) == 1
@@ -271,7 +271,7 @@ COLUMNS = [('id', 'integer'), ('name', 'text')]
 
 def _restore_all(sandbox, db, prefix, table, **options):
     with pytest.raises(PgopsError) as info:
-        archive_restore.run(restore_params(sandbox, db, prefix, table, restore_all=True, **options))
+        archive_restore.restore_archives(restore_params(sandbox, db, prefix, table, restore_all=True, **options))
     return dict((f['key'], f) for f in info.value.details['files'])
 
 
@@ -293,8 +293,8 @@ def test_duplicate_members_wrong_counts_and_unknown_members_fail_their_file_only
     assert 'member(s) "smuggled" that the archive does not declare' in files[unknown]['error']
     assert sorted(r[0] for r in query(sandbox, db, 'SELECT id FROM %s' % table)) == [1, 5]
     # lenient ignores the unknown member (as the format says readers do).
-    done = archive_restore.run(restore_params(sandbox, db, prefix, table, s3_key=unknown,
-                                              schema_migration_strategy='lenient'))
+    done = archive_restore.restore_archives(restore_params(sandbox, db, prefix, table, s3_key=unknown,
+                                                           schema_migration_strategy='lenient'))
     assert done['records_restored'] == 1
 
 
@@ -369,7 +369,7 @@ def test_server_stopped_during_table_archive_reports_what_committed(sandbox, db,
     assert details['changed'] is True and len(details['batches']) >= 10
     committed = set(b['key'] for b in details['batches'])
     assert committed <= set(list_keys(sandbox, prefix))
-    again = table_archive.run(archive_params(sandbox, db, prefix, table, where='true', batch_size=5000))
+    again = table_archive.archive_rows(archive_params(sandbox, db, prefix, table, where='true', batch_size=5000))
     assert scalar(sandbox, db, 'SELECT count(*) FROM %s' % table) == 0
     archived = set()
     for key in [k for k in list_keys(sandbox, prefix) if k.endswith(fmt.DATA_SUFFIX)]:
@@ -392,13 +392,13 @@ def test_rows_a_foreign_key_would_cascade_to_are_never_deleted_unarchived(sandbo
                        ' INSERT INTO {o} SELECT generate_series(1, 10);'
                        ' INSERT INTO {i} SELECT g, g FROM generate_series(1, 10) g'.format(o=orders, i=items))
     with pytest.raises(PgopsError) as info:
-        table_archive.run(archive_params(sandbox, db, prefix, orders, where='true'))
+        table_archive.archive_rows(archive_params(sandbox, db, prefix, orders, where='true'))
     assert 'would also delete or change 10 row(s) of %s through ON DELETE CASCADE' % items in info.value.msg
     assert info.value.details['batches'] == [] and info.value.details['changed'] is False
     assert scalar(sandbox, db, 'SELECT count(*) FROM %s' % orders) == scalar(sandbox, db, 'SELECT count(*) FROM %s' % items) == 10
     assert list_keys(sandbox, prefix) == []  # the rolled-back batch's objects are gone too
-    assert table_archive.run(archive_params(sandbox, db, prefix, items, where='true'))['records_archived'] == 10
-    assert table_archive.run(archive_params(sandbox, db, prefix, orders, where='true'))['records_archived'] == 10
+    assert table_archive.archive_rows(archive_params(sandbox, db, prefix, items, where='true'))['records_archived'] == 10
+    assert table_archive.archive_rows(archive_params(sandbox, db, prefix, orders, where='true'))['records_archived'] == 10
 
 
 def test_a_parent_table_archives_only_its_own_rows_not_its_inheritance_childrens(sandbox, db, prefix):
@@ -408,9 +408,9 @@ def test_a_parent_table_archives_only_its_own_rows_not_its_inheritance_childrens
     query(sandbox, db, 'CREATE TABLE {p} (id int PRIMARY KEY, note text); CREATE TABLE {c} (extra text) INHERITS ({p});'
                        " INSERT INTO {p} VALUES (1, 'parent row'); INSERT INTO {c} VALUES (2, 'child row', 'only here')"
                        .format(p=parent, c=child))
-    check = table_archive.run(archive_params(sandbox, db, prefix, parent, where='true'), check_mode=True)
+    check = table_archive.archive_rows(archive_params(sandbox, db, prefix, parent, where='true'), check_mode=True)
     assert check['would_archive_records'] == 1
-    done = table_archive.run(archive_params(sandbox, db, prefix, parent, where='true'))
+    done = table_archive.archive_rows(archive_params(sandbox, db, prefix, parent, where='true'))
     assert done['records_archived'] == 1
     assert query(sandbox, db, 'SELECT id, note, extra FROM %s' % child) == [(2, 'child row', 'only here')]
     assert query(sandbox, db, 'SELECT id FROM ONLY %s' % parent) == []
@@ -440,7 +440,7 @@ def test_a_committed_batch_is_completed_even_when_rows_with_its_keys_came_back(s
                         day(2026, 2, 1), columns=[('id', 'integer'), ('note', 'text')])
     put_object(sandbox, key + fmt.PENDING_SUFFIX, json.dumps(dict(batch_id='b', started_at='x', xid=_committed_xid(sandbox, db),
                                                                   database=db)).encode())
-    done = table_archive.run(archive_params(sandbox, db, prefix, table, where='false'))
+    done = table_archive.archive_rows(archive_params(sandbox, db, prefix, table, where='false'))
     assert done['recovered'] == [dict(key=key, outcome='completed')]
     assert key in list_keys(sandbox, prefix) and key + fmt.PENDING_SUFFIX not in list_keys(sandbox, prefix)
     assert scalar(sandbox, db, 'SELECT count(*) FROM %s' % table) == 3
@@ -454,7 +454,7 @@ def test_a_marker_of_another_cluster_sharing_the_prefix_is_left_alone(sandbox, d
                         columns=[('id', 'integer')])
     put_object(sandbox, key + fmt.PENDING_SUFFIX, json.dumps(dict(batch_id='b', started_at='x', xid='999999999',
                                                                   system_identifier='1', database=db)).encode())
-    done = table_archive.run(archive_params(sandbox, db, prefix, table, where='false'))
+    done = table_archive.archive_rows(archive_params(sandbox, db, prefix, table, where='false'))
     assert done['recovered'] == [] and done['unresolved_markers'] == [key + fmt.PENDING_SUFFIX]
     assert set(list_keys(sandbox, prefix)) >= {key, key + fmt.SIDECAR_SUFFIX, key + fmt.PENDING_SUFFIX}
     assert scalar(sandbox, db, 'SELECT count(*) FROM %s' % table) == 3
@@ -490,7 +490,7 @@ def test_a_partitioned_table_round_trips_through_its_partitions(sandbox, db, pre
                        " INSERT INTO {t} SELECT g, date '2025-01-01' + g, 'n' || g FROM generate_series(1, 300) g"
                        .format(t=table))
     before = rows_of(sandbox, db, table)
-    done = table_archive.run(archive_params(sandbox, db, prefix, table, where='true', batch_size=100))
+    done = table_archive.archive_rows(archive_params(sandbox, db, prefix, table, where='true', batch_size=100))
     assert done['records_archived'] == 300 and scalar(sandbox, db, 'SELECT count(*) FROM %s' % table) == 0
-    back = archive_restore.run(restore_params(sandbox, db, prefix, table, restore_all=True))
+    back = archive_restore.restore_archives(restore_params(sandbox, db, prefix, table, restore_all=True))
     assert back['records_restored'] == 300 and rows_of(sandbox, db, table) == before

@@ -97,7 +97,7 @@ def catalog(barman_sandbox):
 
 def test_two_backups_as_barman_lists_them(catalog):
     box, settings = catalog['box'], catalog['settings']
-    result = barman_catalog.run(params_for(settings))
+    result = barman_catalog.report_catalog(params_for(settings))
     assert result['changed'] is False and result['server_found'] is True
     assert [b['backup_id'] for b in result['backups']] == catalog['backups']
     barman = barman_list(box, settings)
@@ -123,7 +123,7 @@ def test_two_backups_as_barman_lists_them(catalog):
 
 def test_wal_counts_equal_a_direct_listing(catalog):
     box, settings = catalog['box'], catalog['settings']
-    result = barman_catalog.run(params_for(settings))
+    result = barman_catalog.report_catalog(params_for(settings))
     wal = result['wal']
     objects = listing(box, 'barman/%s/wals/' % settings['server_name'])
     assert (wal['count'], wal['bytes']) == (len(objects), sum(objects.values()))
@@ -143,7 +143,7 @@ def test_wal_counts_equal_a_direct_listing(catalog):
 
 def test_a_deleted_wal_segment_is_one_gap(catalog):
     box, settings = catalog['box'], catalog['settings']
-    first, second = barman_catalog.run(params_for(settings))['backups']
+    first, second = barman_catalog.report_catalog(params_for(settings))['backups']
     name = 'gap-%s' % uuid.uuid4().hex[:8]
     copy_server(box, settings['server_name'], name)
     client = box.s3.client()
@@ -153,7 +153,7 @@ def test_a_deleted_wal_segment_is_one_gap(catalog):
     assert len(between) >= 3, between
     doomed = between[len(between) // 2]
     client.delete_object(Bucket=box.bucket, Key=doomed)
-    result = barman_catalog.run(params_for(settings, server_name=name))
+    result = barman_catalog.report_catalog(params_for(settings, server_name=name))
     wal = result['wal']
     assert wal['gap_count'] == 1 and wal['missing_segments'] == 1
     index = between.index(doomed)
@@ -164,7 +164,7 @@ def test_a_deleted_wal_segment_is_one_gap(catalog):
     # Deleting the WAL the newest backup needs makes it unrestorable: critical.
     needed = [k for k in listing(box, wals) if k.endswith('/%s.gz' % second['begin_wal'])]
     client.delete_object(Bucket=box.bucket, Key=needed[0])
-    result = barman_catalog.run(params_for(settings, server_name=name))
+    result = barman_catalog.report_catalog(params_for(settings, server_name=name))
     assert result['verdict'] == 'critical' and result['wal']['gap_count'] == 2
     assert 'cannot be restored' in result['verdict_reasons'][0]
     assert [b['wal_missing'] for b in result['backups']] == [0, 1]
@@ -188,7 +188,7 @@ def test_other_server_directory_and_failed_backup(catalog):
                       Body=b'begin_time=2020-01-02 00:00:00+00:00\nstatus=STARTED\ntimeline=1\n')
     client.put_object(Bucket=box.bucket, Key='barman/%s/base/20200103T000000/data.tar' % name, Body=b'x')
 
-    result = barman_catalog.run(params_for(settings, server_name=name))
+    result = barman_catalog.report_catalog(params_for(settings, server_name=name))
     others = dict((o['name'], o) for o in result['other_servers'])
     assert name not in others and settings['server_name'] in others
     theirs = listing(box, 'barman/%s/' % old)
@@ -211,7 +211,7 @@ def test_other_server_directory_and_failed_backup(catalog):
     assert any('2 stale backup(s)' in reason for reason in result['verdict_reasons'])
     assert any('1 backup directory without a readable backup.info' == reason for reason in result['verdict_reasons'])
     # A STARTED backup younger than stale_started_hours is not stale.
-    result = barman_catalog.run(params_for(settings, server_name=name, now='2020-01-02T06:00:00Z'))
+    result = barman_catalog.report_catalog(params_for(settings, server_name=name, now='2020-01-02T06:00:00Z'))
     assert [s['backup_id'] for s in result['stale_backups']] == [failed_id]
 
 
@@ -225,7 +225,7 @@ def test_keep_annotations_written_by_barman(catalog):
     for backup_id, target in zip(catalog['backups'], ('standalone', 'full')):
         subprocess.run([tool, '--endpoint-url', box.s3.endpoint_url, '--target', target, settings['destination_path'], name,
                         backup_id], env=env, capture_output=True, text=True, timeout=120, check=True)
-    result = barman_catalog.run(params_for(settings, server_name=name))
+    result = barman_catalog.report_catalog(params_for(settings, server_name=name))
     assert [(b['backup_id'], b['keep']) for b in result['backups']] == list(zip(catalog['backups'], ('standalone', 'full')))
     assert all(b['objects'] == 3 for b in result['backups']), 'backup.info, data.tar.gz and annotations/keep'
     assert result['verdict'] == 'ok', result['verdict_reasons']
@@ -241,7 +241,7 @@ def test_no_backup_is_critical_then_ok_after_a_backup(barman_sandbox, tmp_path):
         metrics = tmp_path / 'barman.prom'
         extra = dict(barman_destination_path=settings['destination_path'], barman_server_name=name,
                      barman_metrics_file=str(metrics))
-        result = barman_catalog.run(params_for(settings))
+        result = barman_catalog.report_catalog(params_for(settings))
         assert result['verdict'] == 'critical' and result['latest_backup'] is None and result['wal']['count'] >= 1
         assert result['verdict_reasons'][0].startswith('no completed (DONE) backup')
 
@@ -255,7 +255,7 @@ def test_no_backup_is_critical_then_ok_after_a_backup(barman_sandbox, tmp_path):
         assert samples[('pgops_barman_backup_age_seconds', (('server', name),))] == float('inf')
 
         backup_id = box.barman_backup(name)
-        result = barman_catalog.run(params_for(settings))
+        result = barman_catalog.report_catalog(params_for(settings))
         assert result['verdict'] == 'ok', result['verdict_reasons']
         assert result['latest_backup']['backup_id'] == backup_id
 
@@ -284,7 +284,7 @@ def test_storage_report_playbook(catalog):
     run = run_playbook(box, STORAGE_REPORT, dict(barman_destination_path=settings['destination_path'],
                                                  barman_server_name=settings['server_name']))
     assert run.returncode == 0, run.stdout + run.stderr
-    result = barman_catalog.run(params_for(settings))
+    result = barman_catalog.report_catalog(params_for(settings))
     wals = [d for d in result['storage']['directories'] if d['kind'] == 'wals'][0]
     assert 'Storage usage report of s3://%s/barman/' % box.bucket in run.stdout
     assert 'Total size: ' in run.stdout and 'Total files: ' in run.stdout
@@ -304,4 +304,4 @@ def test_unreachable_endpoint_names_the_prefix(catalog, monkeypatch):
     monkeypatch.setattr(s3_client_module, 'MAX_ATTEMPTS', 1)  # no retries of the refused connection
     settings = dict(catalog['settings'], endpoint_url='http://127.0.0.1:9')
     with pytest.raises(barman_catalog.PgopsError, match=r'S3 listing of s3://.*/barman/ at http://127\.0\.0\.1:9 failed'):
-        barman_catalog.run(params_for(settings))
+        barman_catalog.report_catalog(params_for(settings))

@@ -43,7 +43,7 @@ def test_a_drill_restores_recovers_and_checks_without_writing_into_the_catalog(b
     checks = [dict(name='rows from the backup and from WAL', query='SELECT count(*) FROM orders', expected=1500),
               dict(name='archiving is off', query='SHOW archive_mode', expected='off')]
 
-    result = barman_drill.run(_params(settings, database=drill_db['database'], checks=checks, row_counts=True), check_mode=False)
+    result = barman_drill.restore_drill(_params(settings, database=drill_db['database'], checks=checks, row_counts=True), check_mode=False)
 
     assert result['verdict'] == 'passed'
     assert result['backup']['backup_id'] == drill_db['backup_id']
@@ -61,7 +61,7 @@ def test_a_drill_restores_recovers_and_checks_without_writing_into_the_catalog(b
 def test_a_failed_check_fails_the_drill_with_the_query_and_its_result(barman_sandbox, drill_db):
     checks = [dict(name='too many orders', query='SELECT count(*) FROM orders', expected=99)]
     with pytest.raises(PgopsError) as info:
-        barman_drill.run(_params(drill_db['settings'], database=drill_db['database'], checks=checks), check_mode=False)
+        barman_drill.restore_drill(_params(drill_db['settings'], database=drill_db['database'], checks=checks), check_mode=False)
     assert 'SELECT count(*) FROM orders' in info.value.msg and '1500' in info.value.msg
     assert info.value.details['verdict'] == 'failed'
 
@@ -78,7 +78,7 @@ def test_a_drill_over_a_backup_missing_a_wal_segment_fails_loudly(barman_sandbox
         client.delete_object(Bucket=box.bucket, Key=key)
     started = time.monotonic()
     with pytest.raises(PgopsError) as info:
-        barman_drill.run(_params(drill_db['settings'], database=drill_db['database']), check_mode=False)
+        barman_drill.restore_drill(_params(drill_db['settings'], database=drill_db['database']), check_mode=False)
     assert info.value.details['verdict'] == 'failed'
     assert time.monotonic() - started < 100, 'a broken backup should fail fast, not at the timeout'
     assert 'FATAL' in info.value.msg or 'PANIC' in info.value.msg or 'log' in info.value.msg
@@ -86,7 +86,7 @@ def test_a_drill_over_a_backup_missing_a_wal_segment_fails_loudly(barman_sandbox
 
 def test_a_missing_backup_fails_with_the_known_ones(barman_sandbox, drill_db):
     with pytest.raises(PgopsError, match=drill_db['backup_id']):
-        barman_drill.run(_params(drill_db['settings'], backup_id='20000101T000000'), check_mode=True)
+        barman_drill.restore_drill(_params(drill_db['settings'], backup_id='20000101T000000'), check_mode=True)
 
 
 def test_the_playbook_ends_with_a_verdict(barman_sandbox, drill_db):

@@ -52,7 +52,7 @@ def test_redundancy_plan_is_exactly_what_barman_removes(barman_sandbox, barman_s
     ids = _backups(box, 3)
     before = _server_keys(box, barman_server)
 
-    preview = barman_retention.run(_params(barman_server, retention_policy='REDUNDANCY 1'), check_mode=True)
+    preview = barman_retention.apply_retention(_params(barman_server, retention_policy='REDUNDANCY 1'), check_mode=True)
     planned = preview['plan']
     assert preview['changed'] is True and preview['dry_run_agrees'] is True
     assert planned['delete_backups'] == ids[:2] and planned['kept_backups'] == ids[2:]
@@ -62,7 +62,7 @@ def test_redundancy_plan_is_exactly_what_barman_removes(barman_sandbox, barman_s
     assert planned['wal_objects'] and all(r['last'] < kept_begin for r in planned['wal_ranges'])
     assert planned['bytes_freed'] > 0 and planned['objects'] == len(planned['backup_objects']) + len(planned['wal_objects'])
 
-    applied = barman_retention.run(_params(barman_server, retention_policy='REDUNDANCY 1'), check_mode=False)
+    applied = barman_retention.apply_retention(_params(barman_server, retention_policy='REDUNDANCY 1'), check_mode=False)
     after = _server_keys(box, barman_server)
     removed = before - after
     assert removed == set(planned['backup_objects']) | set(planned['wal_objects'])
@@ -70,7 +70,7 @@ def test_redundancy_plan_is_exactly_what_barman_removes(barman_sandbox, barman_s
     assert 'barman/%s/base/%s/backup.info' % (barman_server['server_name'], ids[2]) in after
     assert any(k.endswith('.history') or '/wals/' in k for k in after)
 
-    again = barman_retention.run(_params(barman_server, retention_policy='REDUNDANCY 1'), check_mode=False)
+    again = barman_retention.apply_retention(_params(barman_server, retention_policy='REDUNDANCY 1'), check_mode=False)
     assert again['changed'] is False and again['plan']['delete_backups'] == []
 
 
@@ -82,7 +82,7 @@ def test_recovery_window_keeps_the_backup_needed_to_reach_the_window_start(barma
     before = _server_keys(box, barman_server)
     params = _params(barman_server, retention_policy='RECOVERY WINDOW OF 7 DAYS')
 
-    result = barman_retention.run(params, check_mode=False)
+    result = barman_retention.apply_retention(params, check_mode=False)
     statuses = dict((b['backup_id'], b['retention']) for b in result['plan']['backups'])
     assert statuses == {ids[2]: 'VALID', ids[1]: 'VALID', ids[0]: 'OBSOLETE'}
     assert result['dry_run_agrees'] is True
@@ -91,13 +91,13 @@ def test_recovery_window_keeps_the_backup_needed_to_reach_the_window_start(barma
 
 def test_minimum_redundancy_wins_over_the_policy(barman_sandbox, barman_server):
     ids = _backups(barman_sandbox, 2)
-    result = barman_retention.run(_params(barman_server, retention_policy='REDUNDANCY 1', minimum_redundancy=2), check_mode=False)
+    result = barman_retention.apply_retention(_params(barman_server, retention_policy='REDUNDANCY 1', minimum_redundancy=2), check_mode=False)
     assert result['changed'] is False and result['plan']['kept_backups'] == ids
 
 
 def test_a_policy_barman_cannot_parse_fails_before_touching_anything(barman_sandbox, barman_server):
     with pytest.raises(PgopsError) as info:
-        barman_retention.run(_params(barman_server, retention_policy='keep 3 days'), check_mode=False)
+        barman_retention.apply_retention(_params(barman_server, retention_policy='keep 3 days'), check_mode=False)
     assert "'REDUNDANCY <n>' or 'RECOVERY WINDOW OF <n> DAYS|WEEKS|MONTHS'" in info.value.msg
 
 
@@ -110,16 +110,16 @@ def test_orphaned_server_directories_go_only_when_named_and_never_the_active_one
     client.put_object(Bucket=box.bucket, Key='barman/not-a-server/readme.txt', Body=b'hello')
 
     with pytest.raises(PgopsError, match='active server_name'):
-        barman_retention.run(_params(barman_server, remove_servers=[barman_server['server_name']]), check_mode=True)
+        barman_retention.apply_retention(_params(barman_server, remove_servers=[barman_server['server_name']]), check_mode=True)
     with pytest.raises(PgopsError, match='not a barman server directory'):
-        barman_retention.run(_params(barman_server, remove_servers=['not-a-server']), check_mode=True)
+        barman_retention.apply_retention(_params(barman_server, remove_servers=['not-a-server']), check_mode=True)
 
-    preview = barman_retention.run(_params(barman_server, remove_servers=[orphan]), check_mode=True)
+    preview = barman_retention.apply_retention(_params(barman_server, remove_servers=[orphan]), check_mode=True)
     assert preview['changed'] is True
     assert [(o['name'], o['objects'], o['bytes']) for o in preview['removed_servers']] == [(orphan, 2, 200)]
     assert len(_keys(box, 'barman/%s/' % orphan)) == 2
 
-    done = barman_retention.run(_params(barman_server, remove_servers=[orphan]), check_mode=False)
+    done = barman_retention.apply_retention(_params(barman_server, remove_servers=[orphan]), check_mode=False)
     assert done['bytes_freed'] == 200 and _keys(box, 'barman/%s/' % orphan) == set()
     assert _keys(box, 'barman/not-a-server/')
 

@@ -118,7 +118,7 @@ def backup(sandbox):
     root = _workdir()
     store = os.path.join(root, 'store')
     os.mkdir(store)
-    made = basebackup.take_bundle(bundle_params(sandbox, store))
+    made = basebackup.take_base_backup(bundle_params(sandbox, store))
     primary.execute("INSERT INTO %s SELECT g, 'B' FROM generate_series(10001, %d) g" % (TABLE, 10000 + ROWS['B']))
     time.sleep(1.1)
     target = primary.execute('SELECT clock_timestamp()')[0][0]
@@ -176,7 +176,7 @@ def test_bootstrap_replays_the_archive_and_leaves_recovery(sandbox, backup, data
     _occupied(datadir)
     params = bootstrap_params(sandbox, backup['store'], datadir)
     port = params['settings']['port']
-    result = bootstrap.bootstrap(params)
+    result = bootstrap.bootstrap_data_directory(params)
 
     assert result['wiped'] and result['started'] and result['pid'] and drill.postmaster_of(datadir) == result['pid']
     assert _query(port, sandbox, 'SELECT pg_is_in_recovery()') == [(False,)]
@@ -200,16 +200,16 @@ def test_bootstrap_replays_the_archive_and_leaves_recovery(sandbox, backup, data
 
     # While it runs, neither a bootstrap nor a wipe touches it.
     with pytest.raises(PgopsError, match='PID %d.*is running' % result['pid']) as refused:
-        bootstrap.bootstrap(bootstrap_params(sandbox, backup['store'], datadir))
+        bootstrap.bootstrap_data_directory(bootstrap_params(sandbox, backup['store'], datadir))
     assert refused.value.details['wiped'] is False
     with pytest.raises(PgopsError, match='is running'):
-        wipe.wipe(dict(data_directory=datadir, confirm=datadir, clear_parent=False, server_user=None))
+        wipe.wipe_data_directory(dict(data_directory=datadir, confirm=datadir, clear_parent=False, server_user=None))
     assert _batches(port, sandbox) == ROWS
 
 
 def test_recovery_target_time_recovers_only_what_came_before_it(sandbox, backup, datadir):
     params = bootstrap_params(sandbox, backup['store'], datadir, recovery_target_time=backup['target'].isoformat())
-    result = bootstrap.bootstrap(params)
+    result = bootstrap.bootstrap_data_directory(params)
     assert result['recovery']['stop'].startswith('recovery stopping before commit of transaction')
     assert _batches(params['settings']['port'], sandbox) == dict(A=ROWS['A'], B=ROWS['B'])
     with open(os.path.join(datadir, 'postgresql.auto.conf'), encoding='utf-8') as handle:
@@ -220,7 +220,7 @@ def test_a_failed_recovery_fails_with_the_server_log(sandbox, backup, datadir):
     # A target after the end of the archive: PostgreSQL 15 refuses to end recovery before it (FATAL).
     future = (utc_now() + datetime.timedelta(days=1)).isoformat()
     with pytest.raises(PgopsError) as failed:
-        bootstrap.bootstrap(bootstrap_params(sandbox, backup['store'], datadir, recovery_target_time=future))
+        bootstrap.bootstrap_data_directory(bootstrap_params(sandbox, backup['store'], datadir, recovery_target_time=future))
     error = failed.value
     assert 'did not finish recovery' in error.msg and 'recovery ended before configured recovery target was reached' in error.msg
     assert '--- last lines of the server log ---' in error.msg and error.details['log_tail']
@@ -233,7 +233,7 @@ def test_bootstrap_refuses_without_the_right_confirmation(sandbox, backup, datad
     listing = _occupied(datadir)
     for confirm in (None, '', 'yes', os.path.dirname(datadir)):
         with pytest.raises(PgopsError) as refused:
-            bootstrap.bootstrap(bootstrap_params(sandbox, backup['store'], datadir, confirm=confirm))
+            bootstrap.bootstrap_data_directory(bootstrap_params(sandbox, backup['store'], datadir, confirm=confirm))
         assert 'set confirm to exactly %s' % datadir in refused.value.msg.lower()
         assert refused.value.details['wiped'] is False
     assert sorted(os.listdir(datadir)) == listing
@@ -282,7 +282,7 @@ def test_a_corrupted_bundle_is_refused_and_the_data_directory_untouched(sandbox,
     listing = _occupied(datadir)
     for check_mode in (True, False):
         with pytest.raises(PgopsError) as refused:
-            bootstrap.bootstrap(bootstrap_params(sandbox, store, datadir), check_mode=check_mode)
+            bootstrap.bootstrap_data_directory(bootstrap_params(sandbox, store, datadir), check_mode=check_mode)
         assert expected in refused.value.msg and refused.value.details['wiped'] is False
     assert sorted(os.listdir(datadir)) == listing
     with open(os.path.join(datadir, 'base', 'old'), 'rb') as handle:
@@ -297,9 +297,9 @@ def test_wipe_refuses_without_confirmation_and_empties_with_it(sandbox, backup, 
         handle.write('select 1;\n')
     params = dict(data_directory=datadir, confirm=None, clear_parent=True, server_user=None)
     with pytest.raises(PgopsError, match='set confirm to exactly %s' % datadir):
-        wipe.wipe(params)
+        wipe.wipe_data_directory(params)
     assert sorted(os.listdir(datadir)) == listing and os.path.exists(beside)
-    result = wipe.wipe(dict(params, confirm=datadir))
+    result = wipe.wipe_data_directory(dict(params, confirm=datadir))
     assert result['changed'] and os.listdir(datadir) == [] and not os.path.exists(beside)
     assert [e['name'] for e in result['before']['data_directory']] == listing
     assert [e['name'] for e in result['before']['parent']] == ['stray.sql']
@@ -314,19 +314,19 @@ def test_clear_parent_never_deletes_a_cluster_beside_the_data_directory(sandbox,
     listing = _occupied(datadir)
     replica = os.path.join(os.path.dirname(datadir), 'replica')
     params = bootstrap_params(sandbox, backup['store'], replica)
-    started = bootstrap.bootstrap(params)
+    started = bootstrap.bootstrap_data_directory(params)
     try:
         assert started['started'] and drill.postmaster_of(replica) == started['pid']
         wipe_params = dict(data_directory=datadir, confirm=datadir, clear_parent=True, server_user=None)
         for check_mode in (True, False):
             with pytest.raises(PgopsError, match='would also delete other PostgreSQL clusters') as refused:
-                wipe.wipe(wipe_params, check_mode=check_mode)
+                wipe.wipe_data_directory(wipe_params, check_mode=check_mode)
             assert 'PID %d, which is alive' % started['pid'] in refused.value.msg and refused.value.details['clusters'] == [replica]
         assert _batches(params['settings']['port'], sandbox) == ROWS
     finally:
         _stop(sandbox, replica)
     with pytest.raises(PgopsError, match='%s \\(a PostgreSQL data directory\\)' % replica):
-        wipe.wipe(wipe_params)
+        wipe.wipe_data_directory(wipe_params)
     assert sorted(os.listdir(datadir)) == listing and os.path.isfile(os.path.join(replica, 'global', 'pg_control'))
 
 
@@ -350,10 +350,10 @@ def test_a_failing_pg_basebackup_fails_with_its_message_and_deletes_nothing(sand
     before = sorted(os.listdir(store))
     params = bundle_params(sandbox, store, login_user='bb_no_repl', login_password=password, keep=1)
     with pytest.raises(PgopsError) as check:
-        basebackup.take_bundle(params, check_mode=True)
+        basebackup.take_base_backup(params, check_mode=True)
     assert 'role bb_no_repl has neither REPLICATION nor SUPERUSER' in check.value.msg
     with pytest.raises(PgopsError) as failed:
-        basebackup.take_bundle(params)
+        basebackup.take_base_backup(params)
     assert 'pg_basebackup failed' in failed.value.msg
     assert 'must be superuser or replication role' in failed.value.msg
     assert 'Nothing was stored and no bundle was deleted' in failed.value.msg
@@ -366,17 +366,17 @@ def test_retention_keeps_the_newest_after_the_new_bundle_is_stored(sandbox, back
     _pre_existing(store, ('20200101-0620', '20200108-0620', '20200115-0620'))
     with open(os.path.join(store, 'records_dump_20251102.tar.gz'), 'wb') as handle:
         handle.write(b'uploaded by hand')
-    check = basebackup.take_bundle(bundle_params(sandbox, store, keep=2), check_mode=True)
+    check = basebackup.take_base_backup(bundle_params(sandbox, store, keep=2), check_mode=True)
     assert check['deleted'] == ['basebackup-20200101-0620.bundle.tar.gz', 'basebackup-20200108-0620.bundle.tar.gz']
     assert len(os.listdir(store)) == 7
-    made = basebackup.take_bundle(bundle_params(sandbox, store, keep=2))
+    made = basebackup.take_base_backup(bundle_params(sandbox, store, keep=2))
     assert made['deleted'] == check['deleted']
     name = made['bundle']['name']
     assert sorted(os.listdir(store)) == sorted(['basebackup-20200115-0620.bundle.tar.gz', 'basebackup-20200115-0620.bundle.tar.gz.sha256',
                                                 name, name + '.sha256', 'records_dump_20251102.tar.gz'])
     # Two more runs right after it (older versions named bundles by the minute and refused the second run of a
     # minute): each stores a bundle of its own, the one it reports, and retention keeps the newest 2, never the run's.
-    runs = [basebackup.take_bundle(bundle_params(sandbox, store, keep=2)) for dummy in range(2)]
+    runs = [basebackup.take_base_backup(bundle_params(sandbox, store, keep=2)) for dummy in range(2)]
     names = [r['bundle']['name'] for r in runs]
     assert len(set([name] + names)) == 3
     assert runs[0]['deleted'] == ['basebackup-20200115-0620.bundle.tar.gz'] and runs[1]['deleted'] == [name]
@@ -427,17 +427,17 @@ def test_a_run_removes_what_killed_runs_left_writes_with_mode_and_refuses_bad_op
     before = dict(store=sorted(os.listdir(store)), scratch=sorted(os.listdir(scratch)))
     params = bundle_params(sandbox, store, scratch_dir=scratch, keep=0, mode='0640')
 
-    check = basebackup.take_bundle(params, check_mode=True)
+    check = basebackup.take_base_backup(params, check_mode=True)
     assert check['removed_partials'] == stale and check['changed']
     assert dict(store=sorted(os.listdir(store)), scratch=sorted(os.listdir(scratch))) == before, 'check mode wrote nothing'
-    made = basebackup.take_bundle(params)
+    made = basebackup.take_base_backup(params)
     assert made['removed_partials'] == stale and not any(os.path.lexists(p) for p in stale)
     assert os.listdir(scratch) == [] and os.path.isdir(running)
     new = made['bundle']['name']
     assert sorted(os.listdir(store)) == sorted([new, new + '.sha256', os.path.basename(running)])
     assert _mode(made['bundle']['url']) == 0o640 and _mode(made['bundle']['url'] + '.sha256') == 0o640
     os.rmdir(running)
-    default = basebackup.take_bundle(bundle_params(sandbox, store, keep=0))
+    default = basebackup.take_base_backup(bundle_params(sandbox, store, keep=0))
     assert _mode(default['bundle']['url']) == 0o600 and _mode(default['bundle']['url'] + '.sha256') == 0o600
 
     # Refused before anything is made or read, check mode too: a system directory as scratch_dir, a mode others read.
@@ -445,9 +445,9 @@ def test_a_run_removes_what_killed_runs_left_writes_with_mode_and_refuses_bad_op
     etc = sorted(os.listdir('/etc'))
     for check_mode in (True, False):
         with pytest.raises(PgopsError, match='Refusing scratch_dir /etc: it is a system directory'):
-            basebackup.take_bundle(bundle_params(sandbox, store, scratch_dir='/etc'), check_mode=check_mode)
+            basebackup.take_base_backup(bundle_params(sandbox, store, scratch_dir='/etc'), check_mode=check_mode)
         with pytest.raises(PgopsError, match="mode must be '0600', '0640' or '0660'"):
-            basebackup.take_bundle(bundle_params(sandbox, store, mode='0644'), check_mode=check_mode)
+            basebackup.take_base_backup(bundle_params(sandbox, store, mode='0644'), check_mode=check_mode)
     assert sorted(os.listdir(store)) == listing and sorted(os.listdir('/etc')) == etc
 
 
@@ -456,14 +456,14 @@ def test_s3_bundle_verified_from_the_bucket(sandbox, backup, datadir):
     prefix = 'it-%s/basebackup' % uuid.uuid4().hex[:8]
     s3_options = dict(bucket=s3.bucket, prefix=prefix, endpoint_url=s3.endpoint_url, access_key=s3.access_key,
                       secret_key=s3.secret_key, region=s3.region)
-    made = basebackup.take_bundle(bundle_params(sandbox, None, scratch_dir=backup['root'], **s3_options))
+    made = basebackup.take_base_backup(bundle_params(sandbox, None, scratch_dir=backup['root'], **s3_options))
     assert made['bundle']['url'] == 's3://%s/%s/%s' % (s3.bucket, prefix, made['bundle']['name'])
     keys = sorted(o['Key'] for o in s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=prefix).get('Contents', []))
     assert keys == ['%s/%s' % (prefix, made['bundle']['name']), '%s/%s.sha256' % (prefix, made['bundle']['name'])]
     assert not [n for n in os.listdir(backup['root']) if n.startswith(PARTIAL_PREFIX)]
     os.makedirs(datadir)
     listing = _occupied(datadir)
-    check = bootstrap.bootstrap(bootstrap_params(sandbox, None, datadir, scratch_dir=backup['root'], **s3_options), check_mode=True)
+    check = bootstrap.bootstrap_data_directory(bootstrap_params(sandbox, None, datadir, scratch_dir=backup['root'], **s3_options), check_mode=True)
     assert check['bundle']['name'] == made['bundle']['name'] and check['backup']['start_lsn'] == made['start_lsn']
     assert [e['name'] for e in check['removed']] == listing and sorted(os.listdir(datadir)) == listing
 
@@ -540,10 +540,10 @@ def _refused_everywhere(sandbox, backup, path, expected):
     """wipe and bootstrap (start=false), in check mode and for real, both refuse ``path`` with ``expected``."""
     for check_mode in (True, False):
         with pytest.raises(PgopsError) as refused:
-            wipe.wipe(_wipe_params(path), check_mode=check_mode)
+            wipe.wipe_data_directory(_wipe_params(path), check_mode=check_mode)
         assert expected in refused.value.msg and 'Nothing was changed' in refused.value.msg
         with pytest.raises(PgopsError) as refused:
-            bootstrap.bootstrap(bootstrap_params(sandbox, backup['store'], path, start=False), check_mode=check_mode)
+            bootstrap.bootstrap_data_directory(bootstrap_params(sandbox, backup['store'], path, start=False), check_mode=check_mode)
         assert expected in refused.value.msg
         assert refused.value.details['wiped'] is False and refused.value.details['changed'] is False
 
@@ -559,9 +559,9 @@ def test_a_symbolic_link_to_etc_is_refused_and_etc_left_alone(sandbox, backup):
     _refused_everywhere(sandbox, backup, '/etc', 'Refusing data_directory /etc: it is a system directory')
     for path in ('/usr', '/usr/share'):
         with pytest.raises(PgopsError, match='/usr and everything under it'):
-            wipe.wipe(_wipe_params(path), check_mode=True)
+            wipe.wipe_data_directory(_wipe_params(path), check_mode=True)
         with pytest.raises(PgopsError, match='/usr and everything under it'):
-            bootstrap.bootstrap(bootstrap_params(sandbox, backup['store'], path, start=False), check_mode=True)
+            bootstrap.bootstrap_data_directory(bootstrap_params(sandbox, backup['store'], path, start=False), check_mode=True)
     assert _etc_state() == before
     assert os.listdir(work) == ['pgdata'], 'no scratch directory was made'
 
@@ -604,26 +604,26 @@ def test_a_directory_that_is_not_a_data_directory_is_refused_and_left_intact(san
     _refused_everywhere(sandbox, backup, datadir, 'Refusing to empty data_directory %s: it is neither empty nor a '
                         'PostgreSQL data directory' % datadir)
     with pytest.raises(PgopsError, match='has no global/pg_control, and holds PG_VERSION, notes.txt, reports'):
-        wipe.wipe(_wipe_params(datadir))
+        wipe.wipe_data_directory(_wipe_params(datadir))
     assert _snapshot(datadir) == before and len(before) == 4
 
 
 def test_an_empty_directory_and_a_real_data_directory_are_allowed(sandbox, backup, datadir):
     os.makedirs(datadir)
-    check = bootstrap.bootstrap(bootstrap_params(sandbox, backup['store'], datadir, start=False), check_mode=True)
+    check = bootstrap.bootstrap_data_directory(bootstrap_params(sandbox, backup['store'], datadir, start=False), check_mode=True)
     assert check['changed'] and check['removed'] == [] and os.listdir(datadir) == []
-    result = bootstrap.bootstrap(bootstrap_params(sandbox, backup['store'], datadir, start=False))
+    result = bootstrap.bootstrap_data_directory(bootstrap_params(sandbox, backup['store'], datadir, start=False))
     assert result['wiped'] and result['restored']['files'] > 100
     # What the base backup restored is a real data directory (the server's own PG_VERSION and pg_control).
     restored = _snapshot(datadir)
     assert 'PG_VERSION' in restored and 'global/pg_control' in restored and INCOMPLETE_MARKER not in restored
     assert data_directory_state(datadir)[0] == 'data directory'
-    check = wipe.wipe(_wipe_params(datadir), check_mode=True)
+    check = wipe.wipe_data_directory(_wipe_params(datadir), check_mode=True)
     assert check['changed'] and sorted(os.path.basename(p) for p in check['removed']) == sorted(os.listdir(datadir))
     assert _snapshot(datadir) == restored, 'check mode deleted nothing'
-    wiped = wipe.wipe(_wipe_params(datadir))
+    wiped = wipe.wipe_data_directory(_wipe_params(datadir))
     assert wiped['changed'] and os.listdir(datadir) == [] and wiped['bytes_removed'] > 0
-    again = wipe.wipe(_wipe_params(datadir))
+    again = wipe.wipe_data_directory(_wipe_params(datadir))
     assert not again['changed'] and again['removed'] == []
 
 
@@ -707,8 +707,8 @@ def _no_secret_in(text):
 
 def test_restore_command_and_settings_are_masked_in_the_result_not_in_the_data_directory(sandbox, backup, datadir):
     params = _secret_params(sandbox, backup, datadir)
-    check = bootstrap.bootstrap(params, check_mode=True)
-    result = bootstrap.bootstrap(params)
+    check = bootstrap.bootstrap_data_directory(params, check_mode=True)
+    result = bootstrap.bootstrap_data_directory(params)
     for shown in (check, result):
         _no_secret_in(repr(shown))
         assert shown['restore_command'] == '********'
@@ -722,7 +722,7 @@ def test_restore_command_and_settings_are_masked_in_the_result_not_in_the_data_d
     assert _mode(auto) == 0o600
     # A refused command: the message names the problem, not the command.
     with pytest.raises(PgopsError) as refused:
-        bootstrap.bootstrap(_secret_params(sandbox, backup, datadir, restore_command=SECRET_COMMAND + ' %x'))
+        bootstrap.bootstrap_data_directory(_secret_params(sandbox, backup, datadir, restore_command=SECRET_COMMAND + ' %x'))
     assert "restore_command has '%x'" in refused.value.msg
     _no_secret_in(refused.value.msg + repr(refused.value.details))
 

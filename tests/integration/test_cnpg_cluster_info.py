@@ -71,22 +71,19 @@ def watermark_params(sandbox, key, **overrides):
 
 
 def info(params):
-    warnings = []
-    result = cnpg.run(params, warn=warnings.append)
-    result['warnings'] = warnings
-    return result
+    return cnpg.read_cluster(params)
 
 
 def failure(params):
     with pytest.raises(PgopsError) as err:
-        cnpg.run(params)
+        cnpg.read_cluster(params)
     assert TOKEN not in err.value.msg
     return err.value.msg
 
 
 def rebuild(sandbox, db, key, current_primary=None):
     """One real run of pg_unlogged_rebuild on the primary, which writes the watermark."""
-    return unlogged_rebuild.run(params_for(sandbox, 'primary', db, key, current_primary=current_primary))
+    return unlogged_rebuild.check_and_rebuild(params_for(sandbox, 'primary', db, key, current_primary=current_primary))
 
 
 # -- the module_utils entry point ----------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def _databases(sandbox):
 
 
 def test_dump_restore_and_drill_give_identical_counts_and_checksums(sandbox, shop, store_dir):
-    made = dump_bundle.make_bundle(dump_params(sandbox, shop, store_dir, fingerprints=True))
+    made = dump_bundle.make_dump_bundle(dump_params(sandbox, shop, store_dir, fingerprints=True))
     name = made['bundle']['name']
     assert dump_bundle.PATTERN.match(name) and re.match(r'nightly-\d{8}-\d{9}-[0-9a-f]{8}\.tar\.gz\Z', name)
     assert sorted(os.listdir(store_dir)) == [name, name + '.sha256']
@@ -88,7 +88,7 @@ def test_dump_restore_and_drill_give_identical_counts_and_checksums(sandbox, sho
     assert manifest['info']['database'] == shop
 
     target = 'restored_%s' % uuid.uuid4().hex[:8]
-    restored = dump_restore.restore(restore_params(sandbox, store_dir, database=target))
+    restored = dump_restore.restore_dump(restore_params(sandbox, store_dir, database=target))
     assert restored['created_database'] and restored['source'] == 'directory'
     assert restored['tables'] == RESTORED_ROWS
     assert {'name': 'pg_trgm', 'schema': 'public', 'version': restored['extensions'][0]['version'], 'created': True} \
@@ -102,27 +102,27 @@ def test_dump_restore_and_drill_give_identical_counts_and_checksums(sandbox, sho
     owner = sandbox.primary.execute("SELECT tableowner FROM pg_tables WHERE schemaname = 'Stock'", dbname=target)
     assert owner == [('shop_app',)]
 
-    drill = dump_restore.restore(restore_params(sandbox, store_dir, drill=True))
+    drill = dump_restore.restore_dump(restore_params(sandbox, store_dir, drill=True))
     assert drill['drill']['identical'] and drill['drill']['tables'] == 4
     assert drill['drill']['compared_with'] == 'the fingerprints recorded in the bundle'
     assert drill['drill']['dropped'] and drill['database'] not in _databases(sandbox)
 
 
 def test_plain_sql_restore_and_drill_against_the_live_source(sandbox, shop, store_dir):
-    dump_bundle.make_bundle(dump_params(sandbox, shop, store_dir, fingerprints=False))
+    dump_bundle.make_dump_bundle(dump_params(sandbox, shop, store_dir, fingerprints=False))
     target = 'plain_%s' % uuid.uuid4().hex[:8]
-    restored = dump_restore.restore(restore_params(sandbox, store_dir, database=target, source='plain'))
+    restored = dump_restore.restore_dump(restore_params(sandbox, store_dir, database=target, source='plain'))
     assert restored['source'] == 'plain' and restored['tables'] == RESTORED_ROWS
-    drill = dump_restore.restore(restore_params(sandbox, store_dir, drill=True))
+    drill = dump_restore.restore_dump(restore_params(sandbox, store_dir, drill=True))
     assert drill['drill']['identical'] and drill['drill']['compared_with'] == 'database %s now' % shop
 
 
 def test_drill_fails_when_the_source_changed_since_the_dump(sandbox, shop, store_dir):
-    dump_bundle.make_bundle(dump_params(sandbox, shop, store_dir))
+    dump_bundle.make_dump_bundle(dump_params(sandbox, shop, store_dir))
     sandbox.primary.execute("UPDATE public.audit SET note = 'changed' WHERE id = 7", dbname=shop)
     try:
         with pytest.raises(PgopsError) as failed:
-            dump_restore.restore(restore_params(sandbox, store_dir, drill=True, compare_with='database'))
+            dump_restore.restore_dump(restore_params(sandbox, store_dir, drill=True, compare_with='database'))
     finally:
         sandbox.primary.execute("UPDATE public.audit SET note = 'note 7' WHERE id = 7", dbname=shop)
     assert '1 tables differ' in failed.value.msg and 'public.audit' in failed.value.msg
@@ -141,8 +141,8 @@ def test_a_failing_pg_dump_fails_with_its_message_and_stores_nothing(sandbox, sh
     (store_dir / 'nightly-20200101-0600.tar.gz.sha256').write_text('0' * 64 + '  nightly-20200101-0600.tar.gz\n')
     try:
         with pytest.raises(PgopsError) as failed:
-            dump_bundle.make_bundle(dump_params(sandbox, shop, store_dir, login_user='dumper', login_password='dumper-pw',
-                                                keep=1))
+            dump_bundle.make_dump_bundle(dump_params(sandbox, shop, store_dir, login_user='dumper', login_password='dumper-pw',
+                                                     keep=1))
     finally:
         sandbox.primary.execute('DROP TABLE public.secrets', dbname=shop)
     assert 'pg_dump of database %s failed (exit status 1)' % shop in failed.value.msg
@@ -169,23 +169,23 @@ def _rewrite_member(archive, member, new_bytes):
 
 
 def test_a_bundle_with_a_corrupted_member_is_refused_before_anything_is_restored(sandbox, shop, store_dir):
-    name = dump_bundle.make_bundle(dump_params(sandbox, shop, store_dir))['bundle']['name']
+    name = dump_bundle.make_dump_bundle(dump_params(sandbox, shop, store_dir))['bundle']['name']
     _rewrite_member(store_dir / name, 'globals.sql', b'DROP ROLE shop_app;\n')
     target = 'never_%s' % uuid.uuid4().hex[:8]
     with pytest.raises(PgopsError) as refused:
-        dump_restore.restore(restore_params(sandbox, store_dir, database=target))
+        dump_restore.restore_dump(restore_params(sandbox, store_dir, database=target))
     assert 'bundle %s is refused: member globals.sql differs from the manifest' % name in refused.value.msg
     assert target not in _databases(sandbox)
     assert sandbox.primary.execute("SELECT 1 FROM pg_roles WHERE rolname = 'shop_app'") == [(1,)]
 
 
 def test_a_bundle_with_a_damaged_archive_is_refused(sandbox, shop, store_dir):
-    name = dump_bundle.make_bundle(dump_params(sandbox, shop, store_dir))['bundle']['name']
+    name = dump_bundle.make_dump_bundle(dump_params(sandbox, shop, store_dir))['bundle']['name']
     data = bytearray((store_dir / name).read_bytes())
     data[len(data) // 2] ^= 0xFF
     (store_dir / name).write_bytes(bytes(data))
     with pytest.raises(PgopsError) as refused:
-        dump_restore.restore(restore_params(sandbox, store_dir, database='never_restored'), check_mode=True)
+        dump_restore.restore_dump(restore_params(sandbox, store_dir, database='never_restored'), check_mode=True)
     assert 'bundle %s is corrupt: its sha256 differs' % name in refused.value.msg
 
 
@@ -194,10 +194,10 @@ def test_retention_keeps_the_newest_and_ignores_other_files(sandbox, shop, store
         (store_dir / ('nightly-%s.tar.gz' % stamp)).write_bytes(b'x')
         (store_dir / ('nightly-%s.tar.gz.sha256' % stamp)).write_text('0' * 64 + '\n')
     (store_dir / 'records_dump_20251102.tar.gz').write_bytes(b'uploaded by hand')
-    check = dump_bundle.make_bundle(dump_params(sandbox, shop, store_dir, keep=2), check_mode=True)
+    check = dump_bundle.make_dump_bundle(dump_params(sandbox, shop, store_dir, keep=2), check_mode=True)
     assert check['deleted'] == ['nightly-20200101-0600.tar.gz', 'nightly-20200102-0600.tar.gz']
     assert len(os.listdir(store_dir)) == 7
-    made = dump_bundle.make_bundle(dump_params(sandbox, shop, store_dir, keep=2))
+    made = dump_bundle.make_dump_bundle(dump_params(sandbox, shop, store_dir, keep=2))
     assert made['deleted'] == check['deleted']
     assert sorted(os.listdir(store_dir)) == sorted([
         'nightly-20200103-0600.tar.gz', 'nightly-20200103-0600.tar.gz.sha256', made['bundle']['name'],
@@ -208,24 +208,24 @@ def test_s3_bundle_round_trip(sandbox, shop, tmp_path):
     s3 = dict(bucket=sandbox.s3.bucket, prefix='dumps/%s' % uuid.uuid4().hex[:8], directory=None,
               endpoint_url=sandbox.s3.endpoint_url, access_key=sandbox.s3.access_key, secret_key=sandbox.s3.secret_key,
               region=sandbox.s3.region)
-    made = dump_bundle.make_bundle(dump_params(sandbox, shop, scratch_dir=str(tmp_path), **s3))
+    made = dump_bundle.make_dump_bundle(dump_params(sandbox, shop, scratch_dir=str(tmp_path), **s3))
     name = made['bundle']['name']
     assert made['bundle']['url'] == 's3://%s/%s/%s' % (s3['bucket'], s3['prefix'], name)
     assert sorted(sandbox.s3.objects(s3['prefix'] + '/')) == ['%s/%s' % (s3['prefix'], n) for n in (name, name + '.sha256')]
     assert os.listdir(tmp_path) == []  # the local copy is gone once uploaded
-    drill = dump_restore.restore(restore_params(sandbox, drill=True, **s3))
+    drill = dump_restore.restore_dump(restore_params(sandbox, drill=True, **s3))
     assert drill['drill']['identical'] and drill['bundle']['name'] == name
 
 
 def test_existing_database_with_tables_is_refused_unless_clean(sandbox, shop, store_dir):
-    dump_bundle.make_bundle(dump_params(sandbox, shop, store_dir))
+    dump_bundle.make_dump_bundle(dump_params(sandbox, shop, store_dir))
     target = 'again_%s' % uuid.uuid4().hex[:8]
-    dump_restore.restore(restore_params(sandbox, store_dir, database=target))
+    dump_restore.restore_dump(restore_params(sandbox, store_dir, database=target))
     sandbox.primary.execute('DELETE FROM sales.orders WHERE id > 10', dbname=target)
     with pytest.raises(PgopsError) as refused:
-        dump_restore.restore(restore_params(sandbox, store_dir, database=target))
+        dump_restore.restore_dump(restore_params(sandbox, store_dir, database=target))
     assert 'already holds 5 tables' in refused.value.msg and 'clean=true' in refused.value.msg
-    again = dump_restore.restore(restore_params(sandbox, store_dir, database=target, clean=True))
+    again = dump_restore.restore_dump(restore_params(sandbox, store_dir, database=target, clean=True))
     assert not again['created_database'] and again['tables'] == RESTORED_ROWS
 
 
@@ -255,13 +255,13 @@ def test_playbooks_dump_restore_and_drill(sandbox, shop, store_dir):
 
 def test_a_drill_changes_no_role_and_a_refused_restore_applies_no_globals(sandbox, shop, store_dir):
     sandbox.primary.execute('CREATE ROLE "Drill Only" NOLOGIN')
-    dump_bundle.make_bundle(dump_params(sandbox, shop, store_dir))
+    dump_bundle.make_dump_bundle(dump_params(sandbox, shop, store_dir))
     # After the dump, shop_app's password changes and a role the dump holds disappears.
     sandbox.primary.execute("ALTER ROLE shop_app PASSWORD 'changed-after-the-dump'")
     sandbox.primary.execute('DROP ROLE "Drill Only"')
     before = sandbox.primary.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'shop_app'")
     try:
-        drill = dump_restore.restore(restore_params(sandbox, store_dir, drill=True))
+        drill = dump_restore.restore_dump(restore_params(sandbox, store_dir, drill=True))
     finally:
         sandbox.primary.execute('DROP ROLE IF EXISTS "Drill Only"')
     assert drill['drill']['identical'] and 'shop_app' in drill['globals']['already_existed']
@@ -271,5 +271,5 @@ def test_a_drill_changes_no_role_and_a_refused_restore_applies_no_globals(sandbo
     sandbox.primary.execute('CREATE DATABASE %s' % target)
     sandbox.primary.execute('CREATE TABLE t (i int)', dbname=target)
     with pytest.raises(PgopsError, match='already holds 1 tables'):
-        dump_restore.restore(restore_params(sandbox, store_dir, database=target))
+        dump_restore.restore_dump(restore_params(sandbox, store_dir, database=target))
     assert sandbox.primary.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'shop_app'") == before

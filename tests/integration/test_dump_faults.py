@@ -48,7 +48,7 @@ from ansible_collections.pgops.resilience.plugins.module_utils._bundles import d
 request = json.load(sys.stdin)
 time.sleep(max(0.0, request['start_at'] - time.time()))
 try:
-    print(json.dumps(dict(ok=True, result=dump_bundle.make_bundle(request['params'])), default=str))
+    print(json.dumps(dict(ok=True, result=dump_bundle.make_dump_bundle(request['params'])), default=str))
 except Exception as exc:
     print(json.dumps(dict(ok=False, error=getattr(exc, 'msg', repr(exc)))))
 """
@@ -115,7 +115,7 @@ def secret_settings(sandbox):
 
 
 def test_settings_with_credentials_are_masked_in_the_bundle(sandbox, source_db, store_dir, secret_settings):
-    made = dump_bundle.make_bundle(dump_params(sandbox, source_db, store_dir))
+    made = dump_bundle.make_dump_bundle(dump_params(sandbox, source_db, store_dir))
     path = store_dir / made['bundle']['name']
     with tarfile.open(path) as tar:
         settings = tar.extractfile('pg_settings.tsv').read().decode('utf-8')
@@ -130,7 +130,7 @@ def test_settings_with_credentials_are_masked_in_the_bundle(sandbox, source_db, 
 
 
 def test_bundle_checksum_and_extracted_members_are_0600(sandbox, source_db, store_dir, tmp_path, umask_022):
-    made = dump_bundle.make_bundle(dump_params(sandbox, source_db, store_dir))
+    made = dump_bundle.make_dump_bundle(dump_params(sandbox, source_db, store_dir))
     path = str(store_dir / made['bundle']['name'])
     assert _mode(path) == 0o600 and _mode(path + '.sha256') == 0o600
     with tarfile.open(path) as tar:
@@ -146,7 +146,7 @@ def test_bundle_checksum_and_extracted_members_are_0600(sandbox, source_db, stor
     s3 = s3_options(sandbox)
     scratch = tmp_path / 'scratch'
     scratch.mkdir()
-    remote = dump_bundle.make_bundle(dump_params(sandbox, source_db, scratch_dir=str(scratch), **s3))
+    remote = dump_bundle.make_dump_bundle(dump_params(sandbox, source_db, scratch_dir=str(scratch), **s3))
     assert os.listdir(scratch) == []
     download = tmp_path / 'download'
     download.mkdir()
@@ -154,10 +154,10 @@ def test_bundle_checksum_and_extracted_members_are_0600(sandbox, source_db, stor
     assert _mode(local) == 0o600 and _mode(local + '.sha256') == 0o600
     assert bundle.sha256_file(local)[0] == remote['bundle']['sha256']
     # A group may be let in (mode), never others.
-    group = dump_bundle.make_bundle(dump_params(sandbox, source_db, store_dir, mode='0640'))
+    group = dump_bundle.make_dump_bundle(dump_params(sandbox, source_db, store_dir, mode='0640'))
     assert _mode(group['bundle']['url']) == 0o640 and _mode(group['bundle']['url'] + '.sha256') == 0o640
     with pytest.raises(PgopsError, match="mode must be '0600', '0640' or '0660'"):
-        dump_bundle.make_bundle(dump_params(sandbox, source_db, store_dir, mode='0644'))
+        dump_bundle.make_dump_bundle(dump_params(sandbox, source_db, store_dir, mode='0644'))
 
 
 def _start_runner(params, start_at):
@@ -273,9 +273,9 @@ def test_a_partial_dump_left_by_a_killed_run_is_removed_by_the_next_run(sandbox,
     left = str(store_dir / partials[0])
     assert os.path.isdir(left) and not dump_bundle.PATTERN.match(partials[0])
     # Check mode reports it and removes nothing.
-    check = dump_bundle.make_bundle(params, check_mode=True)
+    check = dump_bundle.make_dump_bundle(params, check_mode=True)
     assert check['removed_partials'] == [left] and os.path.isdir(left)
-    made = dump_bundle.make_bundle(params)
+    made = dump_bundle.make_dump_bundle(params)
     assert made['removed_partials'] == [left]
     assert sorted(os.listdir(store_dir)) == [made['bundle']['name'], made['bundle']['name'] + '.sha256']
 
@@ -293,7 +293,7 @@ def _roles(sandbox):
 
 
 def test_restore_check_mode_reports_a_change_and_changes_nothing(sandbox, source_db, store_dir, tmp_path):
-    made = dump_bundle.make_bundle(dump_params(sandbox, source_db, store_dir))
+    made = dump_bundle.make_dump_bundle(dump_params(sandbox, source_db, store_dir))
     scratch = tmp_path / 'scratch'
     scratch.mkdir()
     store_before = sorted(os.listdir(store_dir))
@@ -301,7 +301,7 @@ def test_restore_check_mode_reports_a_change_and_changes_nothing(sandbox, source
 
     # Into a new database: it would be created; it is not.
     new = 'never_%s' % uuid.uuid4().hex[:8]
-    check = dump_restore.restore(restore_params(sandbox, store_dir, database=new, scratch_dir=str(scratch)), check_mode=True)
+    check = dump_restore.restore_dump(restore_params(sandbox, store_dir, database=new, scratch_dir=str(scratch)), check_mode=True)
     assert check['changed'] is True and check['created_database'] is True
     assert check['database'] == new and check['bundle']['name'] == made['bundle']['name'] and check['source'] == 'directory'
     assert new not in _databases(sandbox)
@@ -312,23 +312,23 @@ def test_restore_check_mode_reports_a_change_and_changes_nothing(sandbox, source
     sandbox.primary.execute("CREATE TABLE public.orders (id int PRIMARY KEY, note text); "
                             "INSERT INTO public.orders VALUES (1, 'mine'), (2, 'also mine')", dbname=target)
     before = _fingerprints(sandbox, target)
-    check = dump_restore.restore(restore_params(sandbox, store_dir, database=target, clean=True, scratch_dir=str(scratch)),
-                                 check_mode=True)
+    check = dump_restore.restore_dump(restore_params(sandbox, store_dir, database=target, clean=True, scratch_dir=str(scratch)),
+                                      check_mode=True)
     assert check['changed'] is True and check['created_database'] is False
     assert _fingerprints(sandbox, target) == before
     # Without clean, check mode refuses as the run would.
     with pytest.raises(PgopsError, match='already holds 1 tables'):
-        dump_restore.restore(restore_params(sandbox, store_dir, database=target, scratch_dir=str(scratch)), check_mode=True)
+        dump_restore.restore_dump(restore_params(sandbox, store_dir, database=target, scratch_dir=str(scratch)), check_mode=True)
 
     # A drill in check mode: no scratch database, no role.
-    drill = dump_restore.restore(restore_params(sandbox, store_dir, drill=True, scratch_dir=str(scratch)), check_mode=True)
+    drill = dump_restore.restore_dump(restore_params(sandbox, store_dir, drill=True, scratch_dir=str(scratch)), check_mode=True)
     assert drill['changed'] is True and drill['database'].startswith(dump_restore.DRILL_PREFIX)
     assert not [d for d in _databases(sandbox) if d.startswith(dump_restore.DRILL_PREFIX)]
 
     # From S3: verified from the bucket, nothing downloaded.
     s3 = s3_options(sandbox)
-    dump_bundle.make_bundle(dump_params(sandbox, source_db, scratch_dir=str(scratch), **s3))
-    remote = dump_restore.restore(restore_params(sandbox, database=new, scratch_dir=str(scratch), **s3), check_mode=True)
+    dump_bundle.make_dump_bundle(dump_params(sandbox, source_db, scratch_dir=str(scratch), **s3))
+    remote = dump_restore.restore_dump(restore_params(sandbox, database=new, scratch_dir=str(scratch), **s3), check_mode=True)
     assert remote['changed'] is True and remote['created_database'] is True
 
     assert os.listdir(scratch) == [] and sorted(os.listdir(store_dir)) == store_before
@@ -344,7 +344,7 @@ def test_restore_check_mode_reports_a_change_and_changes_nothing(sandbox, source
 
 
 def test_a_scratch_directory_left_by_a_killed_restore_is_removed_by_the_next_run(sandbox, source_db, store_dir, tmp_path):
-    dump_bundle.make_bundle(dump_params(sandbox, source_db, store_dir))
+    dump_bundle.make_dump_bundle(dump_params(sandbox, source_db, store_dir))
     scratch = tmp_path / 'scratch'
     scratch.mkdir()
     target = 'killed_%s' % uuid.uuid4().hex[:8]
@@ -378,9 +378,9 @@ def test_a_scratch_directory_left_by_a_killed_restore_is_removed_by_the_next_run
     removed = sorted([str(old)] + left)
     kept = sorted(os.listdir(scratch))
 
-    check = dump_restore.restore(params, check_mode=True)
+    check = dump_restore.restore_dump(params, check_mode=True)
     assert check['removed_scratch'] == removed and sorted(os.listdir(scratch)) == kept
-    again = dump_restore.restore(params)
+    again = dump_restore.restore_dump(params)
     assert again['removed_scratch'] == removed and not any(os.path.lexists(p) for p in removed)
     assert sorted(os.listdir(scratch)) == sorted(set(kept) - set(os.path.basename(p) for p in removed))
     assert (victim / 'precious').read_bytes() == b'keep'
@@ -390,7 +390,7 @@ def test_a_scratch_directory_left_by_a_killed_restore_is_removed_by_the_next_run
 RESTORE_RUNNER = """
 import json, sys
 from ansible_collections.pgops.resilience.plugins.module_utils._bundles import dump_restore
-print(json.dumps(dict(result=dump_restore.restore(json.load(sys.stdin))), default=str))
+print(json.dumps(dict(result=dump_restore.restore_dump(json.load(sys.stdin))), default=str))
 """
 
 
@@ -405,7 +405,7 @@ def _start_restore_runner(params):
 
 
 def test_a_system_directory_as_scratch_dir_is_refused_before_anything_is_made(sandbox, source_db, store_dir, tmp_path):
-    dump_bundle.make_bundle(dump_params(sandbox, source_db, store_dir))
+    dump_bundle.make_dump_bundle(dump_params(sandbox, source_db, store_dir))
     listing = sorted(os.listdir(store_dir))
     link = tmp_path / 'scratch-link'
     os.symlink('/usr/share', link)
@@ -415,14 +415,14 @@ def test_a_system_directory_as_scratch_dir_is_refused_before_anything_is_made(sa
                               (str(link), 'Refusing scratch_dir %s: it resolves to /usr/share, a system directory' % link)):
         for check_mode in (True, False):
             with pytest.raises(PgopsError) as refused:
-                dump_bundle.make_bundle(dump_params(sandbox, source_db, scratch_dir=scratch, **s3), check_mode=check_mode)
+                dump_bundle.make_dump_bundle(dump_params(sandbox, source_db, scratch_dir=scratch, **s3), check_mode=check_mode)
             assert expected in refused.value.msg
             with pytest.raises(PgopsError) as refused:
-                dump_restore.restore(restore_params(sandbox, store_dir, database='never_%s' % uuid.uuid4().hex[:8],
-                                                    scratch_dir=scratch), check_mode=check_mode)
+                dump_restore.restore_dump(restore_params(sandbox, store_dir, database='never_%s' % uuid.uuid4().hex[:8],
+                                                         scratch_dir=scratch), check_mode=check_mode)
             assert expected in refused.value.msg
     assert dict((d, sorted(os.listdir(d))) for d in ('/etc', '/usr/share')) == before
     assert sorted(os.listdir(store_dir)) == listing and not sandbox.s3.objects(s3['prefix'] + '/')
     # /var/tmp, a system directory but one to make our own directory in, is fine.
-    made = dump_bundle.make_bundle(dump_params(sandbox, source_db, scratch_dir='/var/tmp', **s3), check_mode=True)
+    made = dump_bundle.make_dump_bundle(dump_params(sandbox, source_db, scratch_dir='/var/tmp', **s3), check_mode=True)
     assert made['changed']

@@ -96,7 +96,7 @@ def _by_name(entries):
 # -- pg_sanity_info --------------------------------------------------------------------------------------------
 
 def test_sanity_exact_counts(healthy, sanity_db):
-    report = sanity.run(_params(healthy.primary, healthy.password, sanity_db, exact_counts=True))
+    report = sanity.inspect_database(_params(healthy.primary, healthy.password, sanity_db, exact_counts=True))
     assert report['changed'] is False and report['database'] == sanity_db and report['exact_counts'] is True
     assert report['server_version_num'] >= 150000 and report['server_version'].startswith('15')
     assert [s['name'] for s in report['schemas']] == ['Odd Schema', 'app', 'billing', 'public']
@@ -126,13 +126,13 @@ def test_sanity_exact_counts(healthy, sanity_db):
 
 def test_sanity_estimates_then_after_analyze(healthy, sanity_db):
     params = _params(healthy.primary, healthy.password, sanity_db)
-    report = sanity.run(params)
+    report = sanity.inspect_database(params)
     assert report['exact_counts'] is False and 'estimates' in report['notes'][0]
     for entry in report['tables'] + report['materialized_views']:
         assert entry['rows_exact'] is False
         assert entry['rows_source'] in ('reltuples', 'n_live_tup', 'partitions', None)
     healthy.primary.execute('ANALYZE', dbname=sanity_db)
-    tables = _by_name(sanity.run(params)['tables'])
+    tables = _by_name(sanity.inspect_database(params)['tables'])
     for table, rows in EXACT_ROWS.items():
         # ANALYZE of these small tables reads every row: the planner's estimate is the count.
         assert (tables[table]['rows'], tables[table]['rows_exact'], tables[table]['rows_source']) == (rows, False, 'reltuples'), table
@@ -140,8 +140,8 @@ def test_sanity_estimates_then_after_analyze(healthy, sanity_db):
 
 
 def test_sanity_schema_filter_reports_missing_schemas(healthy, sanity_db):
-    warnings = []
-    report = sanity.run(_params(healthy.primary, healthy.password, sanity_db, schemas=['Odd Schema', 'nope', 'App']), warn=warnings.append)
+    report = sanity.inspect_database(_params(healthy.primary, healthy.password, sanity_db, schemas=['Odd Schema', 'nope', 'App']))
+    warnings = report['warnings']
     assert [s['name'] for s in report['schemas']] == ['Odd Schema']
     assert [t['name'] for t in report['tables']] == ['Weird Table'] and report['materialized_views'] == []
     assert report['missing_schemas'] == ['App', 'nope']  # exact catalog names: App is not app
@@ -151,14 +151,14 @@ def test_sanity_schema_filter_reports_missing_schemas(healthy, sanity_db):
 def test_sanity_partitions_in_an_unreported_schema_still_count_for_their_parent(healthy, sanity_db):
     _execute(healthy.primary, sanity_db, "CREATE TABLE billing.events_2026 PARTITION OF app.events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');"
                                          "INSERT INTO app.events VALUES (51, '2026-02-01'), (52, '2026-03-01')")
-    report = sanity.run(_params(healthy.primary, healthy.password, sanity_db, schemas=['app'], exact_counts=True))
+    report = sanity.inspect_database(_params(healthy.primary, healthy.password, sanity_db, schemas=['app'], exact_counts=True))
     tables = _by_name(report['tables'])
     assert 'billing.events_2026' not in tables
     assert (tables['app.events']['rows'], tables['app.events']['partitions']) == (52, 3)
 
 
 def test_sanity_checksums_equal_table_fingerprints_and_work_on_the_standby(healthy, sanity_db):
-    report = sanity.run(_params(healthy.primary, healthy.password, sanity_db, checksums=True))
+    report = sanity.inspect_database(_params(healthy.primary, healthy.password, sanity_db, checksums=True))
     assert report['exact_counts'] is True
     fingerprints = _fingerprints(healthy.primary, sanity_db)
     for entry in report['tables'] + report['materialized_views']:
@@ -294,7 +294,7 @@ def test_fingerprints_without_privilege_fail_naming_the_table(healthy, sanity_db
         assert 'reading the rows of app.events_2024: permission denied for table events_2024' in err.value.msg
     finally:
         conn.close()
-    report = sanity.run(_params(healthy.primary, 'reader-pw-1', sanity_db, login_user=role, schemas=['app'], exact_counts=True))
+    report = sanity.inspect_database(_params(healthy.primary, 'reader-pw-1', sanity_db, login_user=role, schemas=['app'], exact_counts=True))
     tables = _by_name(report['tables'])
     assert (tables['app.users']['rows'], tables['app.users']['rows_exact']) == (100, True)
     assert tables['app.legacy_child']['rows_exact'] is False
@@ -319,7 +319,7 @@ def test_space_sizes_filesystems_and_archive(healthy, sanity_db):
     archive = healthy.archive_dir
     before = _walk(archive)
     statvfs = os.statvfs(node.datadir)
-    report = space.run(_params(node, healthy.password, sanity_db, wal_archive_directory=archive, top_tables=3))
+    report = space.measure_space(_params(node, healthy.password, sanity_db, wal_archive_directory=archive, top_tables=3))
     after = _walk(archive)
     assert report['changed'] is False and report['database'] == sanity_db and report['in_recovery'] is False
     databases = dict((d['name'], d) for d in report['databases'])
@@ -327,7 +327,7 @@ def test_space_sizes_filesystems_and_archive(healthy, sanity_db):
     assert report['databases_total_bytes'] == sum(d['bytes'] for d in report['databases'])
     assert [d['bytes'] for d in report['databases']] == sorted((d['bytes'] for d in report['databases']), reverse=True)
     assert len(report['tables']) == 3 and report['tables'][0]['total_bytes'] >= report['tables'][-1]['total_bytes']
-    users = _by_name(space.run(_params(node, healthy.password, sanity_db, top_tables=50))['tables'])['app.users']
+    users = _by_name(space.measure_space(_params(node, healthy.password, sanity_db, top_tables=50))['tables'])['app.users']
     assert users['index_bytes'] > 0 and users['table_bytes'] > 0
     assert users['total_bytes'] == users['table_bytes'] + users['index_bytes'] + users['toast_bytes']
     total, = node.execute("SELECT pg_total_relation_size('app.users')", dbname=sanity_db)[0]
@@ -351,38 +351,38 @@ def test_space_sizes_filesystems_and_archive(healthy, sanity_db):
 
 def test_space_verdict_follows_thresholds(healthy):
     node = healthy.primary
-    free = space.run(_params(node, healthy.password, 'postgres'))['filesystems'][0]['free_percent']
-    critical = space.run(_params(node, healthy.password, 'postgres', warning_free_percent=100, critical_free_percent=100))
+    free = space.measure_space(_params(node, healthy.password, 'postgres'))['filesystems'][0]['free_percent']
+    critical = space.measure_space(_params(node, healthy.password, 'postgres', warning_free_percent=100, critical_free_percent=100))
     assert critical['verdict'] == 'critical'
     assert critical['verdict_reasons'][0].startswith('data_directory %s: ' % node.datadir)
     assert critical['verdict_reasons'][0].endswith('critical below 100%')
-    warning = space.run(_params(node, healthy.password, 'postgres', warning_free_percent=min(100, free + 5), critical_free_percent=0))
+    warning = space.measure_space(_params(node, healthy.password, 'postgres', warning_free_percent=min(100, free + 5), critical_free_percent=0))
     assert (warning['verdict'], len(warning['verdict_reasons'])) == ('warning', 1)
-    ok = space.run(_params(node, healthy.password, 'postgres', warning_free_percent=max(0, free - 5), critical_free_percent=0))
+    ok = space.measure_space(_params(node, healthy.password, 'postgres', warning_free_percent=max(0, free - 5), critical_free_percent=0))
     assert (ok['verdict'], ok['verdict_reasons']) == ('ok', [])
-    by_bytes = space.run(_params(node, healthy.password, 'postgres', warning_free_percent=0, critical_free_percent=0,
-                                 critical_free_bytes=2 ** 62, warning_free_bytes=2 ** 62))
+    by_bytes = space.measure_space(_params(node, healthy.password, 'postgres', warning_free_percent=0, critical_free_percent=0,
+                                           critical_free_bytes=2 ** 62, warning_free_bytes=2 ** 62))
     assert by_bytes['verdict'] == 'critical' and by_bytes['thresholds']['critical_free_bytes'] == 2 ** 62
 
 
 def test_space_errors_name_the_option(healthy, tmp_path):
     node = healthy.primary
     with pytest.raises(PgopsError) as err:
-        space.run(_params(node, healthy.password, 'postgres', warning_free_percent=10, critical_free_percent=30))
+        space.measure_space(_params(node, healthy.password, 'postgres', warning_free_percent=10, critical_free_percent=30))
     assert err.value.msg.startswith('critical_free_percent (30) must not be above warning_free_percent (10)')
     with pytest.raises(PgopsError) as err:
-        space.run(_params(node, healthy.password, 'postgres', wal_archive_directory=str(tmp_path / 'nope')))
+        space.measure_space(_params(node, healthy.password, 'postgres', wal_archive_directory=str(tmp_path / 'nope')))
     assert err.value.msg.startswith('wal_archive_directory %s does not exist on ' % (tmp_path / 'nope'))
     with pytest.raises(PgopsError) as err:
-        space.run(_params(node, healthy.password, 'postgres', top_tables=-1))
+        space.measure_space(_params(node, healthy.password, 'postgres', top_tables=-1))
     assert err.value.msg == 'top_tables must be 0 or more, not -1.'
     (tmp_path / 'global').mkdir()
     (tmp_path / 'global' / 'pg_control').write_bytes(b'\x01' * 64)
     with pytest.raises(PgopsError) as err:
-        space.run(_params(node, healthy.password, 'postgres', data_directory=str(tmp_path)))
+        space.measure_space(_params(node, healthy.password, 'postgres', data_directory=str(tmp_path)))
     assert 'data_directory %s belongs to another PostgreSQL cluster' % tmp_path in err.value.msg
     # The standby is a copy of the primary: same system identifier.
-    report = space.run(_params(healthy.standby, healthy.password, 'postgres', data_directory=healthy.standby.datadir, top_tables=0))
+    report = space.measure_space(_params(healthy.standby, healthy.password, 'postgres', data_directory=healthy.standby.datadir, top_tables=0))
     assert report['in_recovery'] is True and report['data_directory_verified'] is True and report['tables'] == []
     assert report['data_directory_source'] == 'option'
 
@@ -393,15 +393,15 @@ def test_space_as_an_unprivileged_user_degrades_with_notes(healthy):
     node.execute("CREATE ROLE %s LOGIN PASSWORD 'space-pw-1'" % role)
     params = _params(node, 'space-pw-1', 'postgres', login_user=role)
     with pytest.raises(PgopsError) as err:
-        space.run(params)
+        space.measure_space(params)
     assert err.value.msg == ('data_directory: the server does not reveal its data directory to this user (that needs superuser '
                              'or pg_read_all_settings); set data_directory.')
-    report = space.run(dict(params, data_directory=node.datadir))
+    report = space.measure_space(dict(params, data_directory=node.datadir))
     assert (report['wal']['readable'], report['wal']['files'], report['wal']['bytes']) == (False, None, None)
     assert 'The size of pg_wal is unknown: pg_ls_waldir() needs superuser or membership in pg_monitor.' in report['notes']
     assert report['verdict'] in ('ok', 'warning', 'critical') and report['filesystems'][0]['total_bytes'] > 0
     node.execute('GRANT pg_monitor TO %s' % role)
-    report = space.run(params)  # pg_monitor includes pg_read_all_settings
+    report = space.measure_space(params)  # pg_monitor includes pg_read_all_settings
     assert report['wal']['readable'] is True and report['wal']['bytes'] > 0 and report['data_directory'] == node.datadir
 
 
@@ -421,7 +421,8 @@ def test_info_modules_read_in_read_only_sessions(healthy, sanity_db, monkeypatch
         return conn
 
     monkeypatch.setattr(module, 'connect', connect)
-    report = module.run(_params(healthy.primary, healthy.password, sanity_db))
+    entry = module.inspect_database if module is sanity else module.measure_space
+    report = entry(_params(healthy.primary, healthy.password, sanity_db))
     assert report['changed'] is False and seen == ['on']
     assert healthy.primary.execute("SELECT to_regclass('public.written_by_an_info_module')", dbname=sanity_db) == [(None,)]
 

@@ -16,10 +16,7 @@ from .helpers import params_for
 
 
 def run(sandbox, node, db, key=None, check_mode=False, **overrides):
-    warnings = []
-    result = unlogged_rebuild.run(params_for(sandbox, node, db, key, **overrides), check_mode=check_mode, warn=warnings.append)
-    result['warnings'] = warnings
-    return result
+    return unlogged_rebuild.check_and_rebuild(params_for(sandbox, node, db, key, **overrides), check_mode=check_mode)
 
 
 def kv_count(node, db, table='kv_store'):
@@ -252,8 +249,8 @@ def test_unreachable_s3_warns_but_keeps_the_committed_rebuild(healthy, rem_db, b
     healthy.primary.execute('TRUNCATE kv_store', dbname=rem_db)
     params = params_for(healthy, 'primary', rem_db, bucket_key)
     params['watermark']['endpoint_url'] = 'http://127.0.0.1:%d' % closed_port()
-    warnings = []
-    result = unlogged_rebuild.run(params, warn=warnings.append)
+    result = unlogged_rebuild.check_and_rebuild(params)
+    warnings = result['warnings']
     assert result['rebuilt'] is True and result['watermark']['written'] is False
     assert kv_count(healthy.primary, rem_db) == 4000
     assert any('watermark was not written' in w and params['watermark']['endpoint_url'] in w for w in warnings)
@@ -264,7 +261,7 @@ def test_unreachable_s3_fails_when_the_watermark_is_required(healthy, rem_db, bu
     params = params_for(healthy, 'primary', rem_db, bucket_key, watermark_required=True)
     params['watermark']['endpoint_url'] = 'http://127.0.0.1:%d' % closed_port()
     with pytest.raises(PgopsError) as err:
-        unlogged_rebuild.run(params)
+        unlogged_rebuild.check_and_rebuild(params)
     assert 'The rebuild itself was committed (4000 rows in kv_store)' in err.value.msg
     assert err.value.details['rebuilt'] is True
     assert kv_count(healthy.primary, rem_db) == 4000
@@ -339,11 +336,11 @@ def test_invalid_s3_settings_are_clear_errors_but_a_standby_still_skips(healthy,
     params = params_for(healthy, 'primary', rem_db, bucket_key)
     params['watermark'][option] = value
     with pytest.raises(PgopsError) as err:
-        unlogged_rebuild.run(params)
+        unlogged_rebuild.check_and_rebuild(params)
     assert expected in err.value.msg
     params = params_for(healthy, 'standby', rem_db, bucket_key)
     params['watermark'][option] = value
-    assert unlogged_rebuild.run(params)['skipped_reason'] == 'standby'
+    assert unlogged_rebuild.check_and_rebuild(params)['skipped_reason'] == 'standby'
 
 
 def test_a_previous_watermark_that_is_not_an_object(healthy, rem_db, bucket_key):

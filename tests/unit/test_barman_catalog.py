@@ -392,7 +392,7 @@ def test_option_errors(change, match):
     params = dict((name, option.get('default')) for name, option in bc.argument_spec().items())
     params.update(destination_path='s3://bucket/barman', server_name='pg', **change)
     with pytest.raises(PgopsError, match=match):
-        bc.run(params, client=object())
+        bc.report_catalog(params, client=object())
 
 
 # -- Prometheus --------------------------------------------------------------------------------------------------

@@ -312,10 +312,10 @@ def test_a_prepared_data_directory_is_ready_for_archive_recovery(tmp_path):
     store, name = _store_with_bundle(tmp_path)
     datadir = tmp_path / 'data'
     listing = _previous_cluster(datadir)
-    check = bootstrap.bootstrap(_bootstrap_params(datadir, store), check_mode=True)
+    check = bootstrap.bootstrap_data_directory(_bootstrap_params(datadir, store), check_mode=True)
     assert check['changed'] and not check['wiped'] and [e['name'] for e in check['removed']] == listing
     assert sorted(os.listdir(datadir)) == listing
-    result = bootstrap.bootstrap(_bootstrap_params(datadir, store, settings={'port': 5433}))
+    result = bootstrap.bootstrap_data_directory(_bootstrap_params(datadir, store, settings={'port': 5433}))
     assert result['wiped'] and not result['started'] and result['bundle']['name'] == name
     assert result['backup']['start_lsn'] == '0/4000028' and result['restored']['files'] == 9
     names = set(os.listdir(datadir))
@@ -342,15 +342,15 @@ def test_a_bootstrap_that_stopped_half_way_can_be_run_again(tmp_path):
     datadir = tmp_path / 'data'
     _previous_cluster(datadir)
     with pytest.raises(PgopsError, match='tablespaces') as failed:
-        bootstrap.bootstrap(_bootstrap_params(datadir, store, bundle=broken))
+        bootstrap.bootstrap_data_directory(_bootstrap_params(datadir, store, bundle=broken))
     assert failed.value.details['wiped'] is True
     # Neither empty nor a data directory, but our marker says a bootstrap of ours left it so.
     left = sorted(os.listdir(datadir))
     assert INCOMPLETE_MARKER in left and 'PG_VERSION' not in left and 'old-file' not in left
     assert data_directory_state(str(datadir))[0] == 'incomplete'
-    check = bootstrap.bootstrap(_bootstrap_params(datadir, store, bundle=name), check_mode=True)
+    check = bootstrap.bootstrap_data_directory(_bootstrap_params(datadir, store, bundle=name), check_mode=True)
     assert [e['name'] for e in check['removed']] == left and sorted(os.listdir(datadir)) == left
-    result = bootstrap.bootstrap(_bootstrap_params(datadir, store, bundle=name))
+    result = bootstrap.bootstrap_data_directory(_bootstrap_params(datadir, store, bundle=name))
     assert result['wiped'] and (datadir / 'recovery.signal').exists() and (datadir / 'global' / 'pg_control').exists()
     assert INCOMPLETE_MARKER not in os.listdir(datadir)
 
@@ -363,7 +363,7 @@ def test_a_directory_that_is_not_a_data_directory_is_refused_by_the_bootstrap(tm
     (datadir / 'PG_VERSION').write_text('15\n')  # half a data directory is not one
     for check_mode in (True, False):
         with pytest.raises(PgopsError) as refused:
-            bootstrap.bootstrap(_bootstrap_params(datadir, store), check_mode=check_mode)
+            bootstrap.bootstrap_data_directory(_bootstrap_params(datadir, store), check_mode=check_mode)
         assert 'Refusing to empty data_directory %s' % datadir in refused.value.msg
         assert 'no global/pg_control' in refused.value.msg and 'empty it by hand' in refused.value.msg
         assert refused.value.details['wiped'] is False and refused.value.details['changed'] is False
@@ -378,7 +378,7 @@ def test_an_empty_directory_or_one_with_only_leftovers_is_bootstrapped(tmp_path,
     datadir.mkdir()
     for name in leftovers:
         (datadir / name).write_text('') if '.' in name else (datadir / name).mkdir()
-    result = bootstrap.bootstrap(_bootstrap_params(datadir, store))
+    result = bootstrap.bootstrap_data_directory(_bootstrap_params(datadir, store))
     assert result['wiped'] and [e['name'] for e in result['removed']] == sorted(leftovers)
     assert (datadir / 'PG_VERSION').read_text() == '15\n' and INCOMPLETE_MARKER not in os.listdir(datadir)
 
@@ -391,7 +391,7 @@ def test_a_corrupted_bundle_is_refused_before_the_data_directory_is_touched(tmp_
     datadir = tmp_path / 'data'
     listing = _previous_cluster(datadir)
     with pytest.raises(PgopsError) as refused:
-        bootstrap.bootstrap(_bootstrap_params(datadir, store))
+        bootstrap.bootstrap_data_directory(_bootstrap_params(datadir, store))
     assert 'is corrupt' in refused.value.msg and refused.value.details['wiped'] is False
     assert refused.value.details['changed'] is False
     assert sorted(os.listdir(datadir)) == listing
@@ -406,7 +406,7 @@ def test_a_bundle_of_another_kind_is_refused(tmp_path):
     bundle.pack(str(root), str(store / 'basebackup-20261122-0620.bundle.tar.gz'), 'logical-dump')
     datadir = tmp_path / 'data'
     with pytest.raises(PgopsError, match='logical-dump, not a base backup'):
-        bootstrap.bootstrap(_bootstrap_params(datadir, store))
+        bootstrap.bootstrap_data_directory(_bootstrap_params(datadir, store))
     assert not datadir.exists()
 
 
@@ -435,27 +435,27 @@ def test_wipe_without_confirmation_changes_nothing(tmp_path):
     volume = _volume(tmp_path)
     for confirm in (None, 'yes', str(volume)):
         with pytest.raises(PgopsError, match='Nothing was changed'):
-            wipe.wipe(_wipe_params(volume / 'data', confirm=confirm, clear_parent=True))
+            wipe.wipe_data_directory(_wipe_params(volume / 'data', confirm=confirm, clear_parent=True))
     assert sorted(os.listdir(volume / 'data')) == ['PG_VERSION', 'base', 'global'] and (volume / 'stray.sql').exists()
 
 
 def test_wipe_empties_the_data_directory_and_with_clear_parent_the_volume(tmp_path):
     volume = _volume(tmp_path)
-    check = wipe.wipe(_wipe_params(volume / 'data', clear_parent=True), check_mode=True)
+    check = wipe.wipe_data_directory(_wipe_params(volume / 'data', clear_parent=True), check_mode=True)
     assert check['changed'] and check['bytes_removed'] == 5 + 3 + 8192 + 10
     assert [e['name'] for e in check['before']['parent']] == ['stray.sql']
     assert (volume / 'stray.sql').exists()
-    result = wipe.wipe(_wipe_params(volume / 'data', clear_parent=True))
+    result = wipe.wipe_data_directory(_wipe_params(volume / 'data', clear_parent=True))
     assert sorted(os.listdir(volume)) == ['data', 'lost+found'] and os.listdir(volume / 'data') == []
     assert stat.S_IMODE(os.stat(volume / 'data').st_mode) == 0o700
     assert result['after'] == {'data_directory': [], 'parent': []}
-    again = wipe.wipe(_wipe_params(volume / 'data', clear_parent=True))
+    again = wipe.wipe_data_directory(_wipe_params(volume / 'data', clear_parent=True))
     assert not again['changed']
 
 
 def test_wipe_refuses_a_system_directory_as_parent_and_a_running_server(tmp_path):
     with pytest.raises(PgopsError, match='system directory'):
-        wipe.wipe(_wipe_params('/var/lib/pgdata-that-does-not-exist', clear_parent=True))
+        wipe.wipe_data_directory(_wipe_params('/var/lib/pgdata-that-does-not-exist', clear_parent=True))
     volume = _volume(tmp_path)
     datadir = volume / 'data'
     # A "postmaster" working in the data directory, as a real one does.
@@ -463,10 +463,10 @@ def test_wipe_refuses_a_system_directory_as_parent_and_a_running_server(tmp_path
     try:
         (datadir / 'postmaster.pid').write_text('%d\n%s\n' % (sleeper.pid, datadir))
         with pytest.raises(PgopsError, match='PID %d.*is running' % sleeper.pid):
-            wipe.wipe(_wipe_params(datadir))
+            wipe.wipe_data_directory(_wipe_params(datadir))
         store, dummy = _store_with_bundle(tmp_path)
         with pytest.raises(PgopsError, match='is running') as refused:
-            bootstrap.bootstrap(_bootstrap_params(datadir, store))
+            bootstrap.bootstrap_data_directory(_bootstrap_params(datadir, store))
         assert refused.value.details['wiped'] is False
     finally:
         sleeper.kill()
@@ -475,16 +475,16 @@ def test_wipe_refuses_a_system_directory_as_parent_and_a_running_server(tmp_path
     # The postmaster.pid of a server that ran elsewhere (PID 1 of its pod) names a live process here that works
     # elsewhere (this one, in the test) or none at all.
     (datadir / 'postmaster.pid').write_text('%d\n%s\n' % (os.getpid(), datadir))
-    assert wipe.wipe(_wipe_params(datadir))['changed']
+    assert wipe.wipe_data_directory(_wipe_params(datadir))['changed']
     (datadir / 'postmaster.pid').write_text('%d\n%s\n' % (sleeper.pid, datadir))
-    assert wipe.wipe(_wipe_params(datadir))['removed'] == [str(datadir / 'postmaster.pid')]
+    assert wipe.wipe_data_directory(_wipe_params(datadir))['removed'] == [str(datadir / 'postmaster.pid')]
 
 
 @pytest.mark.parametrize('path', ['/etc', '/etc/../etc', '/usr', '/usr/share', '/var/lib', '/srv', '/tmp', '/home/alice'])
 def test_wipe_refuses_a_system_directory_in_check_mode_too(path):
     for check_mode in (True, False):
         with pytest.raises(PgopsError) as refused:
-            wipe.wipe(_wipe_params(path), check_mode=check_mode)
+            wipe.wipe_data_directory(_wipe_params(path), check_mode=check_mode)
         # check_confirm makes the path normal first (/etc/../etc is /etc); the rule compares both anyway
         assert 'Refusing data_directory %s: it is a ' % os.path.normpath(path) in refused.value.msg
         assert 'system directory' in refused.value.msg or 'home directory' in refused.value.msg
@@ -498,7 +498,7 @@ def test_wipe_refuses_a_directory_that_is_not_a_data_directory(tmp_path):
     (notes / 'b.txt').write_text('b')
     for check_mode in (True, False):
         with pytest.raises(PgopsError) as refused:
-            wipe.wipe(_wipe_params(notes), check_mode=check_mode)
+            wipe.wipe_data_directory(_wipe_params(notes), check_mode=check_mode)
         assert 'Refusing to empty data_directory %s' % notes in refused.value.msg and 'b.txt, sub' in refused.value.msg
     assert sorted(os.listdir(notes)) == ['b.txt', 'sub'] and (notes / 'sub' / 'a.txt').read_text() == 'a'
 
@@ -511,12 +511,12 @@ def test_wipe_check_mode_writes_nothing_and_reports_no_change_for_an_empty_direc
     if os.geteuid() == 0:  # as root the directory goes to the server user: already theirs here
         owner = '4321:4321'
         os.chown(datadir, 4321, 4321)
-    check = wipe.wipe(_wipe_params(datadir, server_user=owner), check_mode=True)
+    check = wipe.wipe_data_directory(_wipe_params(datadir, server_user=owner), check_mode=True)
     assert not check['changed'] and check['removed'] == [] and os.listdir(datadir) == []
     os.chmod(datadir, 0o755)
-    check = wipe.wipe(_wipe_params(datadir, server_user=owner), check_mode=True)
+    check = wipe.wipe_data_directory(_wipe_params(datadir, server_user=owner), check_mode=True)
     assert check['changed'] and stat.S_IMODE(os.stat(datadir).st_mode) == 0o755, 'the mode would change; it did not'
-    check = wipe.wipe(_wipe_params(tmp_path / 'missing'), check_mode=True)
+    check = wipe.wipe_data_directory(_wipe_params(tmp_path / 'missing'), check_mode=True)
     assert check['changed'] and not (tmp_path / 'missing').exists()
 
 
@@ -534,11 +534,11 @@ def test_a_wipe_that_stopped_half_way_can_be_run_again(tmp_path):
         pytest.skip('chattr +i is not possible on %s' % tmp_path)
     try:
         with pytest.raises(PgopsError, match='cannot remove %s' % stuck):
-            wipe.wipe(_wipe_params(datadir))
+            wipe.wipe_data_directory(_wipe_params(datadir))
         # PG_VERSION and global went first: only our marker makes it acceptable again.
         assert sorted(os.listdir(datadir)) == [INCOMPLETE_MARKER, 'zz-stuck']
         assert data_directory_state(str(datadir))[0] == 'incomplete'
     finally:
         _immutable(stuck, False)
-    result = wipe.wipe(_wipe_params(datadir))
+    result = wipe.wipe_data_directory(_wipe_params(datadir))
     assert result['removed'] == [str(datadir / INCOMPLETE_MARKER), str(stuck)] and os.listdir(datadir) == []

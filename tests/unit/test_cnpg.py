@@ -155,4 +155,4 @@ def test_an_empty_name_or_namespace_is_refused_before_any_request(option):
     params = dict(name='rem-db', namespace='rem', kubeconfig='/nonexistent')
     params[option] = ''
     with pytest.raises(PgopsError, match='%s must name the Cluster' % option):
-        cnpg.run(params)
+        cnpg.read_cluster(params)

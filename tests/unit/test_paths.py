@@ -198,4 +198,4 @@ def test_the_barman_drill_refuses_a_system_directory_as_scratch_parent(tmp_path)
         for parent in ('/etc', str(link)):
             # Refused before the catalog is read or anything is made (no barman-cloud, no S3 needed).
             with pytest.raises(PgopsError, match='Refusing scratch_parent %s: it ' % parent):
-                barman_drill.run(dict(scratch_parent=parent), check_mode)
+                barman_drill.restore_drill(dict(scratch_parent=parent), check_mode)

@@ -56,7 +56,7 @@ def debian(tmp_path):
 def _refused(params, match):
     for check_mode in (True, False):
         with pytest.raises(PgopsError, match=match) as refused:
-            wipe.wipe(params, check_mode=check_mode)
+            wipe.wipe_data_directory(params, check_mode=check_mode)
     return refused.value
 
 
@@ -68,7 +68,7 @@ def test_clear_parent_refuses_a_sibling_cluster_and_deletes_nothing(debian):
     assert 'set clear_parent to false' in refused.msg and refused.details['clusters'] == [replica]
     assert _tree(str(debian)) == before
     # Without clear_parent the data directory alone is emptied; the sibling stays whole.
-    result = wipe.wipe(_params(debian / 'main', clear_parent=False))
+    result = wipe.wipe_data_directory(_params(debian / 'main', clear_parent=False))
     assert result['changed'] and os.listdir(debian / 'main') == []
     assert _tree(replica) == [(p[len('replica/'):], d) for p, d in before if p.startswith('replica/')]
 
@@ -121,7 +121,7 @@ def test_what_is_no_other_cluster_does_not_stop_clear_parent(tmp_path):
     os.symlink(str(elsewhere), str(volume / 'link'))
     (volume / 'lost+found').mkdir()
     assert wipe.other_clusters(str(volume), ('data', 'lost+found')) == []
-    result = wipe.wipe(_params(volume / 'data'))
+    result = wipe.wipe_data_directory(_params(volume / 'data'))
     assert sorted(os.listdir(volume)) == ['data', 'lost+found'] and os.listdir(volume / 'data') == []
     assert sorted(os.path.basename(p) for p in result['removed'] if os.path.dirname(p) == str(volume)) == ['link', 'stale', 'tblspc']
     assert (elsewhere / 'global' / 'pg_control').exists()

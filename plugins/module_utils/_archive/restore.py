@@ -25,13 +25,14 @@ from ansible_collections.pgops.resilience.plugins.module_utils._pg.errors import
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.names import display_name, resolve_schema_table
 from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import client_from_params, s3_connection_spec
 from ansible_collections.pgops.resilience.plugins.module_utils._s3.objects import Bucket
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connecting
 
 try:
     import psycopg2
 except ImportError:  # reported by connect()
     psycopg2 = None
 
-__all__ = ['argument_spec', 'validate', 'parse_date', 'plan_columns', 'watermark_order', 'list_archives', 'run']
+__all__ = ['argument_spec', 'validate', 'parse_date', 'plan_columns', 'watermark_order', 'list_archives', 'restore_archives']
 
 CONFLICT_STRATEGIES = ['skip', 'overwrite', 'fail', 'upsert']
 SCHEMA_STRATEGIES = ['strict', 'lenient', 'transform', 'none']
@@ -77,6 +78,11 @@ def argument_spec():
 
 
 MUTUALLY_EXCLUSIVE = [('s3_key', 'restore_all')]
+
+
+def module_spec():
+    """The module's ``AnsibleModule`` arguments: its argument spec (the connection options included) and their constraints, in one place."""
+    return connecting(dict(argument_spec=argument_spec(), mutually_exclusive=MUTUALLY_EXCLUSIVE))
 
 
 def parse_date(value, option):
@@ -187,7 +193,7 @@ def _names_source(bucket, key, source):
 
 # --- the run -----------------------------------------------------------------------------------------
 
-def run(params, check_mode=False):
+def restore_archives(params, check_mode=False):
     """Run ``archive_restore``: see the module's documentation for options and return values.
 
     :returns: dict, the module result (the guide's summary and per-file results).

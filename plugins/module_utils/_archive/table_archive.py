@@ -33,6 +33,7 @@ from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import
 from ansible_collections.pgops.resilience.plugins.module_utils._s3.objects import Bucket
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.expression import (
     check_boolean_expression, expression_sql)
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connecting
 
 try:
     import psycopg2
@@ -76,6 +77,11 @@ def argument_spec():
 
 
 MUTUALLY_EXCLUSIVE = [('older_than', 'before')]
+
+
+def module_spec():
+    """The module's ``AnsibleModule`` arguments: its argument spec (the connection options included) and their constraints, in one place."""
+    return connecting(dict(argument_spec=argument_spec(), mutually_exclusive=MUTUALLY_EXCLUSIVE))
 
 
 def validate(params):
@@ -451,7 +457,7 @@ def _iso(value):
     return value.isoformat() if hasattr(value, 'isoformat') else str(value)
 
 
-def run(params, check_mode=False):
+def archive_rows(params, check_mode=False):
     """Run ``table_archive``: see the module's documentation for options and return values.
 
     :returns: dict, the module result.

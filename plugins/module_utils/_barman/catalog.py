@@ -821,6 +821,11 @@ def argument_spec():
     return spec
 
 
+def module_spec():
+    """The module's ``AnsibleModule`` arguments: its argument spec and their constraints, in one place."""
+    return dict(argument_spec=argument_spec())
+
+
 def _check_params(params):
     for option in ('backup_age_warning', 'backup_age_critical', 'stale_started_hours'):
         if params[option] is None or params[option] <= 0:
@@ -892,7 +897,7 @@ def storage_report(catalog, base, wal_usage, level):
     return storage, others
 
 
-def run(params, check_mode=False, client=None):
+def report_catalog(params, check_mode=False, client=None):
     """The ``barman_catalog_info`` module: read the catalog, check its health, report its storage.
 
     :param params: dict of the options of :func:`argument_spec` (all present, as AnsibleModule fills them in).

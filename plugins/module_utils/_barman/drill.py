@@ -53,6 +53,11 @@ def argument_spec():
 MUTUALLY_EXCLUSIVE = [('recovery_target_time', 'recovery_target_lsn', 'recovery_target_xid', 'recovery_target_name')]
 
 
+def module_spec():
+    """The module's ``AnsibleModule`` arguments: its argument spec and their constraints, in one place."""
+    return dict(argument_spec=argument_spec(), mutually_exclusive=MUTUALLY_EXCLUSIVE)
+
+
 def recovery_target(params):
     """The runner's ``recovery_target`` dict from the flat options, or None."""
     for kind in ('time', 'lsn', 'xid', 'name'):
@@ -95,7 +100,7 @@ def _target_time(params):
         return None  # PostgreSQL reads more forms than we do; then the newest backup is restored
 
 
-def run(params, check_mode):
+def restore_drill(params, check_mode):
     """Run one barman-cloud restore drill (see the module's DOCUMENTATION). Returns the result dict.
 
     :raises PgopsError: with ``verdict='failed'`` and the phase when the fetch, the recovery or a check fails.

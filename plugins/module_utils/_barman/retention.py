@@ -70,7 +70,12 @@ def argument_spec():
     return spec
 
 
-def run(params, check_mode):
+def module_spec():
+    """The module's ``AnsibleModule`` arguments: its argument spec and their constraints, in one place."""
+    return dict(argument_spec=argument_spec(), required_one_of=[('retention_policy', 'remove_servers')])
+
+
+def apply_retention(params, check_mode):
     """Run the module: see :class:`Retention`. Returns the result dict; raises :class:`PgopsError`."""
     if params.get('retention_policy'):
         parse_policy(params['retention_policy'])  # a bad policy fails before any request is made

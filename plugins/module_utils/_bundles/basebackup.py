@@ -43,6 +43,7 @@ from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection im
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.errors import pg_errors
 from ansible_collections.pgops.resilience.plugins.module_utils._core.work import make_staging_directory
 from ansible_collections.pgops.resilience.plugins.module_utils._core.files import check_file_mode
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connecting
 
 KIND = 'base-backup'
 NAME_PREFIX = 'basebackup'
@@ -74,6 +75,12 @@ def bundle_argument_spec():
     spec.update(bundle.file_mode_argument_spec())
     spec.update(bundle.store_argument_spec())
     return spec
+
+
+def module_spec():
+    """The module's ``AnsibleModule`` arguments: its argument spec (the connection options included) and their constraints, in one place."""
+    return connecting(dict(argument_spec=bundle_argument_spec(), mutually_exclusive=bundle.STORE_MUTUALLY_EXCLUSIVE,
+                           required_one_of=bundle.STORE_REQUIRED_ONE_OF))
 
 
 # -- pure rules --------------------------------------------------------------------------------------------------
@@ -253,7 +260,7 @@ def _server_facts(conn):
 # -- pg_basebackup_bundle ----------------------------------------------------------------------------------------
 
 
-def take_bundle(params, check_mode=False):
+def take_base_backup(params, check_mode=False):
     """Take a base backup with ``pg_basebackup`` into a new bundle, store it, verify it, then delete all but the
     newest ``keep`` bundles (never this run's, nor a newer one: :meth:`bundle.BundleStore.apply_retention`).
 

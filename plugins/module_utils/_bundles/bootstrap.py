@@ -71,6 +71,12 @@ BOOTSTRAP_MUTUALLY_EXCLUSIVE = bundle.STORE_MUTUALLY_EXCLUSIVE + [('wal_archive_
 BOOTSTRAP_REQUIRED_ONE_OF = bundle.STORE_REQUIRED_ONE_OF + [('wal_archive_directory', 'restore_command')]
 
 
+def module_spec():
+    """The module's ``AnsibleModule`` arguments: its argument spec and their constraints, in one place."""
+    return dict(argument_spec=bootstrap_argument_spec(), mutually_exclusive=BOOTSTRAP_MUTUALLY_EXCLUSIVE,
+                required_one_of=BOOTSTRAP_REQUIRED_ONE_OF)
+
+
 # -- pg_bootstrap_basebackup -------------------------------------------------------------------------------------
 
 
@@ -172,7 +178,7 @@ def recovery_ended(control, backup_timeline):
     return control.get('Database cluster state') == 'in production' and timeline > int(backup_timeline or 0)
 
 
-def bootstrap(params, check_mode=False):
+def bootstrap_data_directory(params, check_mode=False):
     """Replace a data directory with a base backup bundle and recover it from the WAL archive.
 
     Order, so that nothing is lost to a mistake: the options and the data directory are checked (confirm, no

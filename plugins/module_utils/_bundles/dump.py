@@ -45,6 +45,7 @@ from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection im
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.errors import pg_errors
 from ansible_collections.pgops.resilience.plugins.module_utils._core.work import make_staging_directory
 from ansible_collections.pgops.resilience.plugins.module_utils._core.files import DIRECTORY_MODE, check_file_mode
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connecting
 
 try:
     import psycopg2
@@ -87,6 +88,12 @@ def argument_spec():
     return spec
 
 
+def module_spec():
+    """The module's ``AnsibleModule`` arguments: its argument spec (the connection options included) and their constraints, in one place."""
+    return connecting(dict(argument_spec=argument_spec(), mutually_exclusive=bundle.STORE_MUTUALLY_EXCLUSIVE,
+                           required_one_of=bundle.STORE_REQUIRED_ONE_OF))
+
+
 def _validate(params):
     database = params.get('database') or params.get('login_db')
     if not database:
@@ -113,7 +120,7 @@ def _server_facts(conn):
     return dict(server_version_num=num, server_version=version, server_major=num // 10000, owner=owner, encoding=encoding)
 
 
-def make_bundle(params, check_mode=False):
+def make_dump_bundle(params, check_mode=False):
     """Dump ``database`` into a new bundle, store it, then delete all but the newest ``keep`` bundles.
 
     Before it, the work in progress that killed runs left (``.partial-*`` in the directory store, or in the scratch

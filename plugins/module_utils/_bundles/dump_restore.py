@@ -48,6 +48,7 @@ from ansible_collections.pgops.resilience.plugins.module_utils._core.errors impo
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import (
     connect, connection_secrets, libpq_environment)
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.errors import pg_error_text, pg_errors
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connecting
 
 try:
     import psycopg2
@@ -99,6 +100,12 @@ def argument_spec():
     return spec
 
 
+def module_spec():
+    """The module's ``AnsibleModule`` arguments: its argument spec (the connection options included) and their constraints, in one place."""
+    return connecting(dict(argument_spec=argument_spec(), mutually_exclusive=bundle.STORE_MUTUALLY_EXCLUSIVE,
+                           required_one_of=bundle.STORE_REQUIRED_ONE_OF))
+
+
 def _validate(params):
     if params['jobs'] < 1:
         raise PgopsError('jobs must be at least 1 (pg_restore -j), not %d.' % params['jobs'])
@@ -138,7 +145,7 @@ def remove_stale_scratch(parent, max_age, check_mode=False):
                                 directories_only=True)
 
 
-def restore(params, check_mode=False):
+def restore_dump(params, check_mode=False):
     """Restore the chosen bundle into ``database`` (or, with ``drill``, into a scratch database that is compared
     with the source and dropped).
 

@@ -36,6 +36,11 @@ def wipe_argument_spec():
     )
 
 
+def module_spec():
+    """The module's ``AnsibleModule`` arguments: its argument spec and their constraints, in one place."""
+    return dict(argument_spec=wipe_argument_spec())
+
+
 def check_clear_parent(parent):
     """Refuse a parent directory that is a system directory (:func:`refuse_system_directory`) rather than a
     volume's mount point (such as /var/lib/postgresql with PGDATA /var/lib/postgresql/data).
@@ -109,7 +114,7 @@ def _owned_0700(path, server):
     return stat.S_IMODE(info.st_mode) == 0o700 and (not server.as_root or (info.st_uid, info.st_gid) == (server.uid, server.gid))
 
 
-def wipe(params, check_mode=False):
+def wipe_data_directory(params, check_mode=False):
     """Empty a data directory (the runbook's ``pgdata-wipe-full`` job) and recreate it 0700 for the server user.
 
     With ``clear_parent`` everything else in the parent directory (the volume's mount point, where the runbook mounts

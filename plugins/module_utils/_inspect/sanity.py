@@ -14,6 +14,7 @@ from ansible_collections.pgops.resilience.plugins.module_utils._pg.locks import 
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.names import display_name
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.fingerprints import (
     KINDS, _NOT_EXTENSION_MEMBER, _schema_filter, pin_output_settings, scan_relation)
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connecting
 
 
 def argument_spec():
@@ -26,6 +27,11 @@ def argument_spec():
         exact_counts=dict(type='bool', default=False),
         checksums=dict(type='bool', default=False),
     )
+
+
+def module_spec():
+    """The module's ``AnsibleModule`` arguments: its argument spec (the connection options included) and their constraints, in one place."""
+    return connecting(dict(argument_spec=argument_spec()))
 
 
 def estimate_rows(reltuples, relpages, current_pages, live_tuples):
@@ -168,12 +174,13 @@ def totals(schemas, tables, views, extensions):
     )
 
 
-def run(params, warn=None):
-    """Run ``pg_sanity_info``: see the module's documentation for options and return values.
+def inspect_database(params, check_mode=False):
+    """Run ``pg_sanity_info``: see the module's documentation for options and return values. It only reads, in
+    READ ONLY sessions, so check mode changes nothing.
 
     :param params: the module parameters (connection options, ``schemas``, ``exact_counts``, ``checksums``).
-    :param warn: callable taking a warning message (``AnsibleModule.warn``), for schemas that do not exist.
-    :returns: dict, the module result (never changed).
+    :param check_mode: bool (the same run either way).
+    :returns: dict, the module result (never changed), with ``warnings`` for schemas that do not exist.
     :raises PgopsError: for a failed connection or query.
     """
     schemas = params.get('schemas')
@@ -191,9 +198,9 @@ def run(params, warn=None):
                 report = describe_database(cursor, schemas, params.get('exact_counts'), params.get('checksums'))
     finally:
         conn.close()
-    if report['missing_schemas'] and warn:
-        warn('schemas: %s not found in database %s.' % (', '.join(report['missing_schemas']), database))
     result = dict(changed=False, server_version=version, server_version_num=version_num, database=database,
-                  in_recovery=in_recovery, exact_counts=bool(params.get('exact_counts') or params.get('checksums')))
+                  in_recovery=in_recovery, exact_counts=bool(params.get('exact_counts') or params.get('checksums')),
+                  warnings=['schemas: %s not found in database %s.' % (', '.join(report['missing_schemas']), database)]
+                  if report['missing_schemas'] else [])
     result.update(report)
     return result

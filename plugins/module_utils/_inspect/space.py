@@ -21,6 +21,7 @@ from ansible_collections.pgops.resilience.plugins.module_utils._core.errors impo
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.catalog import system_identifier
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connect
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.errors import pg_errors
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connecting
 
 try:
     import psycopg2
@@ -47,6 +48,11 @@ def argument_spec():
         critical_free_bytes=dict(type='int'),
         top_tables=dict(type='int', default=20),
     )
+
+
+def module_spec():
+    """The module's ``AnsibleModule`` arguments: its argument spec (the connection options included) and their constraints, in one place."""
+    return connecting(dict(argument_spec=argument_spec()))
 
 
 def _trunc_div(value, divisor):
@@ -344,10 +350,12 @@ def _pg_wal_filesystem(data_directory, data_fs, notes):
     return filesystem(real, 'pg_wal')
 
 
-def run(params):
-    """Run ``pg_space_info``: see the module's documentation for options and return values.
+def measure_space(params, check_mode=False):
+    """Run ``pg_space_info``: see the module's documentation for options and return values. It only reads, in
+    READ ONLY sessions, so check mode changes nothing.
 
     :param params: the module parameters (connection options and the options of :func:`argument_spec`).
+    :param check_mode: bool (the same run either way).
     :returns: dict, the module result (never changed).
     :raises PgopsError: for bad thresholds, missing directories, a failed connection or query.
     """

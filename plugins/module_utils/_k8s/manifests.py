@@ -310,3 +310,27 @@ def validate_paths(paths, crd_dir, kubernetes_version=DEFAULT_KUBERNETES_VERSION
         errors += ['%s: %s' % (os.path.join(directory, KUSTOMIZATION_FILE), e)
                    for e in _kustomization_errors(directory, object_files)]
     return {'valid': not errors, 'kubernetes_version': kubernetes_version, 'objects': objects, 'errors': errors}
+
+
+def module_spec():
+    """The ``AnsibleModule`` arguments of ``manifest_validate``."""
+    return dict(argument_spec=dict(
+        paths=dict(type='list', elements='path', required=True),
+        crd_dir=dict(type='path', required=True),
+        kubernetes_version=dict(type='str', default=DEFAULT_KUBERNETES_VERSION),
+        fail_on_invalid=dict(type='bool', default=True),
+    ))
+
+
+def validate_manifests(params, check_mode=False):
+    """Run ``manifest_validate``: validate the manifests under ``params['paths']`` (:func:`validate_paths`); it only
+    reads, so check mode changes nothing.
+
+    :returns: dict, the module result (never changed).
+    :raises PgopsError: with ``fail_on_invalid``, when any manifest is invalid (the result in the details).
+    """
+    result = validate_paths(params['paths'], params['crd_dir'], params['kubernetes_version'])
+    result['changed'] = False
+    if params['fail_on_invalid'] and not result['valid']:
+        raise PgopsError('%d manifest error(s): %s' % (len(result['errors']), '; '.join(result['errors'])), **result)
+    return result

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import traceback
 from ansible.module_utils.basic import env_fallback
-from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError, run_module
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 from ansible_collections.pgops.resilience.plugins.module_utils._core.redaction import redact
 try:
     import psycopg2
@@ -84,21 +84,13 @@ def connection_secrets(params):
     return [str(s) for s in secrets if s]
 
 
-def run_postgres_module(module_class, spec, work, **module_options):
-    """Build and run a module that connects to PostgreSQL: the shared connection options plus ``spec``, check
-    mode supported, the connection secrets added to ``no_log_values``, then ``work(module)`` through
-    :func:`run_module` (which turns :class:`PgopsError` into ``fail_json``).
-
-    :param module_class: ``AnsibleModule``, passed in by the module file, which imports it as Ansible expects.
-    :param spec: dict, the module's own argument_spec.
-    :param work: callable taking the module and returning the result dict.
-    :param module_options: further ``AnsibleModule`` arguments, such as ``mutually_exclusive``.
-    """
+def connecting(spec):
+    """``spec`` (a capability's ``module_spec()`` dict) with the shared connection options of
+    :func:`postgres_argument_spec` added to its ``argument_spec``: what a module that connects to PostgreSQL is built
+    from (with :func:`connection_secrets` as its secrets, see ``_core.module.module_main``)."""
     argument_spec = postgres_argument_spec()
-    argument_spec.update(spec)
-    module = module_class(argument_spec=argument_spec, supports_check_mode=True, **module_options)
-    module.no_log_values.update(connection_secrets(module.params))
-    run_module(module, lambda: work(module))
+    argument_spec.update(spec['argument_spec'])
+    return dict(spec, argument_spec=argument_spec)
 
 
 def connection_kwargs(params):

@@ -42,6 +42,11 @@ def argument_spec():
     return spec
 
 
+def module_spec():
+    """The module's ``AnsibleModule`` arguments: its argument spec and their constraints, in one place."""
+    return dict(argument_spec=argument_spec())
+
+
 def instance_readiness(status):
     """One entry per instance: ``[{'name': 'pg-main-1', 'ready': True, 'role': 'primary', 'state': 'healthy'}, ...]``.
 
@@ -141,18 +146,20 @@ def previous_primary_from(params, warn):
     return primary, ('watermark' if primary else None), info
 
 
-def run(params, warn=None):
-    """GET the Cluster, derive its facts, and compare its primary with the recorded one.
+def read_cluster(params, check_mode=False):
+    """GET the Cluster, derive its facts, and compare its primary with the recorded one. It only reads, so check mode
+    changes nothing.
 
     :param params: dict of module parameters (see :func:`argument_spec`).
-    :param warn: callable taking a warning message (``AnsibleModule.warn``).
-    :returns: the module result dict (see the module's RETURN); ``changed`` is always ``False``.
+    :param check_mode: bool (the same run either way).
+    :returns: the module result dict (see the module's RETURN); ``changed`` is always ``False``; ``warnings`` lists
+        what could not be read of the watermark.
     :raises PgopsError: see :func:`~ansible_collections.pgops.resilience.plugins.module_utils.k8s.api_client`
         and :func:`~ansible_collections.pgops.resilience.plugins.module_utils.k8s.get_namespaced_custom_object`
         (Cluster not found, missing RBAC, unreachable API server, bad kubeconfig), an empty ``name`` or
         ``namespace``, and invalid S3 settings.
     """
-    warn = warn or (lambda msg: None)
+    warnings = []
     for option in ('name', 'namespace'):
         if not params.get(option):
             raise PgopsError('%s must name the Cluster: it is empty.' % option)
@@ -163,7 +170,7 @@ def run(params, warn=None):
         client.close()
     result = dict(changed=False, api_server=client.configuration.host)
     result.update(cluster_facts(cluster))
-    previous, source, info = previous_primary_from(params, warn)
+    previous, source, info = previous_primary_from(params, warnings.append)
     result.update(previous_primary=previous, previous_primary_source=source, watermark=info,
-                  failover_detected=failover_detected(result['current_primary'], previous))
+                  failover_detected=failover_detected(result['current_primary'], previous), warnings=warnings)
     return result

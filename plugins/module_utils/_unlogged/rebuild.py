@@ -27,6 +27,7 @@ from ansible_collections.pgops.resilience.plugins.module_utils._pg.locks import 
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.names import resolve_function, resolve_table
 from ansible_collections.pgops.resilience.plugins.module_utils._unlogged.watermark import (
     PRIMARY_FIELD, watermark_spec, watermark_store)
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connecting
 
 try:
     import psycopg2
@@ -48,6 +49,11 @@ _EVENT_FIELDS = (
 
 # state=snapshot only writes the watermark, so it needs one.
 REQUIRED_IF = [('state', 'snapshot', ['watermark'])]
+
+
+def module_spec():
+    """The module's ``AnsibleModule`` arguments: its argument spec (the connection options included) and their constraints, in one place."""
+    return connecting(dict(argument_spec=argument_spec(), required_if=REQUIRED_IF))
 
 
 def argument_spec():
@@ -415,10 +421,11 @@ class UnloggedRebuild:
         return self.result
 
 
-def run(params, check_mode=False, warn=None):
+def check_and_rebuild(params, check_mode=False):
     """Connect with the module parameters and do one run of :class:`UnloggedRebuild`.
 
-    :returns: the module result dict.
+    :returns: the module result dict, with ``warnings`` (a watermark that could not be read or written, when it is
+        not required).
     :raises PgopsError: for bad input (missing table or function, malformed name, invalid S3 endpoint or
         region), connection failures, a PostgreSQL error in any step (named in the message), a failed
         rebuild (rolled back), and, when ``watermark_required`` is true, a watermark that cannot be read or
@@ -429,7 +436,11 @@ def run(params, check_mode=False, warn=None):
         conn = connect(params, autocommit=True, read_only=check_mode)
     except StandbyRefusesConnections as exc:
         return UnloggedRebuild(None, params).finish(is_primary=False, skipped_reason='standby', reason=exc.msg)
+    warnings = []
     try:
-        return UnloggedRebuild(conn, params, check_mode, warn).run()
+        return dict(UnloggedRebuild(conn, params, check_mode, warnings.append).run(), warnings=warnings)
+    except PgopsError as exc:
+        exc.details['warnings'] = list(exc.details.get('warnings') or ()) + warnings
+        raise
     finally:
         conn.close()

@@ -32,7 +32,7 @@ def _archived_source(sandbox, db, rows, batch):
     reference = 'ref_' + table
     query(sandbox, db, 'CREATE TABLE %s AS TABLE %s' % (reference, table))
     prefix = new_prefix()
-    done = table_archive.run(archive_params(sandbox, db, prefix, table, where='true', batch_size=batch))
+    done = table_archive.archive_rows(archive_params(sandbox, db, prefix, table, where='true', batch_size=batch))
     assert done['records_archived'] == rows and scalar(sandbox, db, 'SELECT count(*) FROM %s' % table) == 0
     return table, reference, prefix, done['keys']
 
