@@ -153,7 +153,7 @@ class Archiver:
         self.params = params
         self.conn = conn
         self.bucket = bucket
-        with conn.cursor() as cursor:
+        with pg_errors('reading the definition of %s' % params['table']), conn.cursor() as cursor:
             self.relation = resolve_schema_table(cursor, params['schema'], params['table'])
             self.columns = [c for c in table_columns(cursor, self.relation) if not c.generated]
             self.key_columns = params.get('key_columns') or primary_key(cursor, self.relation)
@@ -169,7 +169,7 @@ class Archiver:
                            ' FROM pg_catalog.pg_class AS c WHERE c.oid = pg_catalog.to_regclass(%s)',
                            [self.relation.ident.as_string(cursor)])
             self.only, track_counts, self.current_database = cursor.fetchone()
-        self.system_identifier = system_identifier(conn)
+            self.system_identifier = system_identifier(conn)
         self.table = sql.SQL('ONLY {}').format(self.relation.ident) if self.only else self.relation.ident
         self._refuse_unrestorable(unrestorable)
         if self.cascading and not track_counts:
@@ -309,9 +309,10 @@ class Archiver:
         marker = key + fmt.PENDING_SUFFIX
         what = 'batch %d of %s' % (number, self.relation.display)
         created = []
-        self.conn.autocommit = False
         try:
             try:
+                # Inside the guard: with the server gone, psycopg2 raises here already.
+                self.conn.autocommit = False
                 with self.conn.cursor() as cursor:
                     rows = self._lock_rows(cursor)
                     if not rows:
