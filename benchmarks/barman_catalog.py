@@ -324,7 +324,7 @@ def main(argv=None):
                            % (', '.join(plan_out['delete_backups']), format(plan_out['objects'], ','))))
             report.append(("    plan agrees with barman's dry run", plan_agrees(plan_out['keys'], barman_output)))
         else:
-            report.append(('(d) retention plan', 'NOT MEASURED: plugins/module_utils/barman_retention.py has no plan() yet'))
+            report.append(('(d) retention plan', 'NOT MEASURED: plugins/module_utils/_barman/retention.py has no plan() yet'))
         for label, (x, y) in (('(b)/(a): the module against the bare listing', ('module', 'listing')),
                               ("(b)/(c): the module against barman's dry run", ('module', 'barman')),
                               ("(d)/(c): the retention plan against barman's dry run [below 1.0: faster]", ('plan', 'barman'))):

@@ -51,6 +51,7 @@ sys.path[:0] = [os.path.join(ROOT, 'sandbox'), os.path.join(ROOT, '.build', 'col
 # pylint: disable=wrong-import-position
 from pgops_sandbox import Sandbox  # noqa: E402
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.programs import find_client_program
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.server import server_environment
 
 DATABASE = 'bench'
 BARE_TARGET = 'bench_restored_bare'
@@ -140,7 +141,7 @@ class Bench:
         # No PG* variable of the caller (such as the sandbox's PGPASSFILE) may reach either side: both get the
         # server and the password from what is set here (bare) or from the module's options (which the module
         # turns into the same variables for its programs).
-        base = dict((key, value) for key, value in os.environ.items() if not key.startswith('PG'))
+        base = server_environment()
         self.bare_env = dict(base, PGHOST=self.node.host, PGPORT=str(self.node.port), PGUSER='postgres',
                              PGPASSWORD=sandbox.password)
         self.module_env = dict(base, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, 'sandbox'), os.path.join(ROOT, '.build', 'collections')]))

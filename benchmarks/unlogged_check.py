@@ -3,7 +3,7 @@
 
 The check runs every five minutes, so it must cost the same whatever the size of the tables. This script
 starts its own sandbox primary (no standby), loads a source table and a target table of each size, and
-times the exact statement the module runs (``module_utils.unlogged_rebuild.emptiness``) for:
+times the exact statement the module runs (``module_utils._unlogged.rebuild.emptiness``) for:
 - a filled target (the steady state), and
 - an empty target with filled sources (right after a failover).
 The SQL-side latency is the server's own planning + execution time of the statement, from

@@ -1,9 +1,9 @@
 # -*- coding: utf-8 -*-
 """Test helpers for rendered Kubernetes manifests: render a role with ansible-playbook, validate the result.
 
-Validation is the collection's own (module_utils/manifests.py, also behind the module manifest_validate and the
+Validation is the collection's own (module_utils/_k8s/manifests.py, also behind the module manifest_validate and the
 playbook pgops.resilience.validate_manifests): core kinds with kubernetes-validate in strict mode, custom
-resources against the upstream CRDs copied into tests/crds (see its SOURCES.md).
+resources against the upstream CRDs copied into playbooks/files/crds (see its SOURCES.md).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import yaml
 from ansible_collections.pgops.resilience.plugins.module_utils._k8s import manifests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CRD_DIR = os.path.join(ROOT, 'tests', 'crds')
+CRD_DIR = os.path.join(ROOT, 'playbooks', 'files', 'crds')
 COLLECTIONS = os.path.join(ROOT, '.build', 'collections')
 
 

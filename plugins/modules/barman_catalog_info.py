@@ -22,8 +22,9 @@ description:
   - Gives a RV(verdict) (C(ok), C(warning) or C(critical)) with its RV(verdict_reasons), the runbook's weekly backup
     health check, and a RV(storage) breakdown by directory including other server directories under the same
     destination path (orphan candidates from renamed or removed clusters), the runbook's monthly storage report.
-  - Optionally writes the results as Prometheus metrics for node_exporter's textfile collector (O(metrics_file)).
-  - Only reads S3; never reports C(changed).
+  - Returns the results as Prometheus metrics too (RV(prometheus_text)), for node_exporter's textfile collector; the
+    C(pgops.resilience.backup_health_check) playbook writes them to a file when C(barman_metrics_file) is set.
+  - Only reads S3 and writes nothing; never reports C(changed).
 author:
   - pgops.resilience maintainers (@pgops)
 extends_documentation_fragment:
@@ -65,25 +66,6 @@ options:
       - At most this many gaps are listed in RV(wal.gaps); all are counted in RV(wal.gap_count).
     type: int
     default: 100
-  metrics_file:
-    description:
-      - Write the metrics to this file in Prometheus text exposition format, for node_exporter's textfile
-        collector (name it C(*.prom) inside C(--collector.textfile.directory)).
-      - Written atomically, through a temporary file in the same directory and a rename. Not written in check mode.
-      - The metrics, each labelled C(server), are C(pgops_barman_check_timestamp_seconds),
-        C(pgops_barman_verdict) (0 ok, 1 warning, 2 critical), C(pgops_barman_last_backup_timestamp_seconds),
-        C(pgops_barman_backup_age_seconds), C(pgops_barman_backups) (by C(status)), C(pgops_barman_stale_backups),
-        C(pgops_barman_wal_objects), C(pgops_barman_wal_bytes), C(pgops_barman_last_wal_timestamp_seconds),
-        C(pgops_barman_wal_gaps), C(pgops_barman_wal_missing_segments), C(pgops_barman_storage_bytes) and
-        C(pgops_barman_storage_objects) (by C(directory) C(base), C(wals) or C(other)) and C(pgops_barman_other_servers).
-    type: path
-  metrics_file_mode:
-    description:
-      - Permissions of O(metrics_file). V(0600) lets only the user running the module read it; when node_exporter runs
-        as another user, give V(0640) with the directory's group set to node_exporter's, or V(0644).
-    type: str
-    default: '0600'
-    choices: ['0600', '0640', '0644']
   now:
     description:
       - The time to judge ages against, ISO 8601 (such as C(2026-01-31T06:00:00Z); without an offset, UTC).
@@ -93,7 +75,7 @@ attributes:
   check_mode:
     support: full
     details:
-      - The module only reads, so check mode runs it unchanged, except that O(metrics_file) is not written.
+      - The module only reads, so check mode runs it unchanged.
   diff_mode:
     support: none
 notes:
@@ -115,7 +97,7 @@ seealso:
     description: barman's cloud backup catalog, as barman-cloud-backup-list reads it.
     link: https://docs.pgbarman.org/release/latest/user_guide/barman_cloud.html
   - name: node_exporter textfile collector
-    description: Where O(metrics_file) goes.
+    description: Where the file with RV(prometheus_text) goes.
     link: https://github.com/prometheus/node_exporter#textfile-collector
 '''
 
@@ -131,14 +113,20 @@ EXAMPLES = r'''
     msg: "{{ catalog.verdict_reasons }}"
   when: catalog.verdict == 'critical'
 
-- name: MinIO endpoint, tighter thresholds, metrics for node_exporter
+- name: MinIO endpoint, tighter thresholds
   pgops.resilience.barman_catalog_info:
     destination_path: s3://backups/cnpg
     server_name: pg-main
     endpoint_url: https://minio.example:9000
     backup_age_warning: 26
     backup_age_critical: 50
-    metrics_file: /var/lib/node_exporter/textfile/barman_pg_main.prom
+  register: catalog
+
+- name: Metrics for node_exporter's textfile collector (written atomically; 0640 for a node_exporter in the group)
+  ansible.builtin.copy:
+    content: "{{ catalog.prometheus_text }}"
+    dest: /var/lib/node_exporter/textfile/barman_pg_main.prom
+    mode: '0640'
 
 - name: Orphan candidates (other server directories under the same destination path)
   ansible.builtin.debug:
@@ -530,21 +518,33 @@ stale_backups:
   sample: [{"backup_id": "20251120T020000", "status": "FAILED", "begin_time": "2025-11-20T02:00:00Z",
             "age_seconds": 540000, "reason": "FAILED: failure uploading data", "prefix": "barman/backup/pg/base/20251120T020000/",
             "stored_bytes": 1048576}]
-metrics_file:
-  description: The metrics file written (absolute path), or C(null).
+prometheus_text:
+  description:
+    - The results in Prometheus text exposition format, for node_exporter's textfile collector (write it to a
+      C(*.prom) file inside C(--collector.textfile.directory), as the C(pgops.resilience.backup_health_check)
+      playbook does with C(barman_metrics_file)).
+    - The metrics, each labelled C(server), are C(pgops_barman_check_timestamp_seconds),
+      C(pgops_barman_verdict) (0 ok, 1 warning, 2 critical), C(pgops_barman_last_backup_timestamp_seconds),
+      C(pgops_barman_backup_age_seconds), C(pgops_barman_backups) (by C(status)), C(pgops_barman_stale_backups),
+      C(pgops_barman_wal_objects), C(pgops_barman_wal_bytes), C(pgops_barman_last_wal_timestamp_seconds),
+      C(pgops_barman_wal_gaps), C(pgops_barman_wal_missing_segments), C(pgops_barman_storage_bytes) and
+      C(pgops_barman_storage_objects) (by C(directory) C(base), C(wals) or C(other)) and C(pgops_barman_other_servers).
   returned: always
   type: str
-  sample: /var/lib/node_exporter/textfile/barman_pg_main.prom
+  sample: |
+    # HELP pgops_barman_verdict Health verdict of the catalog: 0 ok, 1 warning, 2 critical.
+    # TYPE pgops_barman_verdict gauge
+    pgops_barman_verdict{server="pg-main"} 0
 '''
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.module import module_main
-from ansible_collections.pgops.resilience.plugins.module_utils._barman import catalog as barman_catalog
+from ansible_collections.pgops.resilience.plugins.module_utils._barman import health
 
 
 def main():
-    module_main(AnsibleModule, barman_catalog.module_spec(), barman_catalog.report_catalog)
+    module_main(AnsibleModule, health.module_spec(), health.report_catalog)
 
 
 if __name__ == '__main__':

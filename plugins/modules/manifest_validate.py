@@ -34,7 +34,7 @@ options:
     required: true
   crd_dir:
     description:
-      - Directory of CRD schemas laid out like the collection's C(tests/crds) (an C(index.json) mapping
+      - Directory of CRD schemas laid out like the collection's C(playbooks/files/crds) (an C(index.json) mapping
         C(group/version/Kind) to CRD files, plus C(argoproj.io/argo-events-jsonschema.json)).
       - The playbook C(pgops.resilience.validate_manifests) passes the collection's own copy.
     type: path
@@ -76,7 +76,7 @@ EXAMPLES = r'''
   pgops.resilience.manifest_validate:
     paths:
       - /tmp/manifests/unlogged-restorer
-    crd_dir: /path/to/ansible_collections/pgops/resilience/tests/crds
+    crd_dir: /path/to/ansible_collections/pgops/resilience/playbooks/files/crds
     kubernetes_version: '1.33'
 '''
 

@@ -11,6 +11,7 @@ Usage::
 Command line: ``python -m pgops_sandbox [--workdir DIR] {up,down,status,env,promote,rebuild-standby}``.
 """
 
+from . import _collection  # noqa: F401  (first: the modules below import the collection's helpers)
 from ._util import DEFAULT_TIMEOUT
 from .errors import SandboxError
 from .node import Node

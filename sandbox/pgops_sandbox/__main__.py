@@ -86,7 +86,7 @@ def _print_status(status, as_json):
     print(json.dumps(status, indent=2, sort_keys=True) if as_json else format_status(status))
 
 
-def run(args):
+def execute(args):
     """Execute the parsed command line; return the process exit code."""
     sandbox = _sandbox(args)
     if args.command == "up":
@@ -117,7 +117,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="pgops_sandbox: %(message)s", stream=sys.stderr)
     try:
-        return run(args)
+        return execute(args)
     except SandboxError as exc:
         print("pgops_sandbox: error: %s" % exc, file=sys.stderr)
         return 1

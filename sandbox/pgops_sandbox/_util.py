@@ -1,30 +1,21 @@
-"""Small helpers shared by the sandbox modules: ports, waiting, quoting, files and processes."""
+"""Small helpers shared by the sandbox modules: ports, waiting, quoting, files and processes.
+
+Ports, process liveness, log tails and atomic writes are the collection's own helpers (``_pg.server.free_port``,
+``_pg.postmaster.pid_alive``, ``_pg.server.read_tail``, ``_core.files.write_durably``): the sandbox modules import them
+from there.
+"""
 
 import json
-import os
 import socket
-import tempfile
 import time
+
+from ansible_collections.pgops.resilience.plugins.module_utils._core.files import write_durably
 
 from .errors import SandboxError
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_TIMEOUT = 60.0
 """Default time limit for every waiting loop, in seconds."""
-
-
-def free_port(exclude=()):
-    """Return a TCP port (int) on 127.0.0.1 that is free right now and not in ``exclude``.
-
-    The port is found by binding port 0; another process may still take it before the caller does.
-    """
-    for dummy in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((LOOPBACK, 0))
-            port = sock.getsockname()[1]
-        if port not in exclude:
-            return port
-    raise SandboxError("could not find a free TCP port on %s" % LOOPBACK)
 
 
 def port_in_use(port):
@@ -60,11 +51,6 @@ def shell_quote(value):
     return "'" + str(value).replace("'", "'\"'\"'") + "'"
 
 
-def conf_quote(value):
-    """Quote ``value`` as a postgresql.conf string literal."""
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "''") + "'"
-
-
 def conninfo_value(value):
     """Quote ``value`` for a libpq key=value connection string when it needs quoting."""
     text = str(value)
@@ -73,32 +59,10 @@ def conninfo_value(value):
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def read_tail(path, lines=40):
-    """Return the last ``lines`` lines of the text file ``path``, or a note when it cannot be read."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 64 * 1024))
-            data = handle.read().decode("utf-8", "replace")
-    except OSError as exc:
-        return "(cannot read %s: %s)" % (path, exc.strerror)
-    return "\n".join(data.splitlines()[-lines:])
-
-
-def write_private_file(path, text, mode=0o600):
-    """Atomically write ``text`` to ``path`` with permission ``mode`` (the file never exists with wider permissions)."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def write_private_file(path, text, mode=0o600, owner=None):
+    """Atomically and durably write ``text`` to ``path`` with permission ``mode`` and ``owner`` (``(uid, gid)`` or None),
+    through the collection's one atomic write: the file never exists with wider permissions or half written."""
+    write_durably(path, text.encode("utf-8"), mode, owner)
 
 
 def read_json(path):
@@ -110,20 +74,6 @@ def read_json(path):
         return None
     except (OSError, ValueError) as exc:
         raise SandboxError("cannot read sandbox state file %s: %s" % (path, exc)) from exc
-
-
-def pid_alive(pid):
-    """Return True when process ``pid`` exists and is not a zombie (Linux /proc based)."""
-    if not pid:
-        return False
-    try:
-        with open("/proc/%d/stat" % int(pid), encoding="utf-8", errors="replace") as handle:
-            stat = handle.read()
-    except OSError:
-        return False
-    # The state letter follows the command name, which is in parentheses and may itself contain ')'.
-    state = stat.rpartition(")")[2].split()[:1]
-    return state != ["Z"]
 
 
 def proc_cmdline(pid):

@@ -17,9 +17,12 @@ import logging
 import os
 import shlex
 import shutil
-import subprocess
 
-from ._util import read_tail, wait_for
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._core.process import run_program
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.server import read_tail, server_environment
+
+from ._util import wait_for
 from .errors import SandboxError
 
 LOG = logging.getLogger(__name__)
@@ -92,9 +95,10 @@ def configure(sandbox, server_name):
             os.unlink(sandbox.barman_env_file)
         return None
     tool = require_tool("barman-cloud-wal-archive")
-    check = sandbox.server_user.run([tool, "--version"], check=False, timeout=120)
-    if check.returncode != 0:
-        raise SandboxError("the %s user cannot run %s (%s); %s" % (sandbox.server_user.name, tool, (check.stderr or check.stdout).strip(), INSTALL_HINT))
+    try:
+        sandbox.server_user.run_as_server([tool, "--version"], timeout=120)
+    except SandboxError as exc:
+        raise SandboxError("the %s user cannot run %s (%s); %s" % (sandbox.server_user.name, tool, exc, INSTALL_HINT)) from None
     values = {
         "BARMAN_WAL_ARCHIVE": tool,
         "BARMAN_ENDPOINT_URL": sandbox.s3.endpoint_url,
@@ -141,10 +145,8 @@ def settings(sandbox, server_name=None):
 
 def cli_environment(sandbox):
     """Environment for barman-cloud CLIs run by this process: the AWS credentials and the primary's passfile."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-    env.update(AWS_ACCESS_KEY_ID=sandbox.s3.access_key, AWS_SECRET_ACCESS_KEY=sandbox.s3.secret_key,
-               AWS_DEFAULT_REGION=sandbox.s3.region, PGPASSFILE=sandbox.passfile)
-    return env
+    return server_environment(dict(AWS_ACCESS_KEY_ID=sandbox.s3.access_key, AWS_SECRET_ACCESS_KEY=sandbox.s3.secret_key,
+                                   AWS_DEFAULT_REGION=sandbox.s3.region, PGPASSFILE=sandbox.passfile))
 
 
 def wait_archived(sandbox, timeout=None, node=None):
@@ -184,10 +186,10 @@ def backup(sandbox, server_name=None, name=None, node=None):
     if name:
         cmd += ["--name", name]
     cmd += [destination_path(sandbox), server_name]
-    result = subprocess.run(cmd, env=cli_environment(sandbox), capture_output=True, text=True, timeout=600, check=False)
-    if result.returncode != 0:
-        raise SandboxError("barman-cloud-backup failed with exit code %d:\n%s\n--- primary log ---\n%s"
-                           % (result.returncode, (result.stderr + result.stdout).strip(), read_tail(node.log_file)))
+    try:
+        run_program(cmd, cli_environment(sandbox), "barman-cloud-backup", secrets=[sandbox.s3.secret_key], timeout=600)
+    except PgopsError as exc:
+        raise SandboxError("%s\n--- primary log ---\n%s" % (exc.msg, read_tail(node.log_file))) from None
     wait_archived(sandbox, node=node)
     new = sorted(set(backup_ids(sandbox, server_name)) - before)
     if len(new) != 1:

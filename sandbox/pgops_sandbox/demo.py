@@ -76,6 +76,8 @@ def ansible_playbook(sandbox, node, playbook, extra_vars, out, check=False):
     out('$ PGPORT=%s ansible-playbook %s%s %s' % (env['PGPORT'], playbook, ' --check' if check else '',
                                                   ' '.join('-e %s=%s' % item for item in sorted(extra_vars.items()))))
     started = time.monotonic()
+    # As a user's shell runs it (their umask, the whole output), not through the collection's program runner, which
+    # a module uses for its own children (umask 077, a bounded stderr tail).
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     elapsed = time.monotonic() - started
     for line in done.stdout.splitlines():

@@ -3,7 +3,11 @@
 import logging
 import os
 
-from ._util import LOOPBACK, conf_quote, conninfo_value, pid_alive, proc_cmdline, read_tail, shell_quote, wait_for
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.postmaster import pid_alive, postmaster_pid
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.recovery import conf_literal
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.server import read_tail
+
+from ._util import LOOPBACK, conninfo_value, proc_cmdline, shell_quote, wait_for
 from .errors import SandboxError
 from .pgbin import program
 
@@ -74,12 +78,8 @@ class Node:
 
     def pid(self):
         """Return the postmaster PID (int) from postmaster.pid when that process is alive, else None."""
-        try:
-            with open(os.path.join(self.datadir, "postmaster.pid"), encoding="utf-8") as handle:
-                pid = int(handle.readline().strip())
-        except (OSError, ValueError):
-            return None
-        if pid_alive(pid) and any("postgres" in arg for arg in proc_cmdline(pid)[:1]):
+        pid = postmaster_pid(self.datadir)
+        if pid and pid_alive(pid) and any("postgres" in arg for arg in proc_cmdline(pid)[:1]):
             return pid
         return None
 
@@ -124,18 +124,19 @@ class Node:
     def settings(self):
         """Return the sandbox settings of this node as an ordered list of (name, postgresql.conf literal)."""
         archive_command = "%s %%p %%f" % shell_quote(self._sandbox.archive_script)
-        return [
-            ("listen_addresses", conf_quote(LOOPBACK)),
-            ("port", str(self.port)),
-            ("unix_socket_directories", conf_quote(self._sandbox.socket_dir)),
+        values = [
+            ("listen_addresses", LOOPBACK),
+            ("port", self.port),
+            ("unix_socket_directories", self._sandbox.socket_dir),
             ("wal_level", "replica"),
-            ("archive_mode", "on"),
-            ("archive_command", conf_quote(archive_command)),
-            ("max_wal_senders", "10"),
-            ("hot_standby", "on"),
-            ("wal_keep_size", conf_quote("64MB")),
-            ("cluster_name", conf_quote("pgops-sandbox-" + self.name)),
+            ("archive_mode", True),
+            ("archive_command", archive_command),
+            ("max_wal_senders", 10),
+            ("hot_standby", True),
+            ("wal_keep_size", "64MB"),
+            ("cluster_name", "pgops-sandbox-" + self.name),
         ]
+        return [(name, conf_literal(name, value)) for name, value in values]
 
     def write_config(self):
         """Write pgops_sandbox.conf for this node (port, socket, WAL archiving, replication) and include it from postgresql.conf."""
@@ -157,9 +158,9 @@ class Node:
     def _timeout(self, timeout):
         return self._sandbox.timeout if timeout is None else timeout
 
-    def _pg_ctl(self, *args, timeout, check=True):
+    def _pg_ctl(self, *args, timeout):
         cmd = [program(self._sandbox.bindir, "pg_ctl")] + list(args)
-        return self._sandbox.server_user.run(cmd, timeout=timeout + 30, check=check, log_file=self.log_file)
+        return self._sandbox.server_user.run_as_server(cmd, timeout=timeout + 30, log_file=self.log_file)
 
     def start(self, timeout=None):
         """Start the node with ``pg_ctl start -w`` and wait until it accepts connections (``timeout`` in seconds).
@@ -174,10 +175,10 @@ class Node:
             raise SandboxError("cannot start %s: %s is not an initialised data directory (run up() or rebuild_standby())" % (self.name, self.datadir))
         self._remove_stale_pidfile()
         LOG.info("starting %s on 127.0.0.1:%d", self.name, self.port)
-        result = self._pg_ctl("start", "-D", self.datadir, "-l", self.log_file, "-w", "-t", str(int(timeout)), timeout=timeout, check=False)
-        if result.returncode != 0:
-            raise SandboxError("could not start %s (port %d): %s" % (self.name, self.port, self._sandbox.server_user.failure_message(
-                ["pg_ctl", "start"], result, self.log_file)))
+        try:
+            self._pg_ctl("start", "-D", self.datadir, "-l", self.log_file, "-w", "-t", str(int(timeout)), timeout=timeout)
+        except SandboxError as exc:
+            raise SandboxError("could not start %s (port %d): %s" % (self.name, self.port, exc)) from None
         wait_for(self.accepts_connections, "%s to accept connections on 127.0.0.1:%d" % (self.name, self.port), timeout)
         return True
 

@@ -10,7 +10,10 @@ import time
 import urllib.error
 import urllib.request
 
-from ._util import LOOPBACK, pid_alive, port_in_use, proc_cmdline, read_tail, wait_for
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.postmaster import pid_alive
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.server import read_tail
+
+from ._util import LOOPBACK, port_in_use, proc_cmdline, wait_for
 from .errors import SandboxError
 
 LOG = logging.getLogger(__name__)
@@ -109,6 +112,8 @@ def start_moto(port, log_path, cwd, timeout):
         raise SandboxError("cannot start the S3 server: 127.0.0.1:%d is already in use" % port)
     cmd = [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)]
     LOG.info("starting moto S3 server on 127.0.0.1:%d", port)
+    # A daemon that outlives this process, its output in a log file: not the collection's program runner, whose
+    # stderr pipe would break (and stop moto) when the sandbox command exits.
     with open(log_path, "ab") as log:
         child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,  # pylint: disable=consider-using-with
                                  cwd=cwd, start_new_session=True)

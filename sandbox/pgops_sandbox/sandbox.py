@@ -24,8 +24,10 @@ import secrets
 import shutil
 import time
 
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.server import free_port
+
 from . import barman
-from ._util import DEFAULT_TIMEOUT, LOOPBACK, conninfo_value, free_port, read_json, wait_for, write_private_file
+from ._util import DEFAULT_TIMEOUT, LOOPBACK, conninfo_value, read_json, wait_for, write_private_file
 from .errors import SandboxError
 from .node import SUPERUSER, Node
 from .pgbin import find_bindir, program
@@ -349,8 +351,9 @@ class Sandbox:  # pylint: disable=too-many-instance-attributes
         server.write_file(pwfile, self.password + "\n", 0o600)
         LOG.info("initdb %s in %s (server user %s)", node.name, node.datadir, server.describe())
         try:
-            server.run([program(self.bindir, "initdb"), "-D", node.datadir, "-U", SUPERUSER, "--auth-local=trust", "--auth-host=scram-sha-256",
-                        "--pwfile=" + pwfile, "--encoding=UTF8", "--no-locale"], timeout=max(self.timeout, 120.0))
+            server.run_as_server([program(self.bindir, "initdb"), "-D", node.datadir, "-U", SUPERUSER, "--auth-local=trust",
+                                  "--auth-host=scram-sha-256", "--pwfile=" + pwfile, "--encoding=UTF8", "--no-locale"],
+                                 timeout=max(self.timeout, 120.0))
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(pwfile)
@@ -366,8 +369,8 @@ class Sandbox:  # pylint: disable=too-many-instance-attributes
         params = (("host", LOOPBACK), ("port", source.port), ("user", SUPERUSER), ("passfile", self.server_passfile), ("application_name", node.name))
         conninfo = " ".join("%s=%s" % (key, conninfo_value(value)) for key, value in params)
         LOG.info("pg_basebackup %s from %s (port %d)", node.name, source.name, source.port)
-        server.run([program(self.bindir, "pg_basebackup"), "-d", conninfo, "-D", node.datadir, "-R", "-X", "stream", "-c", "fast", "-w"],
-                   timeout=max(self.timeout, 300.0))
+        server.run_as_server([program(self.bindir, "pg_basebackup"), "-d", conninfo, "-D", node.datadir, "-R", "-X", "stream", "-c",
+                              "fast", "-w"], timeout=max(self.timeout, 300.0))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(node.log_file)  # the copy is the source's log
         self._check_recovery_config(node)

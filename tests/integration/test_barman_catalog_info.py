@@ -18,12 +18,14 @@ import uuid
 
 import pytest
 
+from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import isoformat_z, utc_now
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 from ansible_collections.pgops.resilience.plugins.module_utils._s3 import client as s3_client_module
 
-from ansible_collections.pgops.resilience.plugins.module_utils._barman import catalog as barman_catalog
+from ansible_collections.pgops.resilience.plugins.module_utils._barman import health as barman_catalog
 from pgops_sandbox.barman import require_tool
 from tests.integration.helpers import barman_params, run_playbook
-from tests.unit.test_barman_catalog import parse_exposition
+from tests.unit.barman.test_catalog import parse_exposition
 
 HEALTH_CHECK = 'pgops.resilience.backup_health_check'
 STORAGE_REPORT = 'pgops.resilience.storage_report'
@@ -119,6 +121,12 @@ def test_two_backups_as_barman_lists_them(catalog):
     assert 0 <= result['latest_backup']['age_seconds'] < 3600
     assert result['verdict'] == 'ok', result['verdict_reasons']
     assert result['verdict_reasons'] == [] and result['stale_backups'] == []
+    # The same results as Prometheus text, for the playbook to write (the module writes nothing).
+    samples = parse_exposition(result['prometheus_text'])
+    server = ('server', settings['server_name'])
+    assert samples[('pgops_barman_verdict', (server,))] == 0
+    assert samples[('pgops_barman_backups', (server, ('status', 'DONE')))] == 2
+    assert samples[('pgops_barman_last_backup_timestamp_seconds', (server,))] == result['latest_backup']['timestamp']
 
 
 def test_wal_counts_equal_a_direct_listing(catalog):
@@ -251,7 +259,7 @@ def test_no_backup_is_critical_then_ok_after_a_backup(barman_sandbox, tmp_path):
         assert re.search(r'CRITICAL: backups of %s in .*no completed \(DONE\) backup' % name, run.stdout + run.stderr)
         samples = parse_exposition(metrics.read_text())
         assert samples[('pgops_barman_verdict', (('server', name),))] == 2
-        assert metrics.stat().st_mode & 0o777 == 0o600  # only its owner reads it, unless metrics_file_mode says so
+        assert metrics.stat().st_mode & 0o777 == 0o600  # only its owner reads it, unless barman_metrics_file_mode says so
         assert samples[('pgops_barman_backup_age_seconds', (('server', name),))] == float('inf')
 
         backup_id = box.barman_backup(name)
@@ -279,6 +287,43 @@ def test_no_backup_is_critical_then_ok_after_a_backup(barman_sandbox, tmp_path):
         box.barman_server(previous)
 
 
+def test_the_playbook_writes_the_metrics_the_module_returns(catalog, tmp_path):
+    """barman_catalog_info writes nothing (an _info module); backup_health_check writes its prometheus_text."""
+    box, settings = catalog['box'], catalog['settings']
+    now = isoformat_z(utc_now())  # the playbook and the call below judge the catalog as of the same moment
+    metrics = tmp_path / 'textfile' / 'barman.prom'
+    metrics.parent.mkdir()
+    extra = dict(barman_destination_path=settings['destination_path'], barman_server_name=settings['server_name'],
+                 barman_now=now, barman_metrics_file=str(metrics), barman_metrics_file_mode='0640')
+    run = run_playbook(box, HEALTH_CHECK, extra)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert 'Metrics written to %s' % metrics in run.stdout
+    assert metrics.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in metrics.parent.iterdir()] == ['barman.prom'], 'no temporary file is left beside it'
+    result = barman_catalog.report_catalog(params_for(settings, now=now))
+    assert 'metrics_file' not in result
+    written, returned = parse_exposition(metrics.read_text()), parse_exposition(result['prometheus_text'])
+
+    def own(samples):
+        # Other server directories under the same destination path (the sandbox's own, still archiving) may grow.
+        return dict((k, v) for k, v in samples.items() if ('directory', 'other') not in k[1] and k[0] != 'pgops_barman_other_servers')
+    assert own(written) == own(returned) and len(own(written)) > 10
+    assert written[('pgops_barman_verdict', (('server', settings['server_name']),))] == 0
+
+    for mode in ('0666', '0600x'):
+        refused = run_playbook(box, HEALTH_CHECK, dict(extra, barman_metrics_file_mode=mode))
+        assert refused.returncode != 0 and 'barman_metrics_file_mode must be' in refused.stdout, refused.stdout
+    assert metrics.stat().st_mode & 0o777 == 0o640
+
+    # The options that made the module write a file are gone: AnsibleModule refuses them.
+    playbook = tmp_path / 'old-options.yml'
+    playbook.write_text(json.dumps([{'hosts': 'localhost', 'connection': 'local', 'gather_facts': False, 'tasks': [
+        {'pgops.resilience.barman_catalog_info': dict(destination_path=settings['destination_path'],
+                                                      server_name=settings['server_name'], metrics_file=str(metrics))}]}]))
+    old = run_playbook(box, str(playbook))
+    assert old.returncode != 0 and 'Unsupported parameters' in old.stdout + old.stderr and 'metrics_file' in old.stdout + old.stderr
+
+
 def test_storage_report_playbook(catalog):
     box, settings = catalog['box'], catalog['settings']
     run = run_playbook(box, STORAGE_REPORT, dict(barman_destination_path=settings['destination_path'],
@@ -303,5 +348,5 @@ def test_playbooks_require_their_variables():
 def test_unreachable_endpoint_names_the_prefix(catalog, monkeypatch):
     monkeypatch.setattr(s3_client_module, 'MAX_ATTEMPTS', 1)  # no retries of the refused connection
     settings = dict(catalog['settings'], endpoint_url='http://127.0.0.1:9')
-    with pytest.raises(barman_catalog.PgopsError, match=r'S3 listing of s3://.*/barman/ at http://127\.0\.0\.1:9 failed'):
+    with pytest.raises(PgopsError, match=r'S3 listing of s3://.*/barman/ at http://127\.0\.0\.1:9 failed'):
         barman_catalog.report_catalog(params_for(settings))

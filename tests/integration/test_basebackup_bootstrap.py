@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""Integration tests of the base backup bundle, the bootstrap from it and the wipe (module_utils/basebackup.py,
+"""Integration tests of the base backup bundle, the bootstrap from it and the wipe (module_utils/_bundles/basebackup.py,
 bootstrap.py, wipe.py and the playbooks), over the sandbox primary and its WAL archive (``sandbox.archive_dir``).
 
 One bundle per module, taken after batch A of rows; batches B and C are written after it, with a recovery target time
@@ -10,6 +10,7 @@ not only the base backup), one with the target only B. Every bootstrapped server
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import io
@@ -24,10 +25,11 @@ import uuid
 
 import psycopg2
 import pytest
+from pgops_sandbox import SandboxError
 
 from ansible_collections.pgops.resilience.plugins.module_utils._bundles import basebackup, bootstrap, bundle, wipe
-from ansible_collections.pgops.resilience.plugins.module_utils._drill import runner as drill
-from ansible_collections.pgops.resilience.plugins.module_utils._pg import recovery as recovery_config
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.postmaster import postmaster_of
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.server import free_port
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.datadir import (
     INCOMPLETE_MARKER, data_directory_state)
 from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import utc_now
@@ -58,7 +60,7 @@ def bundle_params(sandbox, directory, **overrides):
 def bootstrap_params(sandbox, store, datadir, **overrides):
     params = _defaults(bootstrap.bootstrap_argument_spec())
     params.update(data_directory=datadir, confirm=datadir, directory=str(store) if store else None, wal_archive_directory=sandbox.archive_dir,
-                  settings={'port': drill.free_port(), 'archive_mode': 'off'}, timeout=120)
+                  settings={'port': free_port(), 'archive_mode': 'off'}, timeout=120)
     params.update(overrides)
     return params
 
@@ -82,8 +84,9 @@ def _workdir():
 
 
 def _stop(sandbox, datadir):
-    if drill.postmaster_of(datadir):
-        sandbox.server_user.run([os.path.join(sandbox.bindir, 'pg_ctl'), 'stop', '-D', datadir, '-m', 'fast', '-w'], check=False)
+    if postmaster_of(datadir):
+        with contextlib.suppress(SandboxError):
+            sandbox.server_user.run_as_server([os.path.join(sandbox.bindir, 'pg_ctl'), 'stop', '-D', datadir, '-m', 'fast', '-w'])
 
 
 def _query(port, sandbox, sql):
@@ -178,7 +181,7 @@ def test_bootstrap_replays_the_archive_and_leaves_recovery(sandbox, backup, data
     port = params['settings']['port']
     result = bootstrap.bootstrap_data_directory(params)
 
-    assert result['wiped'] and result['started'] and result['pid'] and drill.postmaster_of(datadir) == result['pid']
+    assert result['wiped'] and result['started'] and result['pid'] and postmaster_of(datadir) == result['pid']
     assert _query(port, sandbox, 'SELECT pg_is_in_recovery()') == [(False,)]
     # B and C were written after the base backup: they come from the WAL archive through restore_command.
     assert _batches(port, sandbox) == ROWS
@@ -193,7 +196,7 @@ def test_bootstrap_replays_the_archive_and_leaves_recovery(sandbox, backup, data
     assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == sandbox.server_user.uid
     with open(os.path.join(datadir, 'postgresql.auto.conf'), encoding='utf-8') as handle:
         auto = handle.read()
-    block = auto.partition(recovery_config.CONF_MARK)[2]
+    block = auto.partition(bootstrap.CONF_MARK)[2]
     assert "restore_command = 'cp %s/%%f \"%%p\"'" % sandbox.archive_dir in block and 'port = %d' % port in block
     assert 'recovery_target' not in ''.join(l for l in block.splitlines() if not l.startswith('#'))
     assert _query(port, sandbox, 'SHOW archive_mode') == [('off',)]
@@ -213,7 +216,7 @@ def test_recovery_target_time_recovers_only_what_came_before_it(sandbox, backup,
     assert result['recovery']['stop'].startswith('recovery stopping before commit of transaction')
     assert _batches(params['settings']['port'], sandbox) == dict(A=ROWS['A'], B=ROWS['B'])
     with open(os.path.join(datadir, 'postgresql.auto.conf'), encoding='utf-8') as handle:
-        assert 'recovery_target_time' not in handle.read().partition(recovery_config.CONF_MARK)[2]
+        assert 'recovery_target_time' not in handle.read().partition(bootstrap.CONF_MARK)[2]
 
 
 def test_a_failed_recovery_fails_with_the_server_log(sandbox, backup, datadir):
@@ -225,7 +228,7 @@ def test_a_failed_recovery_fails_with_the_server_log(sandbox, backup, datadir):
     assert 'did not finish recovery' in error.msg and 'recovery ended before configured recovery target was reached' in error.msg
     assert '--- last lines of the server log ---' in error.msg and error.details['log_tail']
     assert error.details['wiped'] is True and error.details['changed'] is True and error.details['phase'] == 'recovery'
-    assert not drill.postmaster_of(datadir)
+    assert not postmaster_of(datadir)
 
 
 def test_bootstrap_refuses_without_the_right_confirmation(sandbox, backup, datadir):
@@ -316,7 +319,7 @@ def test_clear_parent_never_deletes_a_cluster_beside_the_data_directory(sandbox,
     params = bootstrap_params(sandbox, backup['store'], replica)
     started = bootstrap.bootstrap_data_directory(params)
     try:
-        assert started['started'] and drill.postmaster_of(replica) == started['pid']
+        assert started['started'] and postmaster_of(replica) == started['pid']
         wipe_params = dict(data_directory=datadir, confirm=datadir, clear_parent=True, server_user=None)
         for check_mode in (True, False):
             with pytest.raises(PgopsError, match='would also delete other PostgreSQL clusters') as refused:
@@ -479,7 +482,7 @@ def test_playbooks(sandbox, backup, datadir):
     # pg_basebackup's stderr goes through module.warn: no "warnings passed to exit_json" deprecation (ansible-core 2.19).
     assert 'DEPRECATION' not in made.stdout + made.stderr
 
-    port = drill.free_port()
+    port = free_port()
     variables = dict(bootstrap_data_directory=datadir, bootstrap_directory=store, bootstrap_wal_archive_directory=sandbox.archive_dir,
                      bootstrap_settings={'port': port, 'archive_mode': 'off'}, bootstrap_timeout=120)
     refused = run_playbook(sandbox, 'pgops.resilience.bootstrap_from_basebackup', variables)
@@ -695,7 +698,7 @@ def _secret_params(sandbox, backup, datadir, **overrides):
     """A bootstrap that only prepares the data directory (start=false: the command would find no bucket), with an AWS
     secret key in restore_command and a password in a conninfo setting."""
     params = bootstrap_params(sandbox, backup['store'], datadir, start=False, wal_archive_directory=None,
-                              restore_command=SECRET_COMMAND, settings=dict(SECRET_SETTINGS, port=drill.free_port()))
+                              restore_command=SECRET_COMMAND, settings=dict(SECRET_SETTINGS, port=free_port()))
     params.update(overrides)
     return params
 
@@ -717,7 +720,7 @@ def test_restore_command_and_settings_are_masked_in_the_result_not_in_the_data_d
     # The server needs the real values: postgresql.auto.conf has them, and only its owner may read it.
     auto = os.path.join(datadir, 'postgresql.auto.conf')
     with open(auto, encoding='utf-8') as handle:
-        block = handle.read().partition(recovery_config.CONF_MARK)[2]
+        block = handle.read().partition(bootstrap.CONF_MARK)[2]
     assert "restore_command = '%s'" % SECRET_COMMAND in block and CONNINFO_PASSWORD in block
     assert _mode(auto) == 0o600
     # A refused command: the message names the problem, not the command.
@@ -762,7 +765,7 @@ def test_the_module_never_shows_the_secrets(sandbox, backup, datadir, tmp_path):
     playbook = tmp_path / 'secret-restore-command.yml'
     playbook.write_text(SECRET_PLAYBOOK)
     variables = dict(datadir=datadir, store=backup['store'], command=SECRET_COMMAND,
-                     settings=dict(SECRET_SETTINGS, port=drill.free_port()))
+                     settings=dict(SECRET_SETTINGS, port=free_port()))
     for check in (True, False):
         played = run_playbook(None, str(playbook), variables, check=check, verbose=True)
         assert played.returncode == 0 and 'All assertions passed' in played.stdout, played.stdout + played.stderr

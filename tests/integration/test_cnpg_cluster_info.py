@@ -3,7 +3,7 @@
 
 No Kubernetes cluster runs on the machines that run these tests, so ``fake_kube_api.FakeKubeApi`` stands in
 for the Kubernetes API server: a real HTTP server on 127.0.0.1 that serves recorded CloudNativePG ``Cluster``
-objects (``fixtures/cnpg/``, which ``tests/unit/test_cnpg.py`` checks against the CRD schema), answers errors
+objects (``fixtures/cnpg/``, which ``tests/unit/unlogged/test_cnpg.py`` checks against the CRD schema), answers errors
 with Kubernetes ``Status`` objects, and accepts only one bearer token. It is not a Kubernetes API server:
 it serves just the one request the module makes. Everything else is real: a kubeconfig file with a token
 user, the official kubernetes client and urllib3, ``ansible-playbook`` running the module, moto's S3 server

@@ -41,4 +41,4 @@ def test_build_install_and_render_docs(tmp_path):
     assert {'pgops.resilience.unlogged_restorer', 'pgops.resilience.k8s_manifests'} <= set(roles)
     doc = json.loads(_run(['ansible-doc', '--json', '-t', 'role', 'pgops.resilience.unlogged_restorer'], env=env))
     assert 'unlogged_restorer_argo_enabled' in doc['pgops.resilience.unlogged_restorer']['entry_points']['main']['options']
-    assert (installed / 'tests' / 'crds' / 'index.json').is_file()
+    assert (installed / 'playbooks' / 'files' / 'crds' / 'index.json').is_file()

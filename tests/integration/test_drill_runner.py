@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""Integration tests of the restore drill runner (module_utils/drill.py) over real base backups of the sandbox primary.
+"""Integration tests of the restore drill runner (module_utils/_drill/) over real base backups of the sandbox primary.
 
 One base backup per module (pg_basebackup -X none: every WAL segment must come from the sandbox's archive directory
 through restore_command); each drill runs on its own copy, because a drill recovers and promotes what it is given.
@@ -17,7 +17,8 @@ import time
 import pytest
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils._drill.runner import check_data_directory, run_drill
+from ansible_collections.pgops.resilience.plugins.module_utils._drill.runner import run_drill
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.backup_label import check_data_directory
 
 BASE_TABLE = 'drill_base'
 BASE_ROWS = 1234
@@ -82,7 +83,7 @@ def backup(sandbox):
     server.make_dir(dest, 0o700)
     server.ensure_traversable(dest)
     conninfo = 'host=127.0.0.1 port=%d user=postgres passfile=%s' % (primary.port, sandbox.server_passfile)
-    server.run([os.path.join(sandbox.bindir, 'pg_basebackup'), '-d', conninfo, '-D', dest, '-X', 'none', '-c', 'fast', '-w'])
+    server.run_as_server([os.path.join(sandbox.bindir, 'pg_basebackup'), '-d', conninfo, '-D', dest, '-X', 'none', '-c', 'fast', '-w'])
     with open(os.path.join(dest, 'backup_manifest'), encoding='utf-8') as handle:
         end_lsn = json.load(handle)['WAL-Ranges'][-1]['End-LSN']
     end_segment = primary.execute('SELECT pg_walfile_name(%s::pg_lsn)', (end_lsn,))[0][0]

@@ -27,6 +27,7 @@ import pytest
 from ansible_collections.pgops.resilience.plugins.module_utils._bundles import bundle, dump as dump_bundle, dump_restore
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.fingerprints import table_fingerprints
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._core.files import sha256_file
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connect
 
 from .dump_helpers import database_from, dump_params, module_params, restore_params
@@ -152,7 +153,7 @@ def test_bundle_checksum_and_extracted_members_are_0600(sandbox, source_db, stor
     download.mkdir()
     local = bundle.BundleStore.from_params(s3).fetch(remote['bundle']['name'], str(download))
     assert _mode(local) == 0o600 and _mode(local + '.sha256') == 0o600
-    assert bundle.sha256_file(local)[0] == remote['bundle']['sha256']
+    assert sha256_file(local)[0] == remote['bundle']['sha256']
     # A group may be let in (mode), never others.
     group = dump_bundle.make_dump_bundle(dump_params(sandbox, source_db, store_dir, mode='0640'))
     assert _mode(group['bundle']['url']) == 0o640 and _mode(group['bundle']['url'] + '.sha256') == 0o640

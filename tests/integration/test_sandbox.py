@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.postmaster import pid_alive
+
 from .helpers import ROOT
 
 
@@ -17,15 +19,6 @@ def cli(workdir, *args):
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, 'sandbox'))
     return subprocess.run([sys.executable, '-m', 'pgops_sandbox', '--workdir', str(workdir)] + list(args),
                           env=env, capture_output=True, text=True, timeout=300, check=False)
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open('/proc/%d/stat' % pid, encoding='ascii') as stat:
-        return stat.read().split(') ', 1)[1][0] != 'Z'  # a zombie has exited
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ except ImportError:  # reported by require_msgspec()
     msgspec = None
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._core.requirements import require_library
 
 FORMAT = 'pgops.resilience.archive/2'
 # Sidecar formats this reader knows; format 1 differs only in its keys (no schema) and in lacking uncompressed_bytes.
@@ -54,8 +55,7 @@ _NAME_RE = re.compile(r'_(?P<ts>\d{8}T\d{6}Z)_batch_(?P<batch>\d+)\Z')
 
 def require_msgspec():
     """Raise :class:`PgopsError` saying how to install msgspec when it cannot be imported."""
-    if msgspec is None:
-        raise PgopsError('The msgspec Python library is required on the host that runs this module: pip install msgspec.')
+    require_library('msgspec', msgspec is not None, 'pip install msgspec')
 
 
 # --- keys -------------------------------------------------------------------------------------------

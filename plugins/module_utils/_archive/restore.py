@@ -17,7 +17,7 @@ from ansible_collections.pgops.resilience.plugins.module_utils._archive import c
 from ansible_collections.pgops.resilience.plugins.module_utils._archive import format as fmt
 from ansible_collections.pgops.resilience.plugins.module_utils._archive.indexes import DroppedIndexes, legacy_warnings
 from ansible_collections.pgops.resilience.plugins.module_utils._archive.load import (
-    Restorer, connection_lost, load_all, lost_connection_error, plan_columns)
+    Restorer, connection_lost, load_all, lost_connection_error)
 from ansible_collections.pgops.resilience.plugins.module_utils._archive.watermark import Watermark, watermark_order
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connect
@@ -31,8 +31,6 @@ try:
     import psycopg2
 except ImportError:  # reported by connect()
     psycopg2 = None
-
-__all__ = ['argument_spec', 'validate', 'parse_date', 'plan_columns', 'watermark_order', 'list_archives', 'restore_archives']
 
 CONFLICT_STRATEGIES = ['skip', 'overwrite', 'fail', 'upsert']
 SCHEMA_STRATEGIES = ['strict', 'lenient', 'transform', 'none']

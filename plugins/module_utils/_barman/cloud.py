@@ -14,15 +14,14 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import subprocess
+import tempfile
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils._core.redaction import redact
+from ansible_collections.pgops.resilience.plugins.module_utils._core.process import Program
 from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import s3_connection_spec
 
 INSTALL_HINT = 'pip install "barman[cloud]" (or the Debian/RPM package barman-cli-cloud)'
 DEFAULT_TIMEOUT = 3600  # seconds; a restore of a large base backup takes a while
-OUTPUT_TAIL = 4000  # characters of barman's output quoted in an error
 
 
 def barman_cloud_spec():
@@ -112,29 +111,31 @@ class BarmanCloud:
         """``[program, connection args..., args..., destination_path, server_name]`` (list, no shell)."""
         return [self.program(name)] + self.connection_args() + list(args) + [self.destination_path, self.server_name]
 
-    def run(self, cmd, timeout=DEFAULT_TIMEOUT, check=True):
-        """Run ``cmd`` (a list from :meth:`command`) and return the ``CompletedProcess`` (text output).
+    def run_command(self, cmd, timeout=DEFAULT_TIMEOUT):
+        """Run ``cmd`` (a list from :meth:`command`) with :meth:`environment`, through the collection's one runner
+        (:class:`~ansible_collections.pgops.resilience.plugins.module_utils._core.process.Program`: umask 077, its
+        stderr tail kept, secrets masked), and return what it printed on stdout.
 
-        :param timeout: seconds.
-        :raises PgopsError: on a non-zero exit (with ``check``) or a timeout, quoting barman's output, redacted.
+        The stdout goes to an unnamed temporary file (0600, gone when closed), not to memory or a pipe: the
+        ``--dry-run`` of ``barman-cloud-backup-delete`` prints every WAL object it would delete, megabytes for a large
+        archive, and barman's log (its errors) is on stderr.
+
+        :param timeout: seconds; the program is killed after it.
+        :returns: str, its stdout (UTF-8, undecodable bytes replaced).
+        :raises PgopsError: when it cannot start, runs longer than ``timeout``, or exits non-zero, naming the command
+            (no secret is on it: credentials are in the environment), the catalog, the exit status and the end of
+            barman's stderr, secrets masked.
         """
-        try:
-            result = subprocess.run(cmd, env=self.environment(), capture_output=True, text=True, timeout=timeout, check=False,
-                                    stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise PgopsError('%s did not finish within %d s.' % (os.path.basename(cmd[0]), timeout))
-        except OSError as exc:
-            raise PgopsError('Cannot run %s: %s.' % (cmd[0], exc))
-        if check and result.returncode != 0:
-            raise PgopsError(self.failure(cmd, result))
-        return result
-
-    def failure(self, cmd, result):
-        """The error text for a failed barman command: the command (no secrets are on it), exit code, output tail."""
-        output = '\n'.join(part.strip() for part in (result.stderr, result.stdout) if part and part.strip())
-        text = '%s exited with %d for %s/%s: %s' % (' '.join([os.path.basename(cmd[0])] + cmd[1:]), result.returncode,
-                                                    self.destination_path, self.server_name, output[-OUTPUT_TAIL:] or '(no output)')
-        return redact(text, self.secrets)
+        what = '%s for %s/%s' % (' '.join([os.path.basename(cmd[0])] + list(cmd[1:])), self.destination_path, self.server_name)
+        with tempfile.TemporaryFile() as output:
+            program = Program(cmd, self.environment(), what, stdout=output)
+            try:
+                program.wait(timeout)
+            finally:
+                program.stop()
+            program.result(self.secrets)
+            output.seek(0)
+            return output.read().decode('utf-8', 'replace')
 
     def wal_restore_command(self, server_name=None):
         """A ``restore_command`` (str) running ``barman-cloud-wal-restore`` for this catalog: ``... %f %p``.

@@ -2,7 +2,7 @@
 # Copyright: pgops.resilience contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The barman-cloud restore drill: ``barman-cloud-restore`` of a base backup into a scratch directory, then the
-shared drill runner (:mod:`drill`) starts it with ``barman-cloud-wal-restore`` as ``restore_command``, waits for
+shared drill runner (:mod:`~.._drill.runner`) starts it with ``barman-cloud-wal-restore`` as ``restore_command``, waits for
 consistency and promotion, runs the checks, times it and cleans up.
 
 The restored instance never writes into the catalog: the runner turns archiving off (``archive_mode = off``), and
@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 
-from ansible_collections.pgops.resilience.plugins.module_utils._drill import runner as drill
+from ansible_collections.pgops.resilience.plugins.module_utils._drill.runner import run_drill
 from ansible_collections.pgops.resilience.plugins.module_utils._core.paths import refuse_system_directory
 from ansible_collections.pgops.resilience.plugins.module_utils._barman.catalog import BarmanCatalog, parse_time
 from ansible_collections.pgops.resilience.plugins.module_utils._barman.cloud import BarmanCloud, barman_cloud_spec
@@ -100,7 +100,7 @@ def _target_time(params):
         return None  # PostgreSQL reads more forms than we do; then the newest backup is restored
 
 
-def restore_drill(params, check_mode):
+def restore_drill(params, check_mode=False):
     """Run one barman-cloud restore drill (see the module's DOCUMENTATION). Returns the result dict.
 
     :raises PgopsError: with ``verdict='failed'`` and the phase when the fetch, the recovery or a check fails.
@@ -122,11 +122,11 @@ def restore_drill(params, check_mode):
     os.chmod(scratch, 0o755)  # the server user must reach the data directory inside
     datadir = os.path.join(scratch, 'data')
     fetch_seconds = _fetch(barman, backup['backup_id'], datadir, scratch, params)
-    outcome = drill.run_drill(datadir, restore_command, scratch_dir=scratch, bindir=params.get('pg_bindir'),
-                              server_user=params.get('server_user'), env=barman.credentials(),
-                              recovery_target=recovery_target(params), checks=params.get('checks'), row_counts=params.get('row_counts'),
-                              database=params['database'], user=params['user'], timeout=params['timeout'], keep=params['keep'],
-                              fetch_seconds=fetch_seconds, secrets=barman.secrets)
+    outcome = run_drill(datadir, restore_command, scratch_dir=scratch, bindir=params.get('pg_bindir'),
+                        server_user=params.get('server_user'), env=barman.credentials(),
+                        recovery_target=recovery_target(params), checks=params.get('checks'), row_counts=params.get('row_counts'),
+                        database=params['database'], user=params['user'], timeout=params['timeout'], keep=params['keep'],
+                        fetch_seconds=fetch_seconds, secrets=barman.secrets)
     result.update(outcome)
     return result
 
@@ -136,7 +136,7 @@ def _fetch(barman, backup_id, datadir, scratch, params):
     cmd = [barman.program('barman-cloud-restore')] + barman.connection_args() + [barman.destination_path, barman.server_name, backup_id, datadir]
     started = time.monotonic()
     try:
-        barman.run(cmd, timeout=params['timeout'])
+        barman.run_command(cmd, timeout=params['timeout'])
     except PgopsError as exc:
         if not params['keep']:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -32,12 +32,12 @@ import ast
 import datetime
 import re
 
-from ansible_collections.pgops.resilience.plugins.module_utils._barman.catalog import S3_ERRORS, BarmanCatalog
+from ansible_collections.pgops.resilience.plugins.module_utils._barman.catalog import BarmanCatalog
 from ansible_collections.pgops.resilience.plugins.module_utils._barman.cloud import (
     BarmanCloud, barman_cloud_spec, validate_server_name)
 from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import isoformat_z, utc_now
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import client_from_params, s3_error
+from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import client_from_params
 
 VALID = 'VALID'
 OBSOLETE = 'OBSOLETE'
@@ -47,7 +47,6 @@ KEEP_STANDALONE = 'KEEP:STANDALONE'
 NONE = '-'
 DONE = 'DONE'
 COPY_DONE = ('WAITING_FOR_WALS', 'DONE')  # barman's BackupManager.DEFAULT_STATUS_FILTER
-DELETE_BATCH = 1000  # objects per DeleteObjects request (the S3 API's maximum)
 
 _REDUNDANCY = re.compile(r'^\s*redundancy\s+(\d+)\s*$', re.IGNORECASE)
 _WINDOW = re.compile(r'^\s*recovery\s+window\s+of\s+(\d+)\s+(day|month|week)s?\s*$', re.IGNORECASE)
@@ -79,7 +78,7 @@ def apply_retention(params, check_mode):
     """Run the module: see :class:`Retention`. Returns the result dict; raises :class:`PgopsError`."""
     if params.get('retention_policy'):
         parse_policy(params['retention_policy'])  # a bad policy fails before any request is made
-    return Retention(params, client_from_params(params), BarmanCloud(params), check_mode).run()
+    return Retention(params, client_from_params(params), BarmanCloud(params), check_mode).apply()
 
 
 def parse_policy(text):
@@ -369,39 +368,6 @@ def orphan_report(catalog, names, active):
     return report
 
 
-def delete_prefix(catalog, prefix):
-    """Delete every object under ``prefix`` (streamed, in DeleteObjects batches of 1000) and check none is left.
-
-    :param catalog: :class:`BarmanCatalog` of the bucket.
-    :returns: number of objects deleted.
-    :raises PgopsError: naming the prefix when a deletion fails or objects remain.
-    """
-    deleted = 0
-    batch = []
-    for obj in catalog.iter_objects(prefix):
-        batch.append(obj['key'])
-        if len(batch) == DELETE_BATCH:
-            deleted += _delete_batch(catalog, prefix, batch)
-            batch = []
-    if batch:
-        deleted += _delete_batch(catalog, prefix, batch)
-    if next(iter(catalog.iter_objects(prefix)), None) is not None:
-        raise PgopsError('Objects remain under s3://%s/%s after deleting them; check object locks and permissions.' % (catalog.bucket, prefix))
-    return deleted
-
-
-def _delete_batch(catalog, prefix, keys):
-    try:
-        response = catalog.client.delete_objects(Bucket=catalog.bucket, Delete=dict(Objects=[dict(Key=k) for k in keys], Quiet=True))
-    except S3_ERRORS as exc:
-        raise s3_error(exc, 'deletion', catalog.bucket, prefix, catalog.endpoint_url)
-    if response.get('Errors'):
-        first = response['Errors'][0]
-        raise PgopsError('Deleting under s3://%s/%s failed for %d object(s), e.g. %s: %s'
-                         % (catalog.bucket, prefix, len(response['Errors']), first.get('Key'), first.get('Message')))
-    return len(keys)
-
-
 class Retention:
     """One run of the ``barman_retention`` module.
 
@@ -418,7 +384,7 @@ class Retention:
         self.check_mode = check_mode
         self.catalog = BarmanCatalog(client, params['destination_path'], params['server_name'], params.get('endpoint_url'))
 
-    def run(self):
+    def apply(self):
         """Plan, verify, apply, check. Returns the module result dict (see the module's RETURN)."""
         result = dict(changed=False, server_name=self.params['server_name'], destination_path=self.params['destination_path'])
         orphans = orphan_report(self.catalog, self.params.get('remove_servers') or [], self.params['server_name'])
@@ -432,7 +398,7 @@ class Retention:
         result['removed_servers'] = [o for o in orphans if o['exists']]
         for orphan in result['removed_servers']:
             if not self.check_mode:
-                delete_prefix(self.catalog, orphan['prefix'])
+                self.catalog.objects.delete_prefix(orphan['prefix'])
             result['changed'] = True
         result['bytes_freed'] = result.get('plan', {}).get('bytes_freed', 0) + sum(o['bytes'] for o in result['removed_servers'])
         return result
@@ -444,7 +410,7 @@ class Retention:
             return
         cmd = self.barman.command('barman-cloud-backup-delete', '--dry-run', '--retention-policy', policy,
                                   '--minimum-redundancy', str(self.params['minimum_redundancy']))
-        output = self.barman.run(cmd).stdout
+        output = self.barman.run_command(cmd)
         keys, prefixes = parse_dry_run(output, self.catalog.bucket)
         differences = compare_with_dry_run(result['plan'], keys, prefixes, self.catalog)
         if differences:
@@ -456,7 +422,7 @@ class Retention:
         planned = result['plan']
         cmd = self.barman.command('barman-cloud-backup-delete', '--retention-policy', planned['policy'],
                                   '--minimum-redundancy', str(self.params['minimum_redundancy']))
-        self.barman.run(cmd)
+        self.barman.run_command(cmd)
         doomed = set(planned['backup_objects']) | set(planned['wal_objects'])
         kept = set(self.catalog.base_prefix + b + '/backup.info' for b in planned['kept_backups'])
         left = []

@@ -17,9 +17,9 @@ Plain Python over a connection and the file system; no Ansible. The rules follow
 documentation, "pg_basebackup" (tar format, ``-X stream``, ``backup_manifest``, a REPLICATION role and free WAL
 senders) and 26.3.4 "Recovering Using a Continuous Archive Backup" (what a base backup holds).
 
-Beside it: :mod:`bootstrap` (``pg_bootstrap_basebackup``), :mod:`wipe` (``pg_wipe_data_directory``), the data
-directory checks those two share (:mod:`data_directory`) and the recovery settings a bootstrap writes
-(:mod:`recovery_config`).
+Beside it: :mod:`.bootstrap` (``pg_bootstrap_basebackup``), :mod:`.wipe` (``pg_wipe_data_directory``), the data
+directory checks those two share (:mod:`~.._pg.datadir`) and the recovery settings a bootstrap writes
+(:mod:`~.._pg.recovery`).
 """
 
 from __future__ import annotations
@@ -32,11 +32,13 @@ import tarfile
 import time
 
 from ansible_collections.pgops.resilience.plugins.module_utils._bundles import bundle
-from ansible_collections.pgops.resilience.plugins.module_utils._drill import runner as drill
 from ansible_collections.pgops.resilience.plugins.module_utils._core.paths import refuse_system_directory
 from ansible_collections.pgops.resilience.plugins.module_utils._core.process import run_program, warnings_of
+from ansible_collections.pgops.resilience.plugins.module_utils._core.tarfiles import member_path
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.programs import find_client_program, program_major
+from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import seconds_since, timed
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.backup_label import parse_backup_label
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.catalog import server_identity
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import (
     connect, connection_secrets, describe_server, libpq_environment)
@@ -79,8 +81,7 @@ def bundle_argument_spec():
 
 def module_spec():
     """The module's ``AnsibleModule`` arguments: its argument spec (the connection options included) and their constraints, in one place."""
-    return connecting(dict(argument_spec=bundle_argument_spec(), mutually_exclusive=bundle.STORE_MUTUALLY_EXCLUSIVE,
-                           required_one_of=bundle.STORE_REQUIRED_ONE_OF))
+    return connecting(bundle.store_module_spec(bundle_argument_spec()))
 
 
 # -- pure rules --------------------------------------------------------------------------------------------------
@@ -173,7 +174,7 @@ def backup_facts(directory):
         raise PgopsError('%s cannot be read as a gzip tar archive: %s.' % (base, exc))
     if label is None:
         raise PgopsError('%s has no backup_label: not the base archive of a base backup.' % base)
-    derived = drill.parse_backup_label(label.decode('utf-8', 'replace'))['derived']
+    derived = parse_backup_label(label.decode('utf-8', 'replace'))['derived']
     facts = dict(start_lsn=derived['start_lsn'], stop_lsn=None, timeline=derived['start_timeline'],
                  start_wal_file=derived['start_wal_file'], checkpoint_lsn=derived['checkpoint_lsn'],
                  start_time=derived['start_time'], label=derived['label'], backup_from=derived['backup_from'])
@@ -193,33 +194,24 @@ def backup_facts(directory):
     return facts
 
 
-def _safe_name(member, dest):
-    """Where a base backup tar member goes under ``dest``; refuses anything else than files and directories inside."""
-    name = _member_name(member)
-    parts = [p for p in name.split('/') if p not in ('', '.')]
-    if name.startswith('/') or '..' in parts:
-        raise PgopsError('member %r would be written outside the data directory' % member.name)
-    if member.issym() or member.islnk():
-        raise PgopsError('member %r is a link (%s): the backup has tablespaces or links, which a bootstrap does not '
-                         'restore; restore it by hand (PostgreSQL 15 docs, 26.3.4)' % (member.name, member.linkname))
-    if not (member.isfile() or member.isdir()):
-        raise PgopsError('member %r is a special file; a base backup holds only files and directories' % member.name)
-    return os.path.join(dest, *parts) if parts else dest
+_LINK_HINT = ('the backup has tablespaces or links, which a bootstrap does not restore; restore it by hand (PostgreSQL 15 docs, '
+              '26.3.4)')
 
 
 def extract_base_tar(path, dest):
     """Extract a pg_basebackup tar (``base.tar.gz`` or ``pg_wal.tar.gz``) into the directory ``dest``, refusing
-    links, special files and names outside ``dest``. Directories become 0700 (0750 kept when the backup has group
+    links, special files and names outside ``dest`` (:func:`~.._core.tarfiles.member_path`). Directories become 0700 (0750 kept when the backup has group
     access), files 0600 / 0640, owned by this process (the caller chowns the tree).
 
     :returns: dict ``{'files': int, 'bytes': int}``.
     :raises PgopsError: naming the archive and the member.
     """
     files = total = 0
+    real_dest = os.path.realpath(dest)
     try:
         with tarfile.open(path, mode='r:*') as tar:  # seekable: see read_tar_member
             for member in tar:
-                target = _safe_name(member, dest)
+                target = member_path(member, real_dest, 'the data directory', 'a base backup', _LINK_HINT)
                 if member.isdir():
                     os.makedirs(target, exist_ok=True)
                     os.chmod(target, 0o700 | (member.mode & 0o050))
@@ -240,18 +232,20 @@ def extract_base_tar(path, dest):
 
 
 def _server_facts(conn):
+    """The role's replication rights and the server's settings a base backup depends on, with the server facts of
+    :func:`~.._pg.catalog.server_identity` (version, system identifier, primary or standby)."""
     with pg_errors('reading the server and role settings'), conn.cursor() as cur:
         cur.execute("SELECT current_user, r.rolsuper, r.rolreplication, current_setting('max_wal_senders')::int,"
                     " (SELECT count(*) FROM pg_catalog.pg_stat_replication)::int, current_setting('wal_level'),"
-                    " current_setting('server_version_num')::int, current_setting('logging_collector')::boolean,"
+                    " current_setting('logging_collector')::boolean,"
                     # Only superusers and pg_read_all_settings may read log_directory; pg_settings hides it from others.
                     " (SELECT s.setting FROM pg_catalog.pg_settings AS s WHERE s.name = 'log_directory')"
                     " FROM pg_catalog.pg_roles AS r WHERE r.rolname = current_user")
-        user, superuser, replication, senders, in_use, wal_level, version_num, collector, log_directory = cur.fetchone()
+        user, superuser, replication, senders, in_use, wal_level, collector, log_directory = cur.fetchone()
         identity = server_identity(conn)
     return dict(user=user, superuser=superuser, replication=replication, max_wal_senders=senders, wal_senders_in_use=in_use,
-                wal_level=wal_level, server_version=identity['server_version'], server_version_num=version_num,
-                server_major=version_num // 10000, system_identifier=identity['system_identifier'],
+                wal_level=wal_level, server_version=identity['server_version'], server_version_num=identity['server_version_num'],
+                server_major=identity['server_major'], system_identifier=identity['system_identifier'],
                 is_primary=identity['is_primary'],
                 # A relative log_directory is inside the data directory (PostgreSQL docs, 20.8.1 "Where to Log").
                 logs_in_data_directory=log_directory if collector and log_directory and not os.path.isabs(log_directory) else None)
@@ -328,7 +322,7 @@ def take_base_backup(params, check_mode=False):
     result.update((k, backup[k]) for k in ('timeline', 'start_lsn', 'stop_lsn', 'start_wal_file', 'members'))
     # Only now, with the new bundle stored and verified, may an old one go (never this run's, nor a newer one).
     result['deleted'] = store.apply_retention(PATTERN, keep, own=name)
-    result['seconds']['total'] = round(time.monotonic() - began, 3)
+    result['seconds']['total'] = seconds_since(began)
     return result
 
 
@@ -360,12 +354,11 @@ def _backup_and_store(params, store, staging_parent, name, facts, mode, result):
     done = False
     try:
         target = os.path.join(staging, OUTPUT_DIR)
-        started = time.monotonic()
-        cmd = basebackup_command(facts['program'], target, facts['label'], params['checkpoint'], params.get('max_rate'))
-        stderr = run_program(cmd, libpq_environment(params), 'pg_basebackup', connection_secrets(params),
-                             params.get('timeout') or None, target=target)
-        result['warnings'] += warnings_of(stderr)
-        result['seconds']['basebackup'] = round(time.monotonic() - started, 3)
+        with timed(result['seconds'], 'basebackup'):
+            cmd = basebackup_command(facts['program'], target, facts['label'], params['checkpoint'], params.get('max_rate'))
+            stderr = run_program(cmd, libpq_environment(params), 'pg_basebackup', connection_secrets(params),
+                                 params.get('timeout') or None, target=target)
+            result['warnings'] += warnings_of(stderr)
         backup = backup_facts(target)
         info = dict(server_version=facts['server_version'], server_version_num=facts['server_version_num'],
                     server_major=facts['server_major'], system_identifier=facts['system_identifier'],
@@ -374,13 +367,11 @@ def _backup_and_store(params, store, staging_parent, name, facts, mode, result):
                     bytes=sum(backup['members'].values()))
         info.update((k, backup[k]) for k in ('timeline', 'start_lsn', 'stop_lsn', 'start_wal_file', 'checkpoint_lsn',
                                              'start_time', 'label', 'tablespaces'))
-        started = time.monotonic()
         # A directory store: packed in place (renamed when complete). S3: packed in staging, uploaded, removed with it.
-        packed = bundle.pack(target, os.path.join(store.staging_directory(staging), name), KIND, info, mode)
-        result['seconds']['pack'] = round(time.monotonic() - started, 3)
-        started = time.monotonic()
-        stored = store.store(packed)  # read back (a directory) or size-checked (S3) before retention may follow it
-        result['seconds']['store'] = round(time.monotonic() - started, 3)
+        with timed(result['seconds'], 'pack'):
+            packed = bundle.pack(target, os.path.join(store.staging_directory(staging), name), KIND, info, mode)
+        with timed(result['seconds'], 'store'):
+            stored = store.store(packed)  # read back (a directory) or size-checked (S3) before retention may follow it
         done = True
     except OSError as exc:
         raise PgopsError('base backup into %s failed: %s. Nothing was stored and no bundle was deleted.' % (store.location, exc))

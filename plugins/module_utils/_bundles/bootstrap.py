@@ -2,13 +2,13 @@
 # Copyright: pgops.resilience contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Bootstrap from Physical Backup, of the reference runbook ``postgres-infra-setup.md``
-(``pg_bootstrap_basebackup``): :func:`bootstrap` verifies a base backup bundle (:mod:`basebackup`), then wipes a
-data directory (:mod:`data_directory`), extracts the base backup into it, sets up archive recovery
-(``recovery.signal``, ``restore_command``, an optional ``recovery_target_time``: :mod:`recovery_config`), starts the
-server and waits until recovery has ended.
+(``pg_bootstrap_basebackup``): :func:`bootstrap_data_directory` verifies a base backup bundle (:mod:`.basebackup`),
+then wipes a data directory (:mod:`~.._pg.datadir`), extracts the base backup into it, sets up archive recovery
+(``recovery.signal``, ``restore_command``, an optional ``recovery_target_time``: :mod:`~.._pg.recovery`), starts the
+server and waits until recovery has ended (:mod:`~.._pg.server`).
 
 A deletion happens only after what replaces it is verified: the bundle (its sha256, every member's sha256 and the
-``backup_label``) is verified BEFORE anything is deleted, and the safety rules of :mod:`data_directory` hold (no
+``backup_label``) is verified BEFORE anything is deleted, and the safety rules of :mod:`~.._pg.datadir` hold (no
 running server, ``confirm`` equal to the data directory, no system directory, no other volume). Plain Python over the
 file system and the server programs; no Ansible.
 
@@ -25,22 +25,30 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import tempfile
 import time
 
 from ansible_collections.pgops.resilience.plugins.module_utils._bundles import basebackup, bundle
-from ansible_collections.pgops.resilience.plugins.module_utils._drill import runner as drill
-from ansible_collections.pgops.resilience.plugins.module_utils._pg import (
-    datadir as data_directory, recovery as recovery_config)
+from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import isoformat_z, seconds_since, utc_now
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._core.files import write_durably
 from ansible_collections.pgops.resilience.plugins.module_utils._core.paths import refuse_system_directory
+from ansible_collections.pgops.resilience.plugins.module_utils._core.redaction import mask_setting, secret_setting
+from ansible_collections.pgops.resilience.plugins.module_utils._pg import datadir as data_directory, recovery as recovery_config
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.backup_label import check_data_directory
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.datadir import (
     INCOMPLETE_MARKER, clear_incomplete, mark_incomplete, refuse_foreign_directory)
-from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import isoformat_z, utc_now
-from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils._core.redaction import mask_setting, secret_setting
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.postmaster import pid_alive
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.programs import find_bindir
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.server import (
+    StartWatch, follow_log, read_controldata, read_tail, server_environment, start_server)
 
 DEFAULT_LOG_NAME = 'pgops-bootstrap.log'
+CONF_MARK = recovery_config.conf_mark('bootstrap from base backup')
+_CONF_COMMENT = (
+    '# Archive recovery from a base backup (PostgreSQL 15 docs, 26.3.4). postgresql.auto.conf is read last and the',
+    '# last value of a setting wins (20.1.2). The recovery_target lines are removed once recovery has ended.',
+)
 
 
 # -- options -----------------------------------------------------------------------------------------------------
@@ -139,24 +147,40 @@ def _verify_bundle(local, members_dir):
     return manifest, label, _bundle_pg_version(manifest, members_dir)
 
 
-def _controldata(bindir, datadir, server):
-    """``pg_controldata`` of ``datadir`` as a dict (English labels), or None when it cannot be read right now."""
-    cmd = server.command([os.path.join(bindir, 'pg_controldata'), '-D', datadir])
-    env = dict((k, v) for k, v in os.environ.items() if not k.startswith('PG'))
-    env.update(LC_ALL='C', LANG='C')
-    try:
-        out = subprocess.run(cmd, env=env, cwd='/', capture_output=True, text=True, timeout=30, check=False,
-                             stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0:
-        return None
-    values = {}
-    for line in out.stdout.splitlines():
-        key, sep, value = line.partition(':')
-        if sep:
-            values[key.strip()] = value.strip()
-    return values
+def recovery_settings(restore_command, recovery_target=None, extra=None):
+    """The settings a bootstrap appends to ``postgresql.auto.conf``, in order: ``extra`` first, then the recovery
+    settings (:func:`~.._pg.recovery.recovery_target_settings`), so that they win over anything earlier (the last value
+    of a setting wins, PostgreSQL 15 docs, 20.1.2).
+
+    :param restore_command: str (see :func:`~.._pg.recovery.archive_restore_command`,
+        :func:`~.._pg.recovery.validate_restore_command`).
+    :param recovery_target: None or the output of :func:`~.._pg.recovery.normalize_recovery_target` with ``time``.
+    :param extra: dict of further settings (``port``, ``archive_mode``...), the recovery settings excluded.
+    :returns: list of ``(name, value)``.
+    :raises PgopsError: for a malformed or owned setting name, or a value a configuration line cannot hold.
+    """
+    settings = recovery_config.checked_settings(extra, recovery_config.RECOVERY_SETTINGS,
+                                                'is written by the bootstrap itself; use wal_archive_directory / restore_command '
+                                                'and recovery_target_time instead.')
+    settings += recovery_config.recovery_target_settings(restore_command, recovery_target)
+    for name, value in settings:
+        recovery_config.conf_literal(name, value)
+    return settings
+
+
+def render_recovery_settings(settings, note=None):
+    """The block appended to ``postgresql.auto.conf``: :data:`CONF_MARK`, a comment, then ``name = literal`` lines.
+
+    :param settings: list of ``(name, value)`` from :func:`recovery_settings`.
+    :param note: optional str for the header (such as the bundle's name).
+    """
+    return recovery_config.render_settings(settings, CONF_MARK, _CONF_COMMENT, note)
+
+
+def without_recovery_targets(text):
+    """``text`` (a postgresql.auto.conf) without the ``recovery_target*`` lines of the bootstrap's block
+    (:func:`~.._pg.recovery.without_recovery_targets`)."""
+    return recovery_config.without_recovery_targets(text, CONF_MARK)
 
 
 def recovery_ended(control, backup_timeline):
@@ -184,11 +208,11 @@ def bootstrap_data_directory(params, check_mode=False):
     Order, so that nothing is lost to a mistake: the options and the data directory are checked (confirm, no
     running server, the server programs and user); the bundle is fetched and verified into a scratch directory; only
     then is the data directory emptied and the base backup extracted into it (``base.tar.gz``, ``pg_wal.tar.gz`` into
-    ``pg_wal``); ``recovery.signal`` and the recovery settings (:func:`recovery_config.recovery_settings`) are
-    written; the tree is given to the server user. With ``start`` the server is started with ``pg_ctl`` as that user,
-    and the call returns once the control file says recovery has ended (:func:`recovery_ended`: the moment
-    ``pg_is_in_recovery()`` turns false; read with ``pg_controldata``, so no role or password is needed), then the
-    ``recovery_target*`` lines are removed again.
+    ``pg_wal``); ``recovery.signal`` and the recovery settings (:func:`recovery_settings`) are written and the tree is
+    given to the server user (:func:`~.._pg.recovery.prepare_archive_recovery`). With ``start`` the server is started
+    with ``pg_ctl`` as that user (:func:`~.._pg.server.start_server`), and the call returns once the control file says
+    recovery has ended (:func:`recovery_ended`: the moment ``pg_is_in_recovery()`` turns false; read with
+    ``pg_controldata``, so no role or password is needed), then the ``recovery_target*`` lines are removed again.
 
     :param params: dict, the options of :func:`bootstrap_argument_spec`.
     :param check_mode: bool: verify the bundle and report what would be wiped; change nothing.
@@ -217,8 +241,8 @@ def bootstrap_data_directory(params, check_mode=False):
 def _bootstrap(params, check_mode, datadir, details, began):  # pylint: disable=too-many-locals,too-many-statements
     restore_command = _restore_command(params)
     target_time = (params.get('recovery_target_time') or '').strip() or None
-    target = drill.normalize_recovery_target({'time': target_time}) if target_time else None
-    settings = recovery_config.recovery_settings(restore_command, target, params.get('settings'))
+    target = recovery_config.normalize_recovery_target({'time': target_time}) if target_time else None
+    settings = recovery_settings(restore_command, target, params.get('settings'))
     start = params.get('start', True)
     timeout = params.get('timeout') or 3600
     if timeout <= 0:
@@ -256,8 +280,8 @@ def _bootstrap(params, check_mode, datadir, details, began):  # pylint: disable=
             for path in (local, local + bundle.CHECKSUM_SUFFIX):
                 with contextlib.suppress(OSError):
                     os.unlink(path)  # the verified members are all that is needed; free the room
-        bindir = drill.find_bindir(params.get('bindir'), pg_version) if start else params.get('bindir')
-        result['seconds']['verify'] = round(time.monotonic() - started, 3)
+        bindir = find_bindir(params.get('bindir'), pg_version) if start else params.get('bindir')
+        result['seconds']['verify'] = seconds_since(started)
         result['bundle'] = dict(name=chosen['name'], url=chosen['url'], bytes=chosen['bytes'], created=manifest.get('created'),
                                 info=manifest.get('info') or {})
         result['backup'] = dict((k, backup[k]) for k in ('start_lsn', 'stop_lsn', 'timeline', 'start_wal_file', 'start_time', 'label'))
@@ -299,74 +323,45 @@ def _bootstrap(params, check_mode, datadir, details, began):  # pylint: disable=
                              'permissions and free space, then run the bootstrap again.' % (datadir, exc))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    result['seconds']['restore'] = round(time.monotonic() - started, 3)
+    result['seconds']['restore'] = seconds_since(started)
     details.update(result)
     if start:
         _start_and_wait(datadir, bindir, server, log_file, timeout, backup['timeline'], result)
         details.update(result)
-    result['seconds']['total'] = round(time.monotonic() - began, 3)
+    result['seconds']['total'] = seconds_since(began)
     return result
 
 
 def _prepare_recovery(datadir, settings, bundle_name, server):
     """recovery.signal, the settings, no lock or standby files of the source; the tree given to the server user."""
-    for name in ('postmaster.pid', 'postmaster.opts', 'standby.signal'):
-        path = os.path.join(datadir, name)
-        if os.path.lexists(path):
-            os.unlink(path)
-    drill.check_data_directory(datadir)  # PG_VERSION, global/pg_control and a backup_label are there
-    with open(os.path.join(datadir, 'recovery.signal'), 'w', encoding='utf-8'):
-        pass
-    conf = os.path.join(datadir, 'postgresql.conf')
-    if not os.path.exists(conf):
-        # Debian-style clusters keep postgresql.conf outside the data directory; their base backups lack it.
-        with open(conf, 'w', encoding='utf-8') as handle:
-            handle.write('# written by pgops.resilience pg_bootstrap_basebackup: the base backup had none.\n')
-    with open(os.path.join(datadir, 'postgresql.auto.conf'), 'a', encoding='utf-8') as handle:
-        handle.write(recovery_config.render_recovery_settings(settings, '(%s, %s)' % (bundle_name, isoformat_z(utc_now()))))
-    server.chown_tree(datadir)
-    os.chmod(datadir, 0o700)
+    check_data_directory(datadir)  # PG_VERSION, global/pg_control and a backup_label are there
+    block = render_recovery_settings(settings, '(%s, %s)' % (bundle_name, isoformat_z(utc_now())))
+    recovery_config.prepare_archive_recovery(datadir, block, server, 'pgops.resilience pg_bootstrap_basebackup')
 
 
 def _rewrite_auto_conf(auto, server):
-    """postgresql.auto.conf without the recovery targets, replaced atomically (a temporary file in the same
-    directory, flushed, given the old mode and the server user, then renamed), as ALTER SYSTEM itself does: a crash
-    or a full disk never leaves the running server's settings file half-written."""
+    """postgresql.auto.conf without the recovery targets, replaced atomically and durably with its old mode, for the
+    server user (:func:`~.._core.files.write_durably`), as ALTER SYSTEM itself replaces it: a crash or a full disk
+    never leaves the running server's settings file half-written."""
     with open(auto, encoding='utf-8') as handle:
         text = handle.read()
     mode = stat.S_IMODE(os.stat(auto).st_mode)
-    temp = auto + '.pgops-tmp'
-    with open(temp, 'w', encoding='utf-8') as handle:
-        handle.write(recovery_config.without_recovery_targets(text))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(temp, mode)
-    server.chown(temp)
-    os.replace(temp, auto)
+    write_durably(auto, without_recovery_targets(text).encode('utf-8'), mode, (server.uid, server.gid) if server.as_root else None)
 
 
 def _start_and_wait(datadir, bindir, server, log_file, timeout, backup_timeline, result):
     """Start the server with pg_ctl as the server user, wait until the control file says ``in production``."""
-    if not os.path.exists(log_file):
-        with open(log_file, 'a', encoding='utf-8'):
-            pass
-        os.chmod(log_file, 0o600)
-    server.chown(log_file)
-    log = drill.LogFollower(log_file)
-    log.offset = os.path.getsize(log_file)  # the log is appended to: what an earlier run wrote does not count
-    env = dict((k, v) for k, v in os.environ.items() if not k.startswith('PG'))
-    # pg_ctl's own wait outlasts ours, so that a long recovery ends in "still recovering", not in pg_ctl's exit code.
-    cmd = server.command([os.path.join(bindir, 'pg_ctl'), 'start', '-D', datadir, '-l', log_file, '-w', '-t', str(int(timeout) + 60)])
+    log = follow_log(log_file, server)  # the log is appended to: what an earlier run wrote does not count
     started = time.monotonic()
-    # A session of its own: the postmaster outlives this module (it is the restored server, left running).
-    ctl = subprocess.Popen(cmd, env=env, cwd='/', stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True, start_new_session=True)
+    # pg_ctl's own wait outlasts ours, so that a long recovery ends in "still recovering", not in pg_ctl's exit code.
+    # The postmaster outlives this module: it is the restored server, left running.
+    ctl = start_server(bindir, datadir, server, log_file, int(timeout) + 60, server_environment())
     result['started'] = True
     state = dict(control=None)
 
     def ended(deadline):
         del deadline
-        control = _controldata(bindir, datadir, server)
+        control = read_controldata(bindir, datadir, server)
         if control:
             state['control'] = control
         return bool(control) and recovery_ended(control, backup_timeline)
@@ -376,22 +371,22 @@ def _start_and_wait(datadir, bindir, server, log_file, timeout, backup_timeline,
         return ('recovery has not ended within timeout=%d s (cluster state: %s). The server keeps recovering; watch %s, '
                 'or raise timeout for a longer archive' % (timeout, cluster_state, log_file))
 
-    watch = drill.StartWatch(ctl, datadir, log)
+    watch = StartWatch(ctl, datadir, log)
     try:
         watch.wait(ended, started + timeout, still_recovering)
     except PgopsError as exc:
-        result['pid'] = watch.pid if drill.pid_alive(watch.pid) else None
+        result['pid'] = watch.pid if pid_alive(watch.pid) else None
         log.poll()
-        tail = drill.read_tail(log_file)
+        tail = read_tail(log_file)
         msg = 'The base backup was restored into %s, but the server did not finish recovery: %s.' % (datadir, exc.msg.rstrip('.'))
         if log.fatal:
             msg += ' The server said: %s.' % ' | '.join(f.rstrip('.') for f in log.fatal[:5])
         msg += ' Server log: %s.\n--- last lines of the server log ---\n%s' % (log_file, tail)
         raise PgopsError(msg, log_tail=tail, phase='recovery', **dict((k, v) for k, v in result.items() if k != 'log_tail'))
     finally:
-        if ctl.stdout is not None and ctl.poll() is not None:
-            ctl.stdout.close()
-    result['seconds']['recovery'] = round(time.monotonic() - started, 3)
+        if ctl.poll() is not None:
+            ctl.stop()
+    result['seconds']['recovery'] = seconds_since(started)
     result['pid'] = watch.pid
     log.poll()
     control = state['control']
@@ -403,7 +398,6 @@ def _start_and_wait(datadir, bindir, server, log_file, timeout, backup_timeline,
                               checkpoint_lsn=control.get('Latest checkpoint location'), cluster_state=control.get('Database cluster state'))
     _rewrite_auto_conf(os.path.join(datadir, 'postgresql.auto.conf'), server)
     # pg_ctl -w returns once the server accepts connections, right after recovery; nothing is left to wait for.
-    with contextlib.suppress(subprocess.TimeoutExpired):
+    with contextlib.suppress(PgopsError):
         ctl.wait(timeout=30)
-    if ctl.stdout is not None:
-        ctl.stdout.close()
+    ctl.stop()

@@ -13,20 +13,20 @@ both forms are in time order (:func:`bundle_sort_key`).
 - :func:`pack` writes the archive in one pass over the members: each one is hashed while it is added, the
   manifest goes in last, and the whole archive is hashed while it is written. Every file is created 0600 (the
   archive and its checksum file: ``mode``), every directory 0700, members are recorded 0600: a dump holds the data
-  and the roles' password hashes. Work in progress has hidden ``.partial-*`` names (:mod:`bundle_work`), and
+  and the roles' password hashes. Work in progress has hidden ``.partial-*`` names (``_core.files.partial_path``), and
   :func:`remove_stale_partials` removes what a killed run left.
 - :func:`extract_verified` refuses an archive whose sha256 differs from its ``.sha256`` file, a member whose sha256
   differs from the manifest, a member missing from it or not in it, and any member that is not a plain file or
   directory inside the destination (absolute paths, ``..``, links, devices); :func:`verify_stream` checks the same
   without writing anything.
-- :class:`BundleStore` lists, stores, fetches, verifies and deletes bundles; :func:`select_bundle` picks the newest or
-  a named one and :func:`expired_bundles` applies "keep the newest N".
+- :class:`BundleStore` lists, stores, fetches, verifies and deletes bundles in an object store (a directory or an S3
+  prefix, ``_s3.store``); :func:`select_bundle` picks the newest or a named one and :func:`expired_bundles` applies
+  "keep the newest N".
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import io
 import json
 import os
@@ -35,20 +35,14 @@ import shutil
 import tarfile
 import zlib
 
-from ansible_collections.pgops.resilience.plugins.module_utils._core.files import (
-    DIRECTORY_MODE, FILE_MODE, fsync_directory, partial_path, place_new, private_directories, remove_quietly,
-    write_durably)
 from ansible_collections.pgops.resilience.plugins.module_utils._core import work
 from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import isoformat_z, utc_now
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils._core.files import private_file
-from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import (
-    client_from_params, s3_connection_spec, s3_error)
-
-try:
-    import botocore.exceptions
-except ImportError:  # pragma: no cover - reported by s3.require_boto3() when a bucket is used
-    botocore = None
+from ansible_collections.pgops.resilience.plugins.module_utils._core.files import (
+    DIRECTORY_MODE, FILE_MODE, partial_path, place_new, private_directories, private_file, remove_quietly, write_durably)
+from ansible_collections.pgops.resilience.plugins.module_utils._core.tarfiles import HashingReader, HashingWriter, member_path
+from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import s3_connection_spec
+from ansible_collections.pgops.resilience.plugins.module_utils._s3.store import DirectoryStore, S3Store
 
 
 MANIFEST_NAME = 'manifest.json'
@@ -90,6 +84,16 @@ STORE_MUTUALLY_EXCLUSIVE = [('directory', 'bucket')]
 STORE_REQUIRED_ONE_OF = [('directory', 'bucket')]
 
 
+def store_module_spec(argument_spec):
+    """The ``AnsibleModule`` arguments of a module that keeps bundles in a store: ``argument_spec`` (holding
+    :func:`store_argument_spec`) with the store's constraints, exactly one of ``directory`` and ``bucket``.
+
+    :returns: dict with ``argument_spec``, ``mutually_exclusive`` and ``required_one_of``.
+    """
+    return dict(argument_spec=argument_spec, mutually_exclusive=list(STORE_MUTUALLY_EXCLUSIVE),
+                required_one_of=list(STORE_REQUIRED_ONE_OF))
+
+
 def bundle_name(kind_prefix, when=None, suffix='.tar.gz', run_id=None):
     """The file name of a bundle made at ``when`` by one run: ``nightly-20261121-060012345-3fa85f64.tar.gz``.
 
@@ -128,48 +132,6 @@ def remove_stale_partials(directory, kind_prefix, suffix, max_age, check_mode=Fa
     :returns: ``(removed, problems)``, lists of str (paths, messages).
     """
     return work.remove_stale_partials(directory, _NAME % (re.escape(kind_prefix), re.escape(suffix)), max_age, check_mode)
-
-
-class HashingWriter:
-    """A write-only file object that passes bytes to ``target`` and hashes them (sha256) on the way."""
-
-    def __init__(self, target):
-        self.target = target
-        self.digest = hashlib.sha256()
-        self.bytes = 0
-
-    def write(self, data):
-        self.digest.update(data)
-        self.bytes += len(data)
-        return self.target.write(data)
-
-    def flush(self):
-        self.target.flush()
-
-
-class HashingReader:
-    """A read-only file object over ``source`` that hashes (sha256) what is read from it."""
-
-    def __init__(self, source):
-        self.source = source
-        self.digest = hashlib.sha256()
-        self.bytes = 0
-
-    def read(self, size=-1):
-        data = self.source.read(size)
-        self.digest.update(data)
-        self.bytes += len(data)
-        return data
-
-
-def sha256_file(path):
-    """``(hex digest, size in bytes)`` of the file at ``path``."""
-    digest, size = hashlib.sha256(), 0
-    with open(path, 'rb') as handle:
-        for block in iter(lambda: handle.read(CHUNK), b''):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
 
 
 def _members(root):
@@ -229,11 +191,11 @@ def pack(root, dest_path, kind, info=None, mode=FILE_MODE):
             os.fchmod(raw.fileno(), mode)
             os.fsync(raw.fileno())
         digest = writer.digest.hexdigest()
-        # The archive first: an archive without its checksum file is refused by readers, never trusted.
+        # The archive first: an archive without its checksum file is refused by readers, never trusted. Both
+        # flush the directory, so the two names are on disk when this returns.
         place_new(temp, dest_path)
         placed = True
         write_durably(dest_path + CHECKSUM_SUFFIX, ('%s  %s\n' % (digest, os.path.basename(dest_path))).encode('ascii'), mode)
-        fsync_directory(directory)
     except (OSError, PgopsError) as exc:
         remove_quietly(temp)
         if placed:  # ours: the name was free when the archive took it
@@ -282,23 +244,6 @@ def parse_checksum(text, where):
 def _no_checksum_file(name):
     return PgopsError('bundle %s has no %s beside it, so it cannot be verified. Copy it from where it was made, '
                       'or pick another bundle.' % (name, name + CHECKSUM_SUFFIX))
-
-
-def _safe_member(member, dest):
-    """The path ``member`` extracts to (None when ``dest`` is None: nothing is written), or a PgopsError when it is
-    not a plain file or directory inside the destination."""
-    name = member.name
-    outside = PgopsError('member %r would be written outside the extraction directory' % name)
-    if os.path.isabs(name) or '..' in name.split('/'):
-        raise outside
-    target = None
-    if dest is not None:
-        target = os.path.realpath(os.path.join(dest, name))
-        if not (target == dest or target.startswith(dest + os.sep)):
-            raise outside
-    if not (member.isfile() or member.isdir()):
-        raise PgopsError('member %r is a link or special file; a bundle holds only files and directories' % name)
-    return target
 
 
 def extract_verified(archive_path, dest, require_checksum_file=True, hash_only=()):
@@ -364,7 +309,7 @@ def _extract_members(fileobj, dest, hash_only):
     # Stream mode ("r|gz"): one sequential read, so the archive's own sha256 is computed on the way.
     with tarfile.open(fileobj=fileobj, mode='r|gz') as tar:
         for member in tar:
-            target = _safe_member(member, dest)
+            target = member_path(member, dest, 'the extraction directory', 'a bundle')
             if member.isdir():
                 if target is not None:
                     private_directories(target, dest)
@@ -459,18 +404,19 @@ def expired_bundles(bundles, keep):
 
 
 class BundleStore:
-    """Where bundles live: a local directory (a mounted PVC, a backup disk) or ``s3://bucket/prefix``.
+    """Where bundles live: a local directory (a mounted PVC, a backup disk) or ``s3://bucket/prefix``, an object store
+    (:class:`~ansible_collections.pgops.resilience.plugins.module_utils._s3.store.ObjectStore`) that this class adds
+    the bundle rules to: a bundle is the archive plus its ``.sha256`` file, stored verified, removed together, kept
+    by "the newest N".
 
-    Build it with :meth:`from_params`. A bundle is the archive plus its ``.sha256`` file; only names matching the
-    ``pattern`` given to :meth:`list` count as bundles, so other files in the same place are never touched.
+    Build it with :meth:`from_params`. Only names matching the ``pattern`` given to :meth:`list` count as bundles, so
+    other files in the same place are never touched.
+
+    :param objects: the :class:`~ansible_collections.pgops.resilience.plugins.module_utils._s3.store.ObjectStore`.
     """
 
-    def __init__(self, directory=None, bucket=None, prefix='', s3_params=None):
-        self.directory = directory
-        self.bucket = bucket
-        self.prefix = (prefix or '').strip('/')
-        self.s3_params = s3_params or {}
-        self._client = None
+    def __init__(self, objects):
+        self.objects = objects
 
     @classmethod
     def from_params(cls, params):
@@ -486,39 +432,27 @@ class BundleStore:
             if not os.path.isdir(directory):
                 raise PgopsError('directory %s does not exist or is not a directory; create it (or mount the backups '
                                  'volume there) first.' % directory)
-            return cls(directory=os.path.abspath(directory))
-        return cls(bucket=bucket, prefix=params.get('prefix') or '', s3_params=params)
+            return cls(DirectoryStore(os.path.abspath(directory)))
+        return cls(S3Store(bucket, params.get('prefix') or '', params))
 
     @property
     def is_local(self):
         """True for a directory store."""
-        return self.directory is not None
+        return self.objects.local_directory is not None
+
+    @property
+    def directory(self):
+        """The directory of a directory store (absolute path), None for S3."""
+        return self.objects.local_directory
 
     @property
     def location(self):
         """Where the bundles are, for messages and results: a path or ``s3://bucket/prefix``."""
-        if self.is_local:
-            return self.directory
-        return 's3://%s/%s' % (self.bucket, self.prefix)
+        return self.objects.location
 
     def url(self, name):
         """Where the bundle ``name`` is (path or ``s3://`` URL)."""
-        if self.is_local:
-            return os.path.join(self.directory, name)
-        return 's3://%s/%s' % (self.bucket, self._key(name))
-
-    def _key(self, name):
-        return '%s/%s' % (self.prefix, name) if self.prefix else name
-
-    @property
-    def client(self):
-        """The boto3 client (made on first use)."""
-        if self._client is None:
-            self._client = client_from_params(self.s3_params)
-        return self._client
-
-    def _s3_error(self, exc, action, name):
-        return s3_error(exc, action, self.bucket, self._key(name), self.s3_params.get('endpoint_url'))
+        return self.objects.url(name)
 
     def list(self, pattern):
         """The bundles here whose names match ``pattern`` (see :func:`name_pattern`), oldest first.
@@ -527,113 +461,59 @@ class BundleStore:
             ``YYYYMMDD-HHMM``) of the name, sorted by :func:`bundle_sort_key`.
         :raises PgopsError: when the place cannot be listed.
         """
-        found = []
-        if self.is_local:
-            for name in os.listdir(self.directory):
-                match = pattern.match(name)
-                if match and os.path.isfile(os.path.join(self.directory, name)):
-                    found.append(dict(name=name, url=self.url(name), time=match.group(1),
-                                      bytes=os.path.getsize(os.path.join(self.directory, name))))
-        else:
-            prefix = self._key('')
-            try:
-                for page in self.client.get_paginator('list_objects_v2').paginate(Bucket=self.bucket, Prefix=prefix):
-                    for obj in page.get('Contents', ()):
-                        name = obj['Key'][len(prefix):]
-                        match = pattern.match(name)
-                        if match and '/' not in name:
-                            found.append(dict(name=name, url=self.url(name), time=match.group(1), bytes=obj['Size']))
-            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-                raise self._s3_error(exc, 'listing', '')
+        found = [dict(name=o['name'], url=self.url(o['name']), time=pattern.match(o['name']).group(1), bytes=o['size'])
+                 for o in self.objects.list(pattern)]
         return sorted(found, key=bundle_sort_key)
 
     def exists(self, name):
         """True when a bundle (or its checksum file) called ``name`` is already here."""
-        if self.is_local:
-            return any(os.path.exists(os.path.join(self.directory, n)) for n in (name, name + CHECKSUM_SUFFIX))
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(name))
-            return True
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get('Error', {}).get('Code') in ('404', 'NoSuchKey', 'NotFound'):
-                return False
-            raise self._s3_error(exc, 'lookup', name)
-        except botocore.exceptions.BotoCoreError as exc:
-            raise self._s3_error(exc, 'lookup', name)
+        return self.objects.exists(name) or self.objects.exists(name + CHECKSUM_SUFFIX)
 
     def staging_directory(self, scratch_dir=None):
         """Where to build a new bundle before :meth:`store` moves it here: the store's own directory (so the final
         rename stays on one filesystem), or ``scratch_dir`` / the system temporary directory for S3."""
-        if self.is_local:
-            return self.directory
-        return scratch_dir or os.environ.get('TMPDIR') or '/tmp'
+        return self.objects.staging_directory(scratch_dir)
 
     def store(self, packed):
         """Make the bundle that :func:`pack` wrote (``packed``, its result) part of this store and verify it.
 
-        Local: it was packed in place; it is read back and its sha256 must equal the one written (and in the
-        checksum file), since retention may only follow a bundle that is really on the volume. A bundle that fails
-        the check is deleted. S3: the archive is uploaded (multipart for large ones), then the checksum file; the
-        stored size must equal the local one, and the local copy is removed.
+        Directory: it was packed in place; it is read back and its sha256 must equal the one written, since
+        retention may only follow a bundle that is really on the volume. S3: the archive is uploaded (multipart for
+        large ones), then the checksum file; the stored size must equal the local one, and the local copy is
+        removed. Either way the stored checksum file must name the sha256 written. A bundle that fails a check is
+        deleted: it must not become "the newest" nor count towards keep.
 
         :returns: dict ``{'name', 'url', 'bytes', 'sha256'}``.
         :raises PgopsError: when the upload fails or what is stored differs.
         """
         path, name = packed['path'], os.path.basename(packed['path'])
-        if self.is_local:
-            digest, size = sha256_file(path)
-            if (digest, size) != (packed['sha256'], packed['bytes']) or read_checksum_file(path + CHECKSUM_SUFFIX) != digest:
-                self.delete(name)
-                raise PgopsError('bundle %s reads back with sha256 %s (%d bytes), not the %s (%d bytes) written; it was '
-                                 'deleted. Check the volume.' % (path, digest, size, packed['sha256'], packed['bytes']))
-        else:
+        try:
+            self.objects.put_file(path, name, packed['sha256'])
+            self.objects.put_file(path + CHECKSUM_SUFFIX, name + CHECKSUM_SUFFIX)
+            recorded = self.objects.read(name + CHECKSUM_SUFFIX, 4096)
+            if parse_checksum(recorded.decode('ascii', 'replace'), self.url(name + CHECKSUM_SUFFIX)) != packed['sha256']:
+                raise PgopsError('%s does not hold the sha256 %s written.' % (self.url(name + CHECKSUM_SUFFIX), packed['sha256']))
+        except PgopsError as exc:
             try:
-                self.client.upload_file(path, self.bucket, self._key(name))
-                self.client.upload_file(path + CHECKSUM_SUFFIX, self.bucket, self._key(name + CHECKSUM_SUFFIX))
-                head = self.client.head_object(Bucket=self.bucket, Key=self._key(name))
-                if head.get('ContentLength') != packed['bytes']:
-                    raise PgopsError('%s: the stored object has %s bytes, but %d were uploaded.'
-                                     % (self.url(name), head.get('ContentLength'), packed['bytes']))
-            except (PgopsError, botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-                # A bundle that did not store completely must not become "the newest" nor count towards keep.
-                try:
-                    self.delete(name)
-                except PgopsError:
-                    pass
-                raise exc if isinstance(exc, PgopsError) else self._s3_error(exc, 'upload', name)
+                self.delete(name)
+            except PgopsError:
+                pass
+            raise PgopsError('bundle %s could not be stored and verified, and what was stored of it was deleted: %s'
+                             % (name, exc.msg))
+        if not self.is_local:
             remove_quietly(path)
             remove_quietly(path + CHECKSUM_SUFFIX)
         return dict(name=name, url=self.url(name), bytes=packed['bytes'], sha256=packed['sha256'])
 
     def fetch(self, name, scratch_dir):
-        """A local path of the bundle ``name`` with its checksum file beside it: the file itself for a directory
-        store, a download (0600) into ``scratch_dir`` for S3 (the caller removes ``scratch_dir``).
+        """A local path of the bundle ``name`` with its checksum file beside it (when it has one): the file itself for a
+        directory store, a download (0600) into ``scratch_dir`` for S3 (the caller removes ``scratch_dir``).
 
         :raises PgopsError: when it cannot be downloaded.
         """
-        if self.is_local:
-            return os.path.join(self.directory, name)
-        local = os.path.join(scratch_dir, name)
-        self._download(name, local)
-        try:
-            self._download(name + CHECKSUM_SUFFIX, local + CHECKSUM_SUFFIX)
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get('Error', {}).get('Code') not in ('404', 'NoSuchKey', 'NotFound'):
-                raise self._s3_error(exc, 'download', name + CHECKSUM_SUFFIX)
-            remove_quietly(local + CHECKSUM_SUFFIX)
+        local = self.objects.fetch(name, scratch_dir)
+        self.objects.fetch(name + CHECKSUM_SUFFIX, scratch_dir, missing_ok=True)
         return local
-
-    def _download(self, name, local):
-        """Download the object ``name`` into a new 0600 file ``local``; a ClientError of the checksum file propagates."""
-        try:
-            with private_file(local) as out:
-                self.client.download_fileobj(self.bucket, self._key(name), out)
-        except botocore.exceptions.ClientError as exc:
-            if name.endswith(CHECKSUM_SUFFIX):
-                raise
-            raise self._s3_error(exc, 'download', name)
-        except botocore.exceptions.BotoCoreError as exc:
-            raise self._s3_error(exc, 'download', name)
 
     def verify(self, name, require_checksum_file=True):
         """Verify the bundle ``name`` where it is, reading it once and writing nothing (check mode): its sha256
@@ -642,30 +522,12 @@ class BundleStore:
         :returns: dict, the manifest.
         :raises PgopsError: when it is refused, or cannot be read.
         """
-        if self.is_local:
-            path = os.path.join(self.directory, name)
-            expected = read_checksum_file(path + CHECKSUM_SUFFIX)
-            if expected is None and require_checksum_file:
-                raise _no_checksum_file(name)
-            with open(path, 'rb') as raw:
-                return verify_stream(raw, name, expected)
-        try:
-            try:
-                text = self.client.get_object(Bucket=self.bucket, Key=self._key(name + CHECKSUM_SUFFIX))['Body'].read(4096)
-                expected = parse_checksum(text.decode('ascii', 'replace'), self.url(name + CHECKSUM_SUFFIX))
-            except botocore.exceptions.ClientError as exc:
-                if exc.response.get('Error', {}).get('Code') not in ('404', 'NoSuchKey', 'NotFound'):
-                    raise
-                expected = None
-            if expected is None and require_checksum_file:
-                raise _no_checksum_file(name)
-            body = self.client.get_object(Bucket=self.bucket, Key=self._key(name))['Body']
-            try:
-                return verify_stream(body, name, expected)
-            finally:
-                body.close()
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise self._s3_error(exc, 'download', name)
+        text = self.objects.read(name + CHECKSUM_SUFFIX, 4096, missing_ok=True)
+        expected = None if text is None else parse_checksum(text.decode('ascii', 'replace'), self.url(name + CHECKSUM_SUFFIX))
+        if expected is None and require_checksum_file:
+            raise _no_checksum_file(name)
+        with self.objects.reading(name) as raw:
+            return verify_stream(raw, name, expected)
 
     def delete(self, name):
         """Delete the bundle ``name`` and its checksum file (missing ones are not an error).
@@ -673,13 +535,7 @@ class BundleStore:
         :raises PgopsError: when a deletion fails.
         """
         for item in (name, name + CHECKSUM_SUFFIX):
-            if self.is_local:
-                remove_quietly(os.path.join(self.directory, item))
-                continue
-            try:
-                self.client.delete_object(Bucket=self.bucket, Key=self._key(item))
-            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-                raise self._s3_error(exc, 'deletion', item)
+            self.objects.delete(item)
 
     def apply_retention(self, pattern, keep, check_mode=False, own=None):
         """Delete all but the newest ``keep`` bundles matching ``pattern`` (see :func:`expired_bundles`). Call it

@@ -35,8 +35,10 @@ import time
 from ansible_collections.pgops.resilience.plugins.module_utils._bundles import bundle
 from ansible_collections.pgops.resilience.plugins.module_utils._core.paths import refuse_system_directory
 from ansible_collections.pgops.resilience.plugins.module_utils._core.process import Program, run_program, warnings_of
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.catalog import server_facts
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.fingerprints import table_fingerprints
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.programs import find_client_program, program_major
+from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import seconds_since, timed
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 from ansible_collections.pgops.resilience.plugins.module_utils._core.files import private_file
 from ansible_collections.pgops.resilience.plugins.module_utils._core.redaction import mask_setting
@@ -90,8 +92,7 @@ def argument_spec():
 
 def module_spec():
     """The module's ``AnsibleModule`` arguments: its argument spec (the connection options included) and their constraints, in one place."""
-    return connecting(dict(argument_spec=argument_spec(), mutually_exclusive=bundle.STORE_MUTUALLY_EXCLUSIVE,
-                           required_one_of=bundle.STORE_REQUIRED_ONE_OF))
+    return connecting(bundle.store_module_spec(argument_spec()))
 
 
 def _validate(params):
@@ -112,12 +113,13 @@ def _validate(params):
 
 
 def _server_facts(conn):
+    """:func:`server_facts` and what the bundle records of the database: ``owner`` and ``encoding`` (str)."""
     with pg_errors('reading the server version'), conn.cursor() as cur:
-        cur.execute("SELECT current_setting('server_version_num')::int, current_setting('server_version'), "
-                    "pg_catalog.pg_get_userbyid(d.datdba), pg_catalog.pg_encoding_to_char(d.encoding) "
-                    "FROM pg_catalog.pg_database AS d WHERE d.datname = current_database()")
-        num, version, owner, encoding = cur.fetchone()
-    return dict(server_version_num=num, server_version=version, server_major=num // 10000, owner=owner, encoding=encoding)
+        facts = server_facts(cur)
+        cur.execute('SELECT pg_catalog.pg_get_userbyid(d.datdba), pg_catalog.pg_encoding_to_char(d.encoding)'
+                    ' FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()')
+        facts['owner'], facts['encoding'] = cur.fetchone()
+    return facts
 
 
 def make_dump_bundle(params, check_mode=False):
@@ -168,9 +170,8 @@ def make_dump_bundle(params, check_mode=False):
             packed_in = os.path.dirname(staging) if store.is_local else staging
             packed = _dump_and_pack(conn, conn_params, database, facts, programs, staging, os.path.join(packed_in, name),
                                     mode, result)
-            started = time.monotonic()
-            stored = store.store(packed)
-            result['seconds']['store'] = round(time.monotonic() - started, 3)
+            with timed(result['seconds'], 'store'):
+                stored = store.store(packed)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     finally:
@@ -215,26 +216,22 @@ def _dump_and_pack(conn, params, database, facts, programs, staging, dest_path, 
     if side_error is not None:
         raise side_error
     result['warnings'] += warnings_of(stderr)
-    seconds['pg_dump'] = round(time.monotonic() - started, 3)
-    started = time.monotonic()
-    cmd = [programs['pg_dumpall'], '--globals-only', '--no-password', '-f', os.path.join(root, GLOBALS)]
-    if not params['role_passwords']:
-        cmd.append('--no-role-passwords')
-    result['warnings'] += warnings_of(run_program(cmd, env, 'pg_dumpall --globals-only', secrets, timeout,
-                                                  target=root))
-    seconds['pg_dumpall'] = round(time.monotonic() - started, 3)
+    seconds['pg_dump'] = seconds_since(started)
+    with timed(seconds, 'pg_dumpall'):
+        cmd = [programs['pg_dumpall'], '--globals-only', '--no-password', '-f', os.path.join(root, GLOBALS)]
+        if not params['role_passwords']:
+            cmd.append('--no-role-passwords')
+        result['warnings'] += warnings_of(run_program(cmd, env, 'pg_dumpall --globals-only', secrets, timeout,
+                                                      target=root))
     if params['plain_sql']:
-        started = time.monotonic()
-        _plain_copy(programs['pg_restore'], env, os.path.join(root, DIRECTORY_DUMP), os.path.join(root, PLAIN_DUMP), timeout)
-        seconds['plain_sql'] = round(time.monotonic() - started, 3)
-    started = time.monotonic()
-    info = dict(database=database, server_version=facts['server_version'], server_version_num=facts['server_version_num'],
-                owner=facts['owner'], encoding=facts['encoding'], snapshot=snapshot, jobs=params['jobs'],
-                pg_dump=os.path.basename(programs['pg_dump']), pg_dump_major=program_major(programs['pg_dump']),
-                fingerprints=bool(params['fingerprints']))
-    packed = bundle.pack(root, dest_path, KIND, info, mode)
-    seconds['pack'] = round(time.monotonic() - started, 3)
-    return packed
+        with timed(seconds, 'plain_sql'):
+            _plain_copy(programs['pg_restore'], env, os.path.join(root, DIRECTORY_DUMP), os.path.join(root, PLAIN_DUMP), timeout)
+    with timed(seconds, 'pack'):
+        info = dict(database=database, server_version=facts['server_version'], server_version_num=facts['server_version_num'],
+                    owner=facts['owner'], encoding=facts['encoding'], snapshot=snapshot, jobs=params['jobs'],
+                    pg_dump=os.path.basename(programs['pg_dump']), pg_dump_major=program_major(programs['pg_dump']),
+                    fingerprints=bool(params['fingerprints']))
+        return bundle.pack(root, dest_path, KIND, info, mode)
 
 
 def _export_snapshot(conn):

@@ -40,10 +40,11 @@ from ansible_collections.pgops.resilience.plugins.module_utils._core.paths impor
 from ansible_collections.pgops.resilience.plugins.module_utils._core.process import Program, run_program, warnings_of
 from ansible_collections.pgops.resilience.plugins.module_utils._core.work import (
     make_work_directory, partial_is_stale, remove_stale_entries)
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.catalog import server_facts
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.fingerprints import (
     compare_fingerprints, table_fingerprints)
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.programs import find_client_program
-from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import utc_now
+from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import seconds_since, timed, utc_now
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import (
     connect, connection_secrets, libpq_environment)
@@ -102,8 +103,7 @@ def argument_spec():
 
 def module_spec():
     """The module's ``AnsibleModule`` arguments: its argument spec (the connection options included) and their constraints, in one place."""
-    return connecting(dict(argument_spec=argument_spec(), mutually_exclusive=bundle.STORE_MUTUALLY_EXCLUSIVE,
-                           required_one_of=bundle.STORE_REQUIRED_ONE_OF))
+    return connecting(bundle.store_module_spec(argument_spec()))
 
 
 def _validate(params):
@@ -171,7 +171,7 @@ def restore_dump(params, check_mode=False):
     if check_mode:
         started = time.monotonic()
         manifest = store.verify(chosen['name'])
-        result = _result(params, chosen, manifest, dict(verify=round(time.monotonic() - started, 3)), left_over)
+        result = _result(params, chosen, manifest, dict(verify=seconds_since(started)), left_over)
         return _Restore(params, None, manifest.get('info') or {}, result['database'], result).preview()
     scratch = make_work_directory(os.path.join(parent, SCRATCH_PREFIX + run_tag()))  # 0700
     try:
@@ -184,8 +184,8 @@ def restore_dump(params, check_mode=False):
         if params['source'] == 'auto' and skip and not os.path.isdir(os.path.join(root, dump_bundle.DIRECTORY_DUMP)):
             shutil.rmtree(root)
             manifest = bundle.extract_verified(local, root)
-        result = _result(params, chosen, manifest, dict(verify=round(time.monotonic() - started, 3)), left_over)
-        return _Restore(params, root, manifest.get('info') or {}, result['database'], result).run()
+        result = _result(params, chosen, manifest, dict(verify=seconds_since(started)), left_over)
+        return _Restore(params, root, manifest.get('info') or {}, result['database'], result).restore()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -242,13 +242,11 @@ class _Restore:
         self.created = False
 
     def _timed(self, phase, work):
-        started = time.monotonic()
-        value = work()
-        self.result['seconds'][phase] = round(time.monotonic() - started, 3)
-        return value
+        with timed(self.result['seconds'], phase):
+            return work()
 
     def preview(self):
-        """Check mode: what :meth:`run` checks before it changes anything (the client programs, a drill database that
+        """Check mode: what :meth:`restore` checks before it changes anything (the client programs, a drill database that
         exists, a non-empty database without ``clean``), in READ ONLY sessions; the result says what it would do."""
         conn = connect(self.maintenance, read_only=True)
         try:
@@ -262,7 +260,8 @@ class _Restore:
         self.result['created_database'] = not exists
         return self.result
 
-    def run(self):
+    def restore(self):
+        """Create the target (and the roles), restore into it, compare, and finish a drill; returns the result."""
         conn = connect(self.maintenance)
         try:
             major = _server_major(conn)
@@ -569,7 +568,7 @@ def refresh_materialized_views(conn):
                 error = pg_error_text(exc)
                 failed.append((schema, name))
             key = '%s.%s' % (schema, name)
-            report[key] = dict(name=key, refreshed=error is None, seconds=round(time.monotonic() - started, 3), error=error)
+            report[key] = dict(name=key, refreshed=error is None, seconds=seconds_since(started), error=error)
         if not failed or len(failed) == len(pending):
             break
         pending = failed
@@ -615,7 +614,9 @@ def _role_name(statement):
 
 
 def _server_major(conn):
-    return int(_one(conn, "SELECT current_setting('server_version_num')::int", ())) // 10000
+    """The major version (int) of the server ``conn`` is connected to (:func:`server_facts`)."""
+    with pg_errors('reading the server version'), conn.cursor() as cur:
+        return server_facts(cur)['server_major']
 
 
 def _one(conn, query, args):

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The ``pgdata-wipe-full`` job of the reference runbook ``postgres-infra-setup.md`` (``pg_wipe_data_directory``):
 :func:`wipe` empties a data directory (and, with ``clear_parent``, the volume around it) and recreates it 0700 for
-the server user, under the safety rules of :mod:`data_directory` (``confirm``, no running server, no system directory,
+the server user, under the safety rules of :mod:`~.._pg.datadir` (``confirm``, no running server, no system directory,
 no other volume) and, for ``clear_parent``, no other cluster in the parent. Plain Python over the file system; no Ansible.
 
 The rules followed are those of the PostgreSQL 15 documentation: 19.2 "Creating a Database Cluster" (the data
@@ -16,11 +16,11 @@ from __future__ import annotations
 import os
 import stat
 
-from ansible_collections.pgops.resilience.plugins.module_utils._drill import runner as drill
 from ansible_collections.pgops.resilience.plugins.module_utils._pg import datadir as data_directory
 from ansible_collections.pgops.resilience.plugins.module_utils._core.paths import refuse_system_directory
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.datadir import INCOMPLETE_MARKER, clear_incomplete
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.postmaster import pid_alive, postmaster_pid
 
 # An ext2/3/4 file system's fsck directory at the root of a volume: left where it is.
 KEPT_IN_PARENT = ('lost+found',)
@@ -54,8 +54,8 @@ def _cluster_note(path, top):
     """What makes directory ``path`` a cluster that must not go (str), or None: a data directory (``PG_VERSION``;
     below the entry ``top`` of the parent also ``global/``, since a tablespace's database directories and
     ``base/<oid>`` hold a ``PG_VERSION`` of their own), or a ``postmaster.pid`` naming a live process."""
-    pid = drill.postmaster_pid(path)
-    live = pid if pid and drill.pid_alive(pid) else None
+    pid = postmaster_pid(path)
+    live = pid if pid and pid_alive(pid) else None
     if os.path.isfile(os.path.join(path, 'PG_VERSION')) and (path == top or os.path.isdir(os.path.join(path, 'global'))):
         return 'a PostgreSQL data directory' + (', its postmaster.pid names PID %d, which is alive' % live if live else '')
     if live:

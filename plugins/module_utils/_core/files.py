@@ -8,6 +8,7 @@ there unless asked.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import socket
@@ -67,8 +68,18 @@ def check_file_mode(value, option='mode'):
 
 
 def place_new(temp, dest):
-    """Move the finished ``temp`` to ``dest`` without ever replacing a file there (a hard link fails when ``dest``
-    exists); where the file system has no hard links, a rename after a check."""
+    """Move the finished ``temp`` to ``dest`` (same directory) without ever replacing a file there, durably.
+
+    A hard link fails when ``dest`` exists; where the file system has no hard links, a rename after a check. The
+    directory is flushed afterwards (:func:`fsync_directory`): a new name survives a crash only once its directory is
+    on disk (fsync(2), "Calling fsync() does not necessarily ensure that the entry in the directory containing the
+    file has also reached disk").
+
+    :param temp: str, a finished file, flushed to disk (see :func:`write_durably` for the usual way to write one).
+    :param dest: str, its final path, in the same directory (a link or rename never crosses file systems).
+    :raises PgopsError: when ``dest`` exists.
+    :raises OSError: when the link, rename or flush fails; ``dest`` is not left behind then.
+    """
     try:
         os.link(temp, dest)
     except FileExistsError:
@@ -79,33 +90,73 @@ def place_new(temp, dest):
         if os.path.lexists(dest):
             raise PgopsError('%s already exists; a bundle is never overwritten. Run again for a new name.' % dest)
         os.replace(temp, dest)
-        return
-    os.unlink(temp)
+    else:
+        os.unlink(temp)
+    try:
+        fsync_directory(os.path.dirname(os.path.abspath(dest)))
+    except OSError:
+        remove_quietly(dest)  # the name was free: what is there is ours, and not known to be durable
+        raise
 
 
-def write_durably(path, data, mode=FILE_MODE):
-    """Write ``data`` (bytes) to ``path`` with permissions ``mode``: into a new private file beside it, flushed to disk,
-    then renamed over it."""
+def write_durably(path, data, mode=FILE_MODE, owner=None):
+    """Replace ``path`` with ``data`` atomically and durably: the one way the collection writes a whole small file
+    (checksum files, ``postgresql.auto.conf``).
+
+    The data goes into a new private file beside it (:func:`partial_path`, created 0600), is flushed to disk, given
+    ``mode`` (and ``owner``), renamed over ``path``, and the directory is flushed (:func:`fsync_directory`). A reader
+    sees the old file or the new one, never half of one, and after a crash the new one is there once this returns.
+
+    :param path: str, the file to write (it may exist: it is replaced).
+    :param data: bytes.
+    :param mode: int, the permissions of the file (0600 unless the caller keeps another one, such as the mode an
+        existing ``postgresql.auto.conf`` had).
+    :param owner: ``(uid, gid)`` (ints) to give the file before it is renamed, or None to leave it this process's (a
+        file written as root for the PostgreSQL server user).
+    :returns: ``path``.
+    :raises OSError: when the directory does not exist or cannot be written, or the disk is full; the temporary file
+        is removed then.
+    """
     temp = partial_path(os.path.dirname(os.path.abspath(path)), os.path.basename(path))
     try:
         with private_file(temp) as handle:
             handle.write(data)
             handle.flush()
             os.fchmod(handle.fileno(), mode)
+            if owner is not None:
+                os.fchown(handle.fileno(), owner[0], owner[1])
             os.fsync(handle.fileno())
         os.replace(temp, path)
     except OSError:
         remove_quietly(temp)
         raise
+    fsync_directory(os.path.dirname(os.path.abspath(path)))
+    return path
 
 
 def fsync_directory(directory):
-    """Flush ``directory`` (its entries: a rename into it) to disk."""
+    """Flush ``directory`` (its entries: a file created, linked or renamed into it) to disk.
+
+    :raises OSError: when it cannot be opened or flushed.
+    """
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sha256_file(path, chunk=1024 * 1024):
+    """``(hex digest, size in bytes)`` of the file at ``path``, read in blocks of ``chunk`` bytes.
+
+    :raises OSError: when it cannot be read.
+    """
+    digest, size = hashlib.sha256(), 0
+    with open(path, 'rb') as handle:
+        for block in iter(lambda: handle.read(chunk), b''):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
 
 
 def remove_quietly(path):

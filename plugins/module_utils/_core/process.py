@@ -3,6 +3,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The one way the collection runs a program: an argument list, a private umask, the environment it is given, a
 timeout, stderr read from a pipe (its tail kept, secrets masked), and a failure that says what happened.
+
+- :func:`run_program`: run to the end, return its stderr (pg_dump, pg_restore, psql, pg_basebackup, barman-cloud-*);
+- :func:`program_output`: run to the end, return its stdout (pg_controldata, pg_config, ``--version``);
+- :class:`Program`: start it and follow it (a pipe to or from it, or ``pg_ctl start -w`` watched while the server
+  recovers: :class:`~.._pg.server.StartWatch`).
 """
 
 from __future__ import annotations
@@ -98,8 +103,8 @@ def nearly_full(path):
 
 
 class StderrTail:
-    """The stderr of a running program, read from its pipe by a thread of its own as it comes, its last ``keep``
-    bytes kept in memory.
+    """The stderr (or, with :class:`Program`'s ``capture``, the stdout) of a running program, read from its pipe by a
+    thread of its own as it comes, its last ``keep`` bytes kept in memory.
 
     Not a file: a temporary file on the volume the program fills (pg_dump's staging directory) takes nothing more
     once that volume is full, and the program's "No space left on device" would be lost. Read as it comes: a pipe
@@ -153,23 +158,33 @@ class Program:
     its stderr read into a :class:`StderrTail`. Call :meth:`stop` in a ``finally``, then :meth:`result`.
 
     :param cmd: list of str.
-    :param env: dict, the complete environment (see :func:`postgres.libpq_environment`).
+    :param env: dict, the complete environment (see :func:`~.._pg.connection.libpq_environment`).
     :param what: str, what it does, for errors (``'pg_dump of database app'``).
     :param stdin: a readable file object, ``subprocess.PIPE``, or None (no input).
     :param stdout: a writable file object, ``subprocess.PIPE``, or None (discarded).
     :param keep: int, bytes of stderr kept (its last ones).
+    :param cwd: str or None, the working directory (``/`` for programs run as another user, who may not be allowed
+        into ours).
+    :param new_session: bool, start it in a session (and process group) of its own, so that :meth:`signal_group`
+        reaches it and its children, and nothing else (``pg_ctl start``).
+    :param capture: bool, read its stdout into :attr:`output` (a :class:`StderrTail` of ``keep`` bytes) instead of
+        ``stdout``.
     :raises PgopsError: when the program cannot be started.
     """
 
-    def __init__(self, cmd, env, what, stdin=None, stdout=None, keep=STDERR_KEEP):
+    def __init__(self, cmd, env, what, stdin=None, stdout=None, keep=STDERR_KEEP, cwd=None, new_session=False,  # pylint: disable=too-many-arguments
+                 capture=False):
         self.what = what
+        if capture:
+            stdout = subprocess.PIPE
         try:
             self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL if stdin is None else stdin,
                                          stdout=subprocess.DEVNULL if stdout is None else stdout, stderr=subprocess.PIPE,
-                                         umask=PRIVATE_UMASK)
+                                         umask=PRIVATE_UMASK, cwd=cwd, start_new_session=new_session)
         except OSError as exc:
             raise PgopsError('cannot run %s (%s): %s' % (what, cmd[0], exc))
         self.stderr = StderrTail(self.proc.stderr, keep)
+        self.output = StderrTail(self.proc.stdout, keep) if capture else None
 
     @property
     def stdin(self):
@@ -182,9 +197,18 @@ class Program:
         return self.proc.stdout
 
     @property
+    def pid(self):
+        """The program's process ID (int); with ``new_session`` also its process group's."""
+        return self.proc.pid
+
+    @property
     def returncode(self):
         """The exit status (int; negative: ended by that signal), or None while it runs."""
         return self.proc.returncode
+
+    def poll(self):
+        """The exit status once it has exited, else None; never waits."""
+        return self.proc.poll()
 
     def wait(self, timeout=None):
         """Wait until the program exits; returns its exit status.
@@ -198,12 +222,27 @@ class Program:
             self.stop()
             raise PgopsError('%s did not finish within %s seconds and was stopped.' % (self.what, timeout))
 
+    def signal_group(self, signum, wait):
+        """Send ``signum`` to the program's process group (it was started with ``new_session``) and wait up to
+        ``wait`` seconds for the program to exit.
+
+        :returns: bool, whether it has exited.
+        """
+        with contextlib.suppress(OSError):
+            os.killpg(self.proc.pid, signum)
+        try:
+            self.proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def stop(self):
         """Kill the program when it still runs, wait for it, and close the pipes to and from it (for a ``finally``)."""
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout):
+        pipes = (self.proc.stdin,) if self.output is not None else (self.proc.stdin, self.proc.stdout)
+        for pipe in pipes:  # a captured stdout is closed by the thread that reads it
             if pipe is not None:
                 with contextlib.suppress(OSError):
                     pipe.close()
@@ -225,12 +264,12 @@ class Program:
         return stderr
 
 
-def run_program(cmd, env, what, secrets=(), timeout=None, stdin=None, target=None, keep=STDERR_KEEP, complete=False):
+def run_program(cmd, env, what, secrets=(), timeout=None, stdin=None, target=None, keep=STDERR_KEEP, complete=False, cwd=None):
     """Run ``cmd`` (an argument list, never a shell string) and return its stderr text; a non-zero exit status
     raises. Its stderr is read through a pipe (:class:`StderrTail`), never a file, so a full volume cannot swallow it.
 
     :param cmd: list of str.
-    :param env: dict, the complete environment (see :func:`postgres.libpq_environment`).
+    :param env: dict, the complete environment (see :func:`~.._pg.connection.libpq_environment`).
     :param what: str, such as ``'pg_dumpall --globals-only'``, for the error.
     :param secrets: strings to mask in the error.
     :param timeout: seconds or None.
@@ -238,15 +277,34 @@ def run_program(cmd, env, what, secrets=(), timeout=None, stdin=None, target=Non
     :param target: str or None, the directory the program writes into, for the error (see :func:`failure`).
     :param keep: int, bytes of stderr kept (its last ones; :data:`STDERR_KEEP`).
     :param complete: bool: raise when stderr was longer than ``keep`` (see :meth:`Program.result`).
+    :param cwd: str or None, the working directory (``/`` for a program run as another user).
     :returns: str, the program's stderr (warnings). Files it creates are 0600 (:data:`PRIVATE_UMASK`).
     :raises PgopsError: via :func:`failure` on a non-zero exit status, a timeout or a program that cannot start.
     """
-    program = Program(cmd, env, what, stdin=stdin, keep=keep)
+    program = Program(cmd, env, what, stdin=stdin, keep=keep, cwd=cwd)
     try:
         program.wait(timeout)
     finally:
         program.stop()
     return program.result(secrets, target, complete)
+
+
+def program_output(cmd, env, what, secrets=(), timeout=None, cwd=None, keep=STDERR_KEEP):
+    """Run ``cmd`` (an argument list) as :func:`run_program` does and return what it printed on stdout, for the
+    programs that answer there (``pg_controldata``, ``pg_config --bindir``, ``postgres --version``).
+
+    :param cwd: str or None, the working directory.
+    :param keep: int, bytes of stdout (and of stderr) kept, their last ones.
+    :returns: str, its stdout (UTF-8, undecodable bytes replaced).
+    :raises PgopsError: via :func:`failure` on a non-zero exit status, a timeout or a program that cannot start.
+    """
+    program = Program(cmd, env, what, keep=keep, cwd=cwd, capture=True)
+    try:
+        program.wait(timeout)
+    finally:
+        program.stop()
+    program.result(secrets)
+    return program.output.text()
 
 
 def warnings_of(stderr):

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.catalog import server_facts
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connect
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.errors import pg_errors
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.locks import transaction
@@ -190,16 +191,14 @@ def inspect_database(params, check_mode=False):
     try:
         with transaction(conn, read_only_snapshot=True) as cursor:
             with pg_errors('reading the server'):
-                cursor.execute("SELECT pg_catalog.current_setting('server_version'),"
-                               " pg_catalog.current_setting('server_version_num')::int, pg_catalog.current_database(),"
-                               ' pg_catalog.pg_is_in_recovery()')
-                version, version_num, database, in_recovery = cursor.fetchone()
+                facts = server_facts(cursor)
+            database = facts['database']
             with pg_errors('describing database %s' % database):
                 report = describe_database(cursor, schemas, params.get('exact_counts'), params.get('checksums'))
     finally:
         conn.close()
-    result = dict(changed=False, server_version=version, server_version_num=version_num, database=database,
-                  in_recovery=in_recovery, exact_counts=bool(params.get('exact_counts') or params.get('checksums')),
+    result = dict(changed=False, server_version=facts['server_version'], server_version_num=facts['server_version_num'],
+                  database=database, in_recovery=facts['in_recovery'], exact_counts=bool(params.get('exact_counts') or params.get('checksums')),
                   warnings=['schemas: %s not found in database %s.' % (', '.join(report['missing_schemas']), database)]
                   if report['missing_schemas'] else [])
     result.update(report)

@@ -18,7 +18,7 @@ import sys
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import isoformat_z
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils._pg.catalog import system_identifier
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.catalog import server_facts, system_identifier
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connect
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.errors import pg_errors
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connecting
@@ -221,12 +221,6 @@ def judge(filesystems, thresholds):
     return verdict, found['critical'] + found['warning']
 
 
-def _server(cursor):
-    cursor.execute("SELECT pg_catalog.current_setting('server_version'), pg_catalog.current_database(), pg_catalog.pg_is_in_recovery()")
-    version, database, in_recovery = cursor.fetchone()
-    return dict(server_version=version, database=database, in_recovery=in_recovery)
-
-
 def database_sizes(cursor):
     """Size of every database, largest first (``pg_database_size``; a database whose CONNECT privilege the user
     lacks, without ``pg_read_all_stats``, has ``bytes`` None).
@@ -372,7 +366,8 @@ def measure_space(params, check_mode=False):
     try:
         with conn.cursor() as cursor:
             with pg_errors('reading sizes'):
-                result = _server(cursor)
+                facts = server_facts(cursor)
+                result = dict((key, facts[key]) for key in ('server_version', 'database', 'in_recovery'))
                 result['databases'] = database_sizes(cursor)
                 result['tables'] = largest_tables(cursor, top)
                 result['wal'] = wal_usage(cursor, notes)

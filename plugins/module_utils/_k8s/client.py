@@ -20,6 +20,7 @@ from ansible.module_utils.basic import env_fallback
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 from ansible_collections.pgops.resilience.plugins.module_utils._core.redaction import redact
+from ansible_collections.pgops.resilience.plugins.module_utils._core.requirements import require_library
 
 try:
     import kubernetes.client
@@ -59,9 +60,8 @@ def k8s_connection_spec():
 
 def require_kubernetes():
     """Raise :class:`PgopsError` saying how to install the kubernetes client when it cannot be imported."""
-    if kubernetes is None:
-        raise PgopsError('The kubernetes Python library (the official Kubernetes client) is required on the host that '
-                         'runs this module: pip install kubernetes.', exception=KUBERNETES_IMPORT_ERROR)
+    require_library('kubernetes', kubernetes is not None, 'pip install kubernetes (the official Kubernetes client)',
+                    KUBERNETES_IMPORT_ERROR)
 
 
 def _kubeconfig_paths(value):

@@ -9,7 +9,7 @@ Every role of the collection renders its objects into a directory (one YAML file
 - core kinds (CronJob, Job, ServiceAccount, Role, ...) against the Kubernetes OpenAPI schemas of one
   pinned Kubernetes version, with kubernetes-validate in strict mode, so an unknown field fails;
 - custom resources against the ``openAPIV3Schema`` of their upstream CustomResourceDefinition (the
-  files under ``tests/crds``, listed in its ``index.json``), made strict the way ``kubectl apply
+  files under ``playbooks/files/crds``, listed in its ``index.json``), made strict the way ``kubectl apply
   --validate=strict`` treats a structural schema: an object that lists ``properties`` and neither
   ``additionalProperties`` nor ``x-kubernetes-preserve-unknown-fields`` rejects unknown fields
   (Kubernetes docs, "Custom Resource Definitions", sections "Specifying a structural schema" and
@@ -28,6 +28,7 @@ import json
 import os
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._core.requirements import require_library
 
 try:
     import yaml
@@ -49,9 +50,8 @@ ARGO_JSON_SCHEMA = os.path.join('argoproj.io', 'argo-events-jsonschema.json')
 
 def require_validators():
     """Raise :class:`PgopsError` naming the Python packages validation needs when one is missing."""
-    if not HAS_VALIDATORS:
-        raise PgopsError('manifest validation needs the Python packages PyYAML, jsonschema and kubernetes-validate '
-                         'on the controller (pip install kubernetes-validate): %s' % VALIDATORS_IMPORT_ERROR)
+    require_library('kubernetes-validate', HAS_VALIDATORS, 'pip install kubernetes-validate (it brings PyYAML and jsonschema)',
+                    str(VALIDATORS_IMPORT_ERROR), reason='to validate manifests')
 
 
 def strict_schema(schema):
@@ -105,7 +105,7 @@ def _schema_errors(validator, obj):
 class SchemaCatalog(object):
     """The schemas custom resources are validated against, loaded from a CRD directory.
 
-    :param crd_dir: directory laid out like ``tests/crds``: ``index.json`` mapping
+    :param crd_dir: directory laid out like ``playbooks/files/crds``: ``index.json`` mapping
         ``group/version/Kind`` to ``{"file": "<group>/<plural>.yaml", ...}``, the CRD YAML files, and
         optionally ``argoproj.io/argo-events-jsonschema.json``.
     :raises PgopsError: when the directory or its index is missing or unreadable.
@@ -120,7 +120,7 @@ class SchemaCatalog(object):
                 self.index = json.load(handle)
         except (OSError, ValueError) as exc:
             raise PgopsError('crd_dir %s has no readable index.json (%s); point crd_dir at a copy of the '
-                             "collection's tests/crds directory" % (crd_dir, exc))
+                             "collection's playbooks/files/crds directory" % (crd_dir, exc))
         self._crd_validators = {}
         self._extra = self._load_extra_schemas()
 

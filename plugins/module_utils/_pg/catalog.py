@@ -18,8 +18,30 @@ def walfile_timeline(walfile_name):
     return int(walfile_name[:8], 16)
 
 
+def server_facts(cursor):
+    """What every module reports of the server it is connected to, read in one query (the one place the collection
+    reads them). Every role may read them (PostgreSQL docs: ``server_version`` and ``server_version_num`` in "Preset
+    Options", ``current_database()`` in "System Information Functions", ``pg_is_in_recovery()`` in "Recovery Control
+    Functions"), so this never fails for want of a privilege, on a primary or a standby, in a READ ONLY transaction
+    too.
+
+    :param cursor: psycopg2 cursor (of a connection in any mode; the query writes nothing).
+    :returns: dict with ``server_version`` (str, such as ``'16.4 (Debian 16.4-1)'``), ``server_version_num`` (int,
+        such as 160004), ``server_major`` (int, ``server_version_num // 10000``: 16; PostgreSQL 10 and later number
+        their major versions with one number), ``database`` (str) and ``in_recovery`` (bool: a standby, or a server
+        still recovering).
+    :raises psycopg2.Error: when the query fails (the caller turns it into a message, see ``_pg.errors.pg_errors``).
+    """
+    cursor.execute("SELECT pg_catalog.current_setting('server_version'), pg_catalog.current_setting('server_version_num')::int,"
+                   ' pg_catalog.current_database(), pg_catalog.pg_is_in_recovery()')
+    version, version_num, database, in_recovery = cursor.fetchone()
+    return dict(server_version=version, server_version_num=version_num, server_major=version_num // 10000,
+                database=database, in_recovery=in_recovery)
+
+
 def server_identity(conn):
-    """Who and where the connected server is, for detecting failovers and restarts between runs.
+    """Who and where the connected server is, for detecting failovers and restarts between runs: :func:`server_facts`
+    and the facts that change with a failover or a restart.
 
     The timeline of a primary is read from the current WAL file name
     (``pg_walfile_name(pg_current_wal_lsn())``): ``pg_control_checkpoint()`` still shows the old timeline
@@ -28,22 +50,20 @@ def server_identity(conn):
     is also ``None`` where EXECUTE on ``pg_control_system()`` was revoked (it is granted to PUBLIC by default).
 
     :param conn: psycopg2 connection in autocommit mode.
-    :returns: dict with ``is_primary`` (bool), ``system_identifier`` (str: a 64-bit number), ``timeline``
-        (int), ``lsn`` (str, ``X/Y``), ``postmaster_start_time`` (aware datetime), ``primary_instance``
-        (``address:port`` of the server as this connection reached it), ``server_version`` (str),
-        ``database`` (str).
+    :returns: dict with :func:`server_facts`' keys (``server_version``, ``server_version_num``, ``server_major``,
+        ``database``, ``in_recovery``) and ``is_primary`` (bool), ``system_identifier`` (str: a 64-bit number),
+        ``timeline`` (int), ``lsn`` (str, ``X/Y``), ``postmaster_start_time`` (aware datetime), ``primary_instance``
+        (``address:port`` of the server as this connection reached it).
     :raises psycopg2.Error: when a query fails (the caller turns it into a message).
     """
     with conn.cursor() as cursor:
+        identity = server_facts(cursor)
         cursor.execute(
-            "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.pg_postmaster_start_time(),"
-            " host(pg_catalog.inet_server_addr()), pg_catalog.current_setting('port'),"
-            " pg_catalog.current_setting('server_version'), pg_catalog.current_database()")
-        in_recovery, started, address, port, version, database = cursor.fetchone()
-        identity = dict(is_primary=not in_recovery, postmaster_start_time=started,
-                        primary_instance='%s:%s' % (address or 'local-socket', port),
-                        server_version=version, database=database)
-        if in_recovery:
+            "SELECT pg_catalog.pg_postmaster_start_time(), host(pg_catalog.inet_server_addr()), pg_catalog.current_setting('port')")
+        started, address, port = cursor.fetchone()
+        identity.update(is_primary=not identity['in_recovery'], postmaster_start_time=started,
+                        primary_instance='%s:%s' % (address or 'local-socket', port))
+        if identity['in_recovery']:
             # Nothing more is needed of a standby, and nothing that could be refused.
             cursor.execute('SELECT pg_catalog.pg_last_wal_replay_lsn()::text')
             identity.update(lsn=cursor.fetchone()[0], timeline=None, system_identifier=None)

@@ -12,6 +12,7 @@ import traceback
 from ansible.module_utils.basic import env_fallback
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 from ansible_collections.pgops.resilience.plugins.module_utils._core.redaction import redact
+from ansible_collections.pgops.resilience.plugins.module_utils._core.requirements import require_library
 try:
     import psycopg2
     import psycopg2.extensions
@@ -63,10 +64,8 @@ def postgres_argument_spec():
 
 def require_psycopg2():
     """Raise :class:`PgopsError` saying how to install psycopg2 when it cannot be imported."""
-    if psycopg2 is None:
-        raise PgopsError('The psycopg2 Python library is required on the host that runs this module: '
-                         'pip install psycopg2-binary (or the distribution package python3-psycopg2).',
-                         exception=PSYCOPG2_IMPORT_ERROR)
+    require_library('psycopg2', psycopg2 is not None, 'pip install psycopg2-binary (or the distribution package '
+                    'python3-psycopg2)', PSYCOPG2_IMPORT_ERROR)
 
 
 class StandbyRefusesConnections(PgopsError):

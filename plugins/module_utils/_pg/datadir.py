@@ -1,8 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: pgops.resilience contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The data directory that ``pg_wipe_data_directory`` (:mod:`wipe`) empties and ``pg_bootstrap_basebackup``
-(:mod:`bootstrap`) replaces: the checks both make before they delete anything, and the deletion itself.
+"""The data directory that ``pg_wipe_data_directory`` (``_bundles.wipe``) empties and ``pg_bootstrap_basebackup``
+(``_bundles.bootstrap``) replaces: the checks both make before they delete anything, and the deletion itself.
 
 Safety rules: nothing is deleted while a server runs on the data directory (a ``postmaster.pid`` whose process is
 alive and works in that directory: :func:`refuse_running_server`); nothing is deleted without ``confirm`` equal to
@@ -26,11 +26,12 @@ import os
 import shutil
 import stat
 
-from ansible_collections.pgops.resilience.plugins.module_utils._drill import runner as drill
-from ansible_collections.pgops.resilience.plugins.module_utils._core.paths import refuse_system_directory
-from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import isoformat_z, utc_now
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 from ansible_collections.pgops.resilience.plugins.module_utils._core.files import private_file
+from ansible_collections.pgops.resilience.plugins.module_utils._core.paths import refuse_system_directory
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.postmaster import postmaster_of
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.server_user import ServerUser
 
 
 def data_directory_path(path):
@@ -71,11 +72,11 @@ def refuse_running_server(datadir):
 
     :raises PgopsError: naming the PID and what to do.
     """
-    pid = drill.postmaster_of(datadir)
+    pid = postmaster_of(datadir)
     if pid:
         raise PgopsError('a PostgreSQL server (PID %d) is running on %s: stop it first (pg_ctl stop -D %s, or scale its '
                          'Deployment to 0). Nothing was changed.' % (pid, datadir, datadir))
-    pid = drill.postmaster_of(datadir, unknown_is_live=True)
+    pid = postmaster_of(datadir, unknown_is_live=True)
     if pid:
         raise PgopsError('%s/postmaster.pid names PID %d, which is alive, but this process may not see whether it works in '
                          '%s, so a server may be running on it. Stop it first; if none runs there (the file was left by a '
@@ -192,7 +193,7 @@ def mark_before_deleting(datadir, what):
 def make_data_directory(path, server):
     """Create (or keep) ``path`` as an empty-ready data directory: 0700, owned by the server user (19.2).
 
-    :param server: :class:`drill.ServerUser` (see :func:`server_user`).
+    :param server: :class:`~.server_user.ServerUser` (see :func:`server_user`).
     :raises OSError: as ``os.mkdir``, ``os.chown`` and ``os.chmod`` do.
     """
     if not os.path.isdir(path):
@@ -202,15 +203,15 @@ def make_data_directory(path, server):
 
 
 def server_user(name, datadir, runs_server):
-    """:class:`drill.ServerUser` for ``datadir`` (or for its parent while it does not exist yet): one that can run
+    """:class:`~.server_user.ServerUser` for ``datadir`` (or for its parent while it does not exist yet): one that can run
     the server (``runs_server``), else one that only receives the files (no passwd entry or runuser needed).
 
     :param name: str or None (the owner of the directory, or ``postgres`` when root owns it: see
-        :class:`drill.ServerUser`).
-    :raises PgopsError: as :class:`drill.ServerUser` does, for an unknown user or one that cannot run the server.
+        :class:`~.server_user.ServerUser`).
+    :raises PgopsError: as :class:`~.server_user.ServerUser` does, for an unknown user or one that cannot run the server.
     """
     path = datadir if os.path.isdir(datadir) else os.path.dirname(datadir)
-    return drill.ServerUser(name, path) if runs_server else drill.ServerUser.file_owner(name, path)
+    return ServerUser(name, path) if runs_server else ServerUser.file_owner(name, path)
 
 
 INCOMPLETE_MARKER = 'pgops.resilience-incomplete'

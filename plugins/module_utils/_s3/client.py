@@ -9,6 +9,7 @@ import traceback
 from ansible.module_utils.basic import env_fallback
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 from ansible_collections.pgops.resilience.plugins.module_utils._core.redaction import redact
+from ansible_collections.pgops.resilience.plugins.module_utils._core.requirements import require_library
 try:
     import boto3
     import botocore.config
@@ -16,8 +17,12 @@ try:
 except ImportError:  # pragma: no cover - reported by require_boto3()
     boto3 = None
     BOTO3_IMPORT_ERROR = traceback.format_exc()
+    S3_ERRORS = ()
 else:
     BOTO3_IMPORT_ERROR = None
+    # What a botocore call raises: the store's answer (ClientError) or no answer (BotoCoreError: connection,
+    # timeout, credentials, a body that broke off while read). Empty without botocore, which require_boto3() reports.
+    S3_ERRORS = (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError)
 
 
 # Attempts per request, counting the first (botocore "adaptive" retry mode, which also rate-limits
@@ -51,9 +56,7 @@ def s3_connection_spec():
 
 def require_boto3():
     """Raise :class:`PgopsError` saying how to install boto3 when it cannot be imported."""
-    if boto3 is None:
-        raise PgopsError('The boto3 Python library is required on the host that runs this module: pip install boto3.',
-                         exception=BOTO3_IMPORT_ERROR)
+    require_library('boto3', boto3 is not None, 'pip install boto3', BOTO3_IMPORT_ERROR)
 
 
 def is_aws_endpoint(endpoint_url):
@@ -135,10 +138,19 @@ def _not_implemented(exc):
         exc.response.get('Error', {}).get('Code') in ('NotImplemented', '501')
 
 
-def _missing(exc):
-    """True when a botocore error says the object does not exist."""
+# The error codes of "there is no such object": GetObject answers NoSuchKey; HeadObject has no body, so botocore
+# reports its bare status, 404 (or NotFound on some S3-compatible stores).
+MISSING_CODES = ('NoSuchKey', '404', 'NotFound')
+
+
+def is_missing(exc):
+    """True when an exception of a botocore call (see :data:`S3_ERRORS`) says the object does not exist
+    (:data:`MISSING_CODES`); False for every other error, including no answer at all.
+
+    :param exc: any exception.
+    """
     return isinstance(exc, botocore.exceptions.ClientError) and \
-        exc.response.get('Error', {}).get('Code') in ('NoSuchKey', '404', 'NotFound')
+        exc.response.get('Error', {}).get('Code') in MISSING_CODES
 
 
 def conditional_put(client, only_if_absent, **request):

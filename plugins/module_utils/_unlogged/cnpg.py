@@ -30,8 +30,8 @@ HEALTHY = 'healthy'
 
 def argument_spec():
     """The options of ``cnpg_cluster_info``: ``name``, ``namespace``, ``previous_primary``, the Kubernetes
-    connection options of :func:`~ansible_collections.pgops.resilience.plugins.module_utils.k8s.k8s_connection_spec`
-    and the ``watermark`` option of :func:`~ansible_collections.pgops.resilience.plugins.module_utils.watermark.watermark_spec`."""
+    connection options of :func:`~ansible_collections.pgops.resilience.plugins.module_utils._k8s.client.k8s_connection_spec`
+    and the ``watermark`` option of :func:`~ansible_collections.pgops.resilience.plugins.module_utils._unlogged.watermark.watermark_spec`."""
     spec = dict(
         name=dict(type='str', required=True),
         namespace=dict(type='str', required=True),
@@ -154,8 +154,8 @@ def read_cluster(params, check_mode=False):
     :param check_mode: bool (the same run either way).
     :returns: the module result dict (see the module's RETURN); ``changed`` is always ``False``; ``warnings`` lists
         what could not be read of the watermark.
-    :raises PgopsError: see :func:`~ansible_collections.pgops.resilience.plugins.module_utils.k8s.api_client`
-        and :func:`~ansible_collections.pgops.resilience.plugins.module_utils.k8s.get_namespaced_custom_object`
+    :raises PgopsError: see :func:`~ansible_collections.pgops.resilience.plugins.module_utils._k8s.client.api_client`
+        and :func:`~ansible_collections.pgops.resilience.plugins.module_utils._k8s.client.get_namespaced_custom_object`
         (Cluster not found, missing RBAC, unreachable API server, bad kubeconfig), an empty ``name`` or
         ``namespace``, and invalid S3 settings.
     """

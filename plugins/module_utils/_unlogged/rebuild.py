@@ -12,12 +12,11 @@ then push a watermark describing what was committed.
 
 from __future__ import annotations
 
-import datetime
-import decimal
 import time
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import isoformat_z, utc_now
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._core.jsonable import jsonable
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.catalog import has_column, server_identity
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import (
     StandbyRefusesConnections, connect)
@@ -58,7 +57,7 @@ def module_spec():
 
 def argument_spec():
     """The module-specific options of ``pg_unlogged_rebuild`` (the connection options come from
-    :func:`~ansible_collections.pgops.resilience.plugins.module_utils.postgres.postgres_argument_spec`)."""
+    :func:`~ansible_collections.pgops.resilience.plugins.module_utils._pg.connection.postgres_argument_spec`)."""
     spec = dict(
         state=dict(type='str', default='checked', choices=list(STATES)),
         target_table=dict(type='str', default='kv_store'),
@@ -81,21 +80,6 @@ def default_lock_key(target):
     advisory locks are already scoped to the current database by PostgreSQL.
     """
     return advisory_lock_key('pgops.resilience', 'pg_unlogged_rebuild', target.schema, target.name)
-
-
-def jsonable(value):
-    """Make a value from a database row JSON-safe: ``Decimal`` -> int or float, datetimes -> ISO 8601."""
-    if isinstance(value, decimal.Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, datetime.datetime):
-        return isoformat_z(value) if value.tzinfo else value.isoformat()
-    if isinstance(value, (datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return dict((k, jsonable(v)) for k, v in value.items())
-    return value
 
 
 def identity_record(identity):
@@ -227,10 +211,11 @@ class UnloggedRebuild:
                            function_result=None, duration_ms=0, watermark=None, events=[], server=None,
                            previous_watermark=None, current_primary=params.get('current_primary') or None)
 
-    def run(self):
-        """Do the run; return the module result dict (see the module's RETURN).
+    def perform(self):
+        """Check the target and rebuild it when it came back empty; return the module result dict (see the module's
+        RETURN).
 
-        :raises PgopsError: see :func:`run`.
+        :raises PgopsError: see the module function :func:`check_and_rebuild`.
         """
         with pg_errors('reading the server identity'):
             identity = server_identity(self.conn)
@@ -438,7 +423,7 @@ def check_and_rebuild(params, check_mode=False):
         return UnloggedRebuild(None, params).finish(is_primary=False, skipped_reason='standby', reason=exc.msg)
     warnings = []
     try:
-        return dict(UnloggedRebuild(conn, params, check_mode, warnings.append).run(), warnings=warnings)
+        return dict(UnloggedRebuild(conn, params, check_mode, warnings.append).perform(), warnings=warnings)
     except PgopsError as exc:
         exc.details['warnings'] = list(exc.details.get('warnings') or ()) + warnings
         raise

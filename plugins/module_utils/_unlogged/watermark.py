@@ -29,7 +29,7 @@ def watermark_spec():
 
 
 def watermark_store(options):
-    """The :class:`~ansible_collections.pgops.resilience.plugins.module_utils.s3.JsonObject` for the value of
+    """The :class:`~ansible_collections.pgops.resilience.plugins.module_utils._s3.objects.JsonObject` for the value of
     the ``watermark`` option, or ``None`` when no watermark is configured.
 
     :raises PgopsError: when ``endpoint_url`` or ``region`` is not valid, or boto3 is missing.

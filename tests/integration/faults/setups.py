@@ -21,6 +21,9 @@ import tempfile
 import time
 import uuid
 
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.postmaster import postmaster_of
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.server import free_port
+from pgops_sandbox import SandboxError
 from pgops_sandbox.rem_schema import create_rem_schema
 
 from ..archive_helpers import create_database
@@ -85,24 +88,6 @@ def stale_scratch(parent, prefix):
     return _half_filled_directory(os.path.join(parent, prefix + killed_run_tag()))
 
 
-def free_port():
-    """A TCP port free on 127.0.0.1 right now (int)."""
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
-def postmaster_of(datadir):
-    """The PID of the live postmaster of ``datadir`` (its ``postmaster.pid`` names a running process that works in
-    that directory), or None."""
-    try:
-        with open(os.path.join(datadir, 'postmaster.pid'), encoding='ascii') as handle:
-            pid = int(handle.readline().strip() or 0)
-        return pid if pid and os.path.realpath('/proc/%d/cwd' % pid) == os.path.realpath(datadir) else None
-    except (OSError, ValueError):
-        return None
-
-
 def fake_bundles(directory, names):
     """One-byte files named like bundles, each with its ``.sha256`` (enough for retention, which reads names)."""
     for name in names:
@@ -124,8 +109,8 @@ def fake_s3_bundles(sandbox, prefix, names):
 def stop_server(sandbox, datadir):
     """Stop a server a bootstrap started on ``datadir`` (pg_ctl stop -m fast as the server user), if one runs."""
     if postmaster_of(datadir):
-        sandbox.server_user.run([os.path.join(sandbox.bindir, 'pg_ctl'), 'stop', '-D', datadir, '-m', 'fast', '-w'],
-                                check=False)
+        with contextlib.suppress(SandboxError):
+            sandbox.server_user.run_as_server([os.path.join(sandbox.bindir, 'pg_ctl'), 'stop', '-D', datadir, '-m', 'fast', '-w'])
 
 
 # -- databases --------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 """table_archive interrupted by faults, then run again: no row is lost or archived twice.
 
-The order of one batch (``plugins/module_utils/table_archive.py``): lock the rows, PUT ``<key>.pending``, PUT
+The order of one batch (``plugins/module_utils/_archive/table_archive.py``): lock the rows, PUT ``<key>.pending``, PUT
 ``<key>`` (then HEAD it), PUT ``<key>.meta.json``, DELETE the rows, COMMIT, DELETE the marker. The module runs as
 Ansible runs it (a fresh interpreter on the module file) through the S3 cutter, which kills it or cuts S3 at an
 exact request. Invariants: right after the fault every original row is in the table or in an archive; after the

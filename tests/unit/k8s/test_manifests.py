@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""Strict manifest validation: the schemas are real (kubernetes-validate's and the upstream CRDs in tests/crds)."""
+"""Strict manifest validation: the schemas are real (kubernetes-validate's and the upstream CRDs in playbooks/files/crds)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,11 @@ import uuid
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils._drill import runner as drill
+from ansible_collections.pgops.resilience.plugins.module_utils._core.jsonable import jsonable
+from ansible_collections.pgops.resilience.plugins.module_utils._drill import checks as drill_checks, config as drill_config, runner as drill
+from ansible_collections.pgops.resilience.plugins.module_utils._pg import backup_label, recovery
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.programs import find_bindir
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.server import free_port
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 
 LABEL = """START WAL LOCATION: 0/4000028 (file 000000010000000000000004)
@@ -26,9 +30,9 @@ START TIMELINE: 1
 
 
 def _conf(recovery_target=None, extra=None, pg_version='15', restore_command='cp /archive/%f "%p"'):
-    settings = drill.drill_settings(pg_version, 54321, '/scratch/w/socket', '/scratch/w/pg_hba.drill.conf', restore_command,
-                                    drill.normalize_recovery_target(recovery_target), extra, '/scratch/w/postmaster.external.pid')
-    return settings, drill.render_settings(settings, 'appended now')
+    settings = drill_config.drill_settings(pg_version, 54321, '/scratch/w/socket', '/scratch/w/pg_hba.drill.conf', restore_command,
+                                           recovery.normalize_recovery_target(recovery_target), extra, '/scratch/w/postmaster.external.pid')
+    return settings, drill_config.render_drill_settings(settings, 'appended now')
 
 
 def _effective(text, before=''):
@@ -75,7 +79,7 @@ def test_every_isolation_key_is_present_with_its_value():
 
 def test_the_text_is_a_marked_block_of_single_lines_that_says_why_it_wins():
     dummy, text = _conf()
-    assert text.startswith('\n' + drill.CONF_MARK + ' appended now\n')
+    assert text.startswith('\n' + drill_config.CONF_MARK + ' appended now\n')
     assert 'read after postgresql.conf and every file it includes' in text
     assert text.endswith('\n')
     body = [line for line in text.splitlines() if line and not line.startswith('#')]
@@ -99,15 +103,15 @@ def test_an_included_file_cannot_turn_archiving_back_on():
 
 
 def test_values_are_quoted_as_postgresql_conf_literals():
-    assert drill.conf_literal('x', "it's") == "'it''s'"
-    assert drill.conf_literal('x', 'a\\b') == "'a\\\\b'"
-    assert drill.conf_literal('x', True) == 'on' and drill.conf_literal('x', False) == 'off'
-    assert drill.conf_literal('x', 5) == '5'
-    assert drill.conf_literal('x', '') == "''"
+    assert recovery.conf_literal('x', "it's") == "'it''s'"
+    assert recovery.conf_literal('x', 'a\\b') == "'a\\\\b'"
+    assert recovery.conf_literal('x', True) == 'on' and recovery.conf_literal('x', False) == 'off'
+    assert recovery.conf_literal('x', 5) == '5'
+    assert recovery.conf_literal('x', '') == "''"
     dummy, text = _conf(restore_command="barman-cloud-wal-restore 's3://b/p' srv %f %p")
     assert "restore_command = 'barman-cloud-wal-restore ''s3://b/p'' srv %f %p'" in text
     with pytest.raises(PgopsError, match='line break'):
-        drill.conf_literal('restore_command', 'cp a\nrm -rf /')
+        recovery.conf_literal('restore_command', 'cp a\nrm -rf /')
 
 
 def test_version_dependent_settings():
@@ -146,14 +150,14 @@ def test_extra_settings_come_first_and_cannot_touch_the_drill_settings():
 
 
 def test_recovery_targets_are_normalised():
-    assert drill.normalize_recovery_target(None) is None
-    assert drill.normalize_recovery_target({'lsn': '0/3000060'}) == {'lsn': '0/3000060', 'inclusive': True, 'timeline': 'latest'}
-    assert drill.normalize_recovery_target({'lsn': '0/3a'})['lsn'] == '0/3A'
-    assert drill.normalize_recovery_target({'xid': 740, 'timeline': 2}) == {'xid': '740', 'inclusive': True, 'timeline': '2'}
-    assert drill.normalize_recovery_target({'name': 'before-upgrade'})['name'] == 'before-upgrade'
+    assert recovery.normalize_recovery_target(None) is None
+    assert recovery.normalize_recovery_target({'lsn': '0/3000060'}) == {'lsn': '0/3000060', 'inclusive': True, 'timeline': 'latest'}
+    assert recovery.normalize_recovery_target({'lsn': '0/3a'})['lsn'] == '0/3A'
+    assert recovery.normalize_recovery_target({'xid': 740, 'timeline': 2}) == {'xid': '740', 'inclusive': True, 'timeline': '2'}
+    assert recovery.normalize_recovery_target({'name': 'before-upgrade'})['name'] == 'before-upgrade'
     when = datetime.datetime(2025, 1, 29, 10, 30, tzinfo=datetime.timezone.utc)
-    assert drill.normalize_recovery_target({'time': when})['time'] == '2025-01-29T10:30:00+00:00'
-    assert drill.normalize_recovery_target({'immediate': True}) == {'immediate': True, 'inclusive': True, 'timeline': 'latest'}
+    assert recovery.normalize_recovery_target({'time': when})['time'] == '2025-01-29T10:30:00+00:00'
+    assert recovery.normalize_recovery_target({'immediate': True}) == {'immediate': True, 'inclusive': True, 'timeline': 'latest'}
 
 
 @pytest.mark.parametrize('target, message', [
@@ -169,7 +173,7 @@ def test_recovery_targets_are_normalised():
 ])
 def test_bad_recovery_targets_are_refused(target, message):
     with pytest.raises(PgopsError, match=message):
-        drill.normalize_recovery_target(target)
+        recovery.normalize_recovery_target(target)
 
 
 # -- checks --------------------------------------------------------------------------------------------------------
@@ -183,7 +187,7 @@ def test_bad_recovery_targets_are_refused(target, message):
     (datetime.datetime(2025, 1, 29, 10, 30, tzinfo=datetime.timezone.utc), '2025-01-29T10:30:00Z'),
 ])
 def test_values_that_match(value, expected):
-    assert drill.values_match(value, expected)
+    assert drill_checks.values_match(value, expected)
 
 
 @pytest.mark.parametrize('value, expected', [
@@ -191,35 +195,35 @@ def test_values_that_match(value, expected):
     ([[1, 'a']], [[1, 'a'], [2, 'b']]), ([1, 2], 1), (42, [42]), (decimal.Decimal('1.50'), '1.5 '),
 ])
 def test_values_that_do_not_match(value, expected):
-    assert not drill.values_match(value, expected)
+    assert not drill_checks.values_match(value, expected)
 
 
 def test_the_compared_value_is_a_scalar_only_for_one_row_of_one_column():
-    assert drill.row_value([(42,)], [('count',)]) == 42
-    assert drill.row_value([(1, 'a')], [('id',), ('note',)]) == [[1, 'a']]
-    assert drill.row_value([(1,), (2,)], [('id',)]) == [[1], [2]]
-    assert drill.row_value([], [('id',)]) == []
-    assert drill.row_value([], None) is None
+    assert drill_checks.row_value([(42,)], [('count',)]) == 42
+    assert drill_checks.row_value([(1, 'a')], [('id',), ('note',)]) == [[1, 'a']]
+    assert drill_checks.row_value([(1,), (2,)], [('id',)]) == [[1], [2]]
+    assert drill_checks.row_value([], [('id',)]) == []
+    assert drill_checks.row_value([], None) is None
 
 
 def test_checks_are_validated_and_named():
-    checks = drill.normalize_checks([{'query': 'SELECT 1'}, {'name': 'rows', 'query': 'SELECT 2', 'expected': 2, 'database': 'app'}])
+    checks = drill_checks.normalize_checks([{'query': 'SELECT 1'}, {'name': 'rows', 'query': 'SELECT 2', 'expected': 2, 'database': 'app'}])
     assert checks == [dict(name='check 1', query='SELECT 1', expected=None, database=None),
                       dict(name='rows', query='SELECT 2', expected=2, database='app')]
-    assert drill.normalize_checks(None) is None
+    assert drill_checks.normalize_checks(None) is None
     with pytest.raises(PgopsError, match=r'checks\[0\] \(x\) has no query'):
-        drill.normalize_checks([{'name': 'x'}])
+        drill_checks.normalize_checks([{'name': 'x'}])
     with pytest.raises(PgopsError, match='unknown key'):
-        drill.normalize_checks([{'query': 'SELECT 1', 'expect': 1}])
+        drill_checks.normalize_checks([{'query': 'SELECT 1', 'expect': 1}])
     with pytest.raises(PgopsError, match='must be a list'):
-        drill.normalize_checks('SELECT 1')
+        drill_checks.normalize_checks('SELECT 1')
 
 
 # -- backup_label and the data directory ---------------------------------------------------------------------------
 
 
 def test_backup_label_is_parsed():
-    parsed = drill.parse_backup_label(LABEL)
+    parsed = backup_label.parse_backup_label(LABEL)
     assert parsed['raw']['START WAL LOCATION'] == '0/4000028 (file 000000010000000000000004)'
     assert parsed['raw']['LABEL'] == 'pg_basebackup base backup'
     assert parsed['derived'] == dict(start_lsn='0/4000028', start_wal_file='000000010000000000000004', checkpoint_lsn='0/4000060',
@@ -228,13 +232,13 @@ def test_backup_label_is_parsed():
 
 
 def test_backup_label_without_timeline_takes_it_from_the_file_name():
-    parsed = drill.parse_backup_label('START WAL LOCATION: 0/9000028 (file 000000030000000000000009)\nCHECKPOINT LOCATION: 0/9000060\n')
+    parsed = backup_label.parse_backup_label('START WAL LOCATION: 0/9000028 (file 000000030000000000000009)\nCHECKPOINT LOCATION: 0/9000060\n')
     assert parsed['derived']['start_timeline'] == 3 and parsed['derived']['label'] is None
 
 
 def test_a_file_that_is_not_a_backup_label_is_refused():
     with pytest.raises(PgopsError, match='START WAL LOCATION'):
-        drill.parse_backup_label('LABEL: something\n')
+        backup_label.parse_backup_label('LABEL: something\n')
 
 
 def _datadir(tmp_path, label=True, version='15\n', control=True):
@@ -255,7 +259,7 @@ def test_check_data_directory_describes_a_restored_backup(tmp_path):
     os.symlink(str(tmp_path / 'elsewhere'), str(datadir / 'pg_wal2'))  # not a link the server uses: ignored
     (datadir / 'pg_tblspc').mkdir()
     os.symlink('/srv/tablespaces/fast', str(datadir / 'pg_tblspc' / '16390'))
-    info = drill.check_data_directory(str(datadir))
+    info = backup_label.check_data_directory(str(datadir))
     assert info['pg_version'] == '15' and info['start_wal_file'] == '000000010000000000000004' and info['start_timeline'] == 1
     assert info['backup_label']['CHECKPOINT LOCATION'] == '0/4000060'
     assert info['links'] == {'pg_wal': None, 'pg_tblspc/16390': '/srv/tablespaces/fast'}
@@ -264,7 +268,7 @@ def test_check_data_directory_describes_a_restored_backup(tmp_path):
 def test_tablespace_map_locations_are_links_too(tmp_path):
     datadir = _datadir(tmp_path)
     (datadir / 'tablespace_map').write_text('16390 /srv/tablespaces/fast\n16391 /srv/with\\ space\n')
-    links = drill.check_data_directory(str(datadir))['links']
+    links = backup_label.check_data_directory(str(datadir))['links']
     assert links['pg_tblspc/16390'] == '/srv/tablespaces/fast' and links['pg_tblspc/16391'] == '/srv/with space'
 
 
@@ -277,17 +281,17 @@ def test_tablespace_map_locations_are_links_too(tmp_path):
 def test_check_data_directory_names_the_missing_file(tmp_path, kwargs, missing):
     datadir = _datadir(tmp_path, **kwargs)
     with pytest.raises(PgopsError, match=missing):
-        drill.check_data_directory(str(datadir))
+        backup_label.check_data_directory(str(datadir))
 
 
 def test_backup_label_is_optional_when_asked(tmp_path):
-    info = drill.check_data_directory(str(_datadir(tmp_path, label=False)), require_backup_label=False)
+    info = backup_label.check_data_directory(str(_datadir(tmp_path, label=False)), require_backup_label=False)
     assert info['backup_label'] is None and info['pg_version'] == '15'
 
 
 def test_a_missing_data_directory(tmp_path):
     with pytest.raises(PgopsError, match='is not a directory'):
-        drill.check_data_directory(str(tmp_path / 'nope'))
+        backup_label.check_data_directory(str(tmp_path / 'nope'))
 
 
 # -- options and results -------------------------------------------------------------------------------------------
@@ -322,18 +326,18 @@ def test_results_become_json():
            datetime.datetime(2025, 1, 29, 10, 30), datetime.date(2025, 1, 29), datetime.timedelta(minutes=1, seconds=30),
            b'\x01\xff', memoryview(b'\x02'), uuid.UUID('12345678-1234-5678-1234-567812345678'), None, True, 'text',
            {'a': decimal.Decimal('2')}, float('inf')]
-    converted = drill.jsonable(row)
+    converted = jsonable(row)
     assert converted == [42, 1.5, '0.30000000000000000001', 'NaN', '2025-01-29T09:30:00Z', '2025-01-29T10:30:00',
                          '2025-01-29', 90.0, '01ff', '02', '12345678-1234-5678-1234-567812345678', None, True, 'text', {'a': 2}, 'inf']
     json.dumps(converted)
 
 
 def test_free_port_is_a_port_number():
-    port = drill.free_port()
+    port = free_port()
     assert 1024 <= port <= 65535
-    assert drill.free_port(exclude=[port]) != port
+    assert free_port(exclude=[port]) != port
 
 
 def test_an_explicit_bindir_must_hold_the_programs(tmp_path):
     with pytest.raises(PgopsError, match='lacks the PostgreSQL server programs pg_ctl, postgres'):
-        drill.find_bindir(str(tmp_path))
+        find_bindir(str(tmp_path))

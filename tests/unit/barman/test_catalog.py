@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
-"""Unit tests of barman_catalog's pure logic: destination paths, WAL names, backup.info, gaps, the verdict rules,
-the Prometheus text and the atomic metrics file (no server). Names and files are checked against barman's own
+"""Unit tests of the barman catalog's pure logic: destination paths, WAL names, backup.info, gaps, the verdict rules,
+the Prometheus text (no server). Names and files are checked against barman's own
 code (installed with barman[cloud]), which the module itself does not import."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils._barman import catalog as bc
+from ansible_collections.pgops.resilience.plugins.module_utils._barman import catalog as bc, health, wal as barman_wal
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 
 UTC = datetime.timezone.utc
@@ -56,7 +56,7 @@ def seg(timeline, log, segment, suffix='.gz'):
 
 
 def wal_object(name, size=100, modified=NOW):
-    wal = bc.parse_wal_name(name)
+    wal = barman_wal.parse_wal_name(name)
     wal.update(key='p/srv/wals/%s/%s' % (name[:16], name), size=size, last_modified=modified)
     return wal
 
@@ -70,7 +70,7 @@ def backup(backup_id, status='DONE', begin_wal=None, end_wal=None, end_time=None
 
 
 def scan_of(names, backups=(), segment_size=16777216, gap_limit=100):
-    scan = bc.WalScan(segment_size, backups, gap_limit)
+    scan = barman_wal.WalScan(segment_size, backups, gap_limit)
     for name in names:
         scan.add(wal_object(name))
     return scan
@@ -120,7 +120,7 @@ def test_catalog_prefixes_and_server_name_check():
     ('p/srv/wals/0000000100000003/000000010000000300000004.xz', dict(kind='segment', timeline=1, log=3, seg=4, compression='xz')),
 ])
 def test_parse_wal_name(name, expected):
-    wal = bc.parse_wal_name(name)
+    wal = barman_wal.parse_wal_name(name)
     assert dict((k, wal[k]) for k in expected) == expected
     assert not wal['name'].endswith(('.gz', '.bz2', '.xz', '.zst', '.lz4', '.snappy'))
 
@@ -129,7 +129,7 @@ def test_parse_wal_name(name, expected):
                                   '000000010000000000000001.tmp', '0000000G0000000000000001', '00000001.history.zip',
                                   '000000010000000000000001.00000028.backup.partial', ''])
 def test_parse_wal_name_rejects(name):
-    assert bc.parse_wal_name(name) is None
+    assert barman_wal.parse_wal_name(name) is None
 
 
 def test_wal_names_agree_with_barman():
@@ -143,19 +143,19 @@ def test_wal_names_agree_with_barman():
             candidate = name + suffix
             stem, ext = os.path.splitext(candidate)
             barman_says = xlog.is_any_xlog_file(candidate) or (ext in cloud.ALLOWED_COMPRESSIONS and xlog.is_any_xlog_file(stem))
-            assert (bc.parse_wal_name(candidate) is not None) == barman_says, candidate
-    assert sorted(suffix.lstrip('.') for suffix in cloud.ALLOWED_COMPRESSIONS) == sorted(s.lstrip('.') for s in bc.COMPRESSION_SUFFIXES)
+            assert (barman_wal.parse_wal_name(candidate) is not None) == barman_says, candidate
+    assert sorted(suffix.lstrip('.') for suffix in cloud.ALLOWED_COMPRESSIONS) == sorted(s.lstrip('.') for s in barman_wal.COMPRESSION_SUFFIXES)
 
 
 @pytest.mark.parametrize('size', [1 << 20, 16 << 20, 64 << 20, 1 << 30])
 def test_segment_numbering_matches_barman(size):
     xlog = pytest.importorskip('barman.xlog')
-    per_log = bc.segments_per_log(size)
+    per_log = barman_wal.segments_per_log(size)
     last = '%08X%08X%08X' % (1, 7, per_log - 1)
     following = xlog.next_segment_name(last, size)
     assert following == '000000010000000800000000'
-    position = bc.segment_position(bc.parse_wal_name(last), per_log)
-    assert bc.segment_name(1, position + 1, per_log) == following
+    position = barman_wal.segment_position(barman_wal.parse_wal_name(last), per_log)
+    assert barman_wal.segment_name(1, position + 1, per_log) == following
 
 
 # -- backup.info -------------------------------------------------------------------------------------------------
@@ -305,10 +305,10 @@ def hours_ago(hours):
 
 def verdict_of(backups, names=None, stale=(), unreadable=0, modified=None):
     names = [seg(1, 0, n) for n in range(1, 6)] if names is None else names
-    scan = bc.WalScan(16777216, backups, 100)
+    scan = barman_wal.WalScan(16777216, backups, 100)
     for name in names:
         scan.add(wal_object(name, modified=modified or hours_ago(1)))
-    verdict, reasons, latest = bc.assess(backups, scan, list(stale), NOW, 48, 168, unreadable)
+    verdict, reasons, latest = health.assess(backups, scan, list(stale), NOW, 48, 168, unreadable)
     return verdict, reasons, latest
 
 
@@ -359,7 +359,7 @@ def test_verdict_warnings():
                                           names=[seg(1, 0, n) for n in (2, 3, 5)])
     assert verdict == 'warning' and reasons == ['1 gap(s) in the WAL archive after the oldest backup usable for point-in-time '
                                                 'recovery: recovery cannot replay across them']
-    stale = bc.stale_backups([backup('20260129T000000', status='FAILED', begin_time=hours_ago(30), error='boom')], NOW, 24)
+    stale = health.stale_backups([backup('20260129T000000', status='FAILED', begin_time=hours_ago(30), error='boom')], NOW, 24)
     verdict, reasons, latest = verdict_of([done('20260130T000000', 2)], stale=stale, unreadable=2)
     assert verdict == 'warning' and '1 stale backup(s)' in reasons[0] and '20260129T000000' in reasons[0]
     assert reasons[1] == '2 backup directories without a readable backup.info'
@@ -370,15 +370,15 @@ def test_stale_backups():
                backup('b', status='STARTED', begin_time=hours_ago(23)),
                backup('c', status='STARTED', begin_time=hours_ago(25)),
                backup('d', status='DONE', begin_time=hours_ago(100), end_time=hours_ago(99))]
-    stale = bc.stale_backups(backups, NOW, 24)
+    stale = health.stale_backups(backups, NOW, 24)
     assert [(s['backup_id'], s['status']) for s in stale] == [('a', 'FAILED'), ('c', 'STARTED')]
     assert stale[0]['reason'] == 'FAILED: disk full' and stale[1]['age_seconds'] == 25 * 3600
 
 
 def test_segment_size_of_newest_readable_backup():
-    assert bc.segment_size_of([]) == 16 << 20
-    assert bc.segment_size_of([backup('a', segment_size=64 << 20), backup('b', segment_size=None)]) == 64 << 20
-    assert bc.segment_size_of([backup('a', segment_size=12345)]) == 16 << 20
+    assert barman_wal.segment_size_of([]) == 16 << 20
+    assert barman_wal.segment_size_of([backup('a', segment_size=64 << 20), backup('b', segment_size=None)]) == 64 << 20
+    assert barman_wal.segment_size_of([backup('a', segment_size=12345)]) == 16 << 20
 
 
 @pytest.mark.parametrize('change, match', [
@@ -389,10 +389,10 @@ def test_segment_size_of_newest_readable_backup():
     (dict(now='last tuesday'), 'now must be an ISO 8601 time'),
 ])
 def test_option_errors(change, match):
-    params = dict((name, option.get('default')) for name, option in bc.argument_spec().items())
+    params = dict((name, option.get('default')) for name, option in health.argument_spec().items())
     params.update(destination_path='s3://bucket/barman', server_name='pg', **change)
     with pytest.raises(PgopsError, match=match):
-        bc.report_catalog(params, client=object())
+        health.report_catalog(params, client=object())
 
 
 # -- Prometheus --------------------------------------------------------------------------------------------------
@@ -429,7 +429,7 @@ def result_for(latest=True):
 
 
 def test_prometheus_text():
-    text = bc.prometheus_text(result_for(), 'pg-"main"', NOW)
+    text = health.prometheus_text(result_for(), 'pg-"main"', NOW)
     samples = parse_exposition(text)
     server = ('server', 'pg-\\"main\\"')
     assert samples[('pgops_barman_verdict', (server,))] == 1
@@ -445,22 +445,10 @@ def test_prometheus_text():
     assert samples[('pgops_barman_storage_objects', (server, ('directory', 'other')))] == 3
     assert samples[('pgops_barman_last_wal_timestamp_seconds', (server,))] == NOW.timestamp() - 3600
     assert samples[('pgops_barman_check_timestamp_seconds', (server,))] == NOW.timestamp()
-    assert text.endswith('\n') and text.count('# HELP ') == text.count('# TYPE ') == len(bc.METRICS)
+    assert text.endswith('\n') and text.count('# HELP ') == text.count('# TYPE ') == len(health.METRICS)
 
 
 def test_prometheus_text_without_backup():
-    samples = parse_exposition(bc.prometheus_text(result_for(latest=False), 'pg', NOW))
+    samples = parse_exposition(health.prometheus_text(result_for(latest=False), 'pg', NOW))
     assert samples[('pgops_barman_backup_age_seconds', (('server', 'pg'),))] == float('inf')
     assert samples[('pgops_barman_last_backup_timestamp_seconds', (('server', 'pg'),))] == 0
-
-
-def test_write_atomically(tmp_path):
-    target = tmp_path / 'barman.prom'
-    target.write_text('old\n')
-    assert bc.write_atomically(str(target), 'new\n') == str(target)
-    assert target.read_text() == 'new\n' and oct(target.stat().st_mode & 0o777) == '0o600'
-    assert bc.write_atomically(str(target), 'again\n', 0o644) == str(target)
-    assert oct(target.stat().st_mode & 0o777) == '0o644'
-    assert os.listdir(str(tmp_path)) == ['barman.prom'], 'no temporary file is left'
-    with pytest.raises(PgopsError, match='Cannot write the metrics file .*missing'):
-        bc.write_atomically(str(tmp_path / 'missing' / 'barman.prom'), 'x')

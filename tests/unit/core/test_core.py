@@ -8,9 +8,10 @@ import os
 
 import pytest
 
-from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import isoformat_z
+from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import isoformat_z, timed
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError, run_module
 from ansible_collections.pgops.resilience.plugins.module_utils._core.files import private_file
+from ansible_collections.pgops.resilience.plugins.module_utils._core.requirements import require_library
 from ansible_collections.pgops.resilience.plugins.module_utils._core.redaction import (
     REDACTED, mask_setting, redact, secret_setting)
 from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import is_aws_endpoint
@@ -122,3 +123,22 @@ def test_run_module_hands_warnings_to_module_warn_not_to_exit_json():
     run_module(module, fails)
     assert module.warned == ['w1']
     assert module.failed == dict(msg='password %s refused' % REDACTED, changed=True, batches=[1])
+
+
+def test_a_missing_library_gets_ansibles_message_and_how_to_install_it():
+    require_library('boto3', True, 'pip install boto3')  # present: nothing happens
+    with pytest.raises(PgopsError) as info:
+        require_library('boto3', False, 'pip install boto3', 'Traceback: ImportError', reason='to read S3')
+    assert info.value.msg.startswith('Failed to import the required Python library (boto3)')
+    assert 'This is required to read S3.' in info.value.msg and info.value.msg.endswith('Install it with: pip install boto3.')
+    assert info.value.details == dict(exception='Traceback: ImportError')
+
+
+def test_timed_records_a_phase_that_completes_and_not_one_that_raises():
+    seconds = {}
+    with timed(seconds, 'pack'):
+        pass
+    with pytest.raises(ValueError):
+        with timed(seconds, 'store'):
+            raise ValueError('no room')
+    assert list(seconds) == ['pack'] and 0 <= seconds['pack'] < 1

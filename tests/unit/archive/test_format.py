@@ -13,6 +13,8 @@ import pytest
 
 from ansible_collections.pgops.resilience.plugins.module_utils._archive import format as fmt
 from ansible_collections.pgops.resilience.plugins.module_utils._archive import restore as archive_restore, table_archive
+from ansible_collections.pgops.resilience.plugins.module_utils._archive.load import plan_columns
+from ansible_collections.pgops.resilience.plugins.module_utils._archive.watermark import watermark_order
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.catalog import Column
 
@@ -238,43 +240,43 @@ ARCHIVED = [('id', 'bigint'), ('name', 'text'), ('amount', 'numeric'), ('legacy'
 
 def test_plan_columns_strict_refuses_each_difference():
     with pytest.raises(fmt.ArchiveFileError) as info:
-        archive_restore.plan_columns('strict', ARCHIVED, TABLE)
+        plan_columns('strict', ARCHIVED, TABLE)
     message = info.value.msg
     assert 'legacy' in message and 'added' in message and 'amount was archived as numeric but is integer' in message
     for archived in ([('id', 'bigint'), ('name', 'text'), ('amount', 'integer'), ('added', 'text'), ('legacy', 'text')],
                      [('id', 'bigint'), ('name', 'text'), ('amount', 'integer')],
                      [('id', 'bigint'), ('name', 'text'), ('amount', 'numeric'), ('added', 'text')]):
         with pytest.raises(fmt.ArchiveFileError):
-            archive_restore.plan_columns('strict', archived, TABLE)
+            plan_columns('strict', archived, TABLE)
     same = [('id', 'bigint'), ('name', 'text'), ('amount', 'integer'), ('added', 'text')]
-    plan = archive_restore.plan_columns('strict', same, TABLE)
+    plan = plan_columns('strict', same, TABLE)
     assert plan == dict(copy=same, casts={}, dropped=[], defaulted=[])
     # Without types (no sidecar) strict compares names only and reads values by the table's types.
-    untyped = archive_restore.plan_columns('strict', [(n, None) for n, t in same], TABLE)
+    untyped = plan_columns('strict', [(n, None) for n, t in same], TABLE)
     assert untyped['copy'] == same
 
 
 def test_plan_columns_lenient_transform_none():
-    lenient = archive_restore.plan_columns('lenient', ARCHIVED, TABLE)
+    lenient = plan_columns('lenient', ARCHIVED, TABLE)
     assert lenient == dict(copy=[('id', 'bigint'), ('name', 'text'), ('amount', 'numeric')], casts={},
                            dropped=['legacy'], defaulted=['added'])
-    transform = archive_restore.plan_columns('transform', ARCHIVED, TABLE)
+    transform = plan_columns('transform', ARCHIVED, TABLE)
     assert transform['copy'] == lenient['copy'] and transform['dropped'] == ['legacy']
     assert transform['defaulted'] == ['added']
     assert transform['casts'] == {'amount': ('numeric', 'integer')}
-    none = archive_restore.plan_columns('none', ARCHIVED, TABLE)
+    none = plan_columns('none', ARCHIVED, TABLE)
     assert none['copy'] == ARCHIVED and none['casts'] == {} and none['dropped'] == []
-    untyped = archive_restore.plan_columns('none', [('id', None), ('mystery', None)], TABLE)
+    untyped = plan_columns('none', [('id', None), ('mystery', None)], TABLE)
     assert untyped['copy'] == [('id', 'bigint'), ('mystery', 'text')]
     # A generated column is never written, even when an archive has it.
-    generated = archive_restore.plan_columns('lenient', [('id', 'bigint'), ('total', 'integer')], TABLE)
+    generated = plan_columns('lenient', [('id', 'bigint'), ('total', 'integer')], TABLE)
     assert generated['copy'] == [('id', 'bigint')] and generated['dropped'] == ['total']
 
 
 def test_watermark_order():
-    assert archive_restore.watermark_order(None) is None
-    assert archive_restore.watermark_order({'last_restored_key': 'not/an/archive'}) is None
-    assert archive_restore.watermark_order({'last_restored_key': KEY}) == fmt.parse_key(KEY)['order']
+    assert watermark_order(None) is None
+    assert watermark_order({'last_restored_key': 'not/an/archive'}) is None
+    assert watermark_order({'last_restored_key': KEY}) == fmt.parse_key(KEY)['order']
 
 
 # --- options -------------------------------------------------------------------------------------------

@@ -19,9 +19,9 @@ from ansible_collections.pgops.resilience.plugins.module_utils._unlogged.cnpg im
     cluster_facts, failover_detected, instance_readiness)
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 
-TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(TESTS, 'integration', 'fixtures', 'cnpg')
-CLUSTER_CRD = os.path.join(TESTS, 'crds', 'postgresql.cnpg.io', 'clusters.yaml')
+CLUSTER_CRD = os.path.join(os.path.dirname(TESTS), 'playbooks', 'files', 'crds', 'postgresql.cnpg.io', 'clusters.yaml')
 
 
 def fixture(name):

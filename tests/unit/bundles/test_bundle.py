@@ -15,7 +15,7 @@ import time
 import pytest
 
 from ansible_collections.pgops.resilience.plugins.module_utils._bundles import bundle, dump_restore
-from ansible_collections.pgops.resilience.plugins.module_utils._core.files import _host, partial_path, run_tag
+from ansible_collections.pgops.resilience.plugins.module_utils._core.files import _host, partial_path, run_tag, sha256_file
 from ansible_collections.pgops.resilience.plugins.module_utils._core.process import failure, run_program
 from ansible_collections.pgops.resilience.plugins.module_utils._core.work import (
     _partial_owner, make_staging_directory, make_work_directory, partial_is_stale)
@@ -45,7 +45,7 @@ def packed(tmp_path):
 def test_pack_writes_archive_checksum_and_manifest(packed, tmp_path):
     store = tmp_path / 'store'
     assert sorted(os.listdir(store)) == ['nightly-20261121-0600.tar.gz', 'nightly-20261121-0600.tar.gz.sha256']
-    assert bundle.read_checksum_file(packed['path'] + '.sha256') == packed['sha256'] == bundle.sha256_file(packed['path'])[0]
+    assert bundle.read_checksum_file(packed['path'] + '.sha256') == packed['sha256'] == sha256_file(packed['path'])[0]
     assert packed['bytes'] == os.path.getsize(packed['path'])
     members = packed['manifest']['members']
     assert sorted(members) == ['globals.sql', 'records.dir/3001.dat.gz', 'records.dir/toc.dat']
@@ -72,7 +72,7 @@ def _rebuild(path, change):
                 target.addfile(item, io.BytesIO(new))
     with open(path, 'wb') as handle:
         handle.write(out.getvalue())
-    digest, dummy = bundle.sha256_file(path)
+    digest, dummy = sha256_file(path)
     with open(path + '.sha256', 'w', encoding='ascii') as handle:
         handle.write(digest + '\n')
 

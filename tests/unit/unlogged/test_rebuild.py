@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime
 import decimal
 
-from ansible_collections.pgops.resilience.plugins.module_utils._unlogged.rebuild import detect_events, jsonable
+from ansible_collections.pgops.resilience.plugins.module_utils._core.jsonable import jsonable
+from ansible_collections.pgops.resilience.plugins.module_utils._unlogged.rebuild import detect_events
 
 BASE = dict(system_identifier='7301', timeline=1, postmaster_start_time='2025-01-29T10:00:00Z',
             primary_instance='10.0.1.5:5432')

@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""Unit tests of the pure helpers in module_utils.postgres (no server)."""
+"""Unit tests of the pure helpers in module_utils._pg: connection, names, locks, catalog (no server)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""Unit tests of ``pg_wipe_data_directory``'s ``clear_parent`` (module_utils/wipe.py) over real directories: it never
+"""Unit tests of ``pg_wipe_data_directory``'s ``clear_parent`` (module_utils/_bundles/wipe.py) over real directories: it never
 deletes another cluster beside (or around) the data directory, in check mode neither."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""Running client programs (module_utils/pg_tools.py): stderr read through a pipe into a bounded tail (never a file
+"""Running client programs (module_utils/_core/process.py): stderr read through a pipe into a bounded tail (never a file
 that a full volume could swallow), and what a failure says when the program said nothing. Real programs (sh), no
 server."""
 

@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""The system-directory and data-directory rules of destructive code (module_utils/paths.py), and their use where
+"""The system-directory and data-directory rules of destructive code (module_utils/_core/paths.py), and their use where
 the drill runner and the barman drill accept a scratch directory. Symbolic links stand in for bind mounts here (a
 bind mount needs mount privileges: see tests/integration/test_basebackup_bootstrap.py)."""
 

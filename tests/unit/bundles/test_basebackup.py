@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
-"""Pure logic of the base backup bundle, bootstrap and wipe (module_utils/basebackup.py, bootstrap.py, wipe.py,
-data_directory.py, recovery_config.py): restore_command quoting, the confirmation, the recovery settings and their
+"""Pure logic of the base backup bundle, bootstrap and wipe (module_utils/_bundles/basebackup.py, bootstrap.py, wipe.py,
+_pg/datadir.py, _pg/recovery.py): restore_command quoting, the confirmation, the recovery settings and their
 removal, the pg_basebackup command line, safe extraction, and a whole bootstrap with start=false over a synthetic
 base backup (no server)."""
 
@@ -18,7 +18,6 @@ import tarfile
 import pytest
 
 from ansible_collections.pgops.resilience.plugins.module_utils._bundles import basebackup, bootstrap, bundle, wipe
-from ansible_collections.pgops.resilience.plugins.module_utils._drill import runner as drill
 from ansible_collections.pgops.resilience.plugins.module_utils._pg import (
     datadir as data_directory, recovery as recovery_config)
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.datadir import (
@@ -107,28 +106,28 @@ def _effective(text, before=''):
 
 
 def test_settings_first_then_the_restore_command_then_every_target_emptied_but_the_chosen_one():
-    target = drill.normalize_recovery_target({'time': '2026-11-20 10:30:00+00'})
-    settings = recovery_config.recovery_settings('cp /w/%f "%p"', target, {'port': 5433, 'archive_mode': 'off'})
+    target = recovery_config.normalize_recovery_target({'time': '2026-11-20 10:30:00+00'})
+    settings = bootstrap.recovery_settings('cp /w/%f "%p"', target, {'port': 5433, 'archive_mode': 'off'})
     names = [name for name, value in settings]
     assert names[:3] == ['archive_mode', 'port', 'restore_command']
     assert names.index('recovery_target_time') > max(names.index(n) for n in ('recovery_target', 'recovery_target_lsn',
                                                                               'recovery_target_name', 'recovery_target_xid'))
-    text = recovery_config.render_recovery_settings(settings, 'test')
+    text = bootstrap.render_recovery_settings(settings, 'test')
     # A target left over in the restored configuration must not survive (nor clash: "multiple recovery targets").
     values = _effective(text, before="recovery_target_name = 'old'\nrestore_command = 'false'\nport = 5432")
     assert values['recovery_target_name'] == "''" and values['recovery_target_time'] == "'2026-11-20 10:30:00+00'"
     assert values['recovery_target_action'] == "'promote'" and values['recovery_target_inclusive'] == 'on'
     assert values['recovery_target_timeline'] == "'latest'" and values['port'] == '5433' and values['archive_mode'] == "'off'"
     assert values['restore_command'] == '\'cp /w/%f "%p"\''
-    assert text.startswith('\n' + recovery_config.CONF_MARK + ' test\n')
+    assert text.startswith('\n' + bootstrap.CONF_MARK + ' test\n')
 
 
 def test_without_a_target_every_kind_is_emptied_and_no_action_is_set():
-    settings = dict(recovery_config.recovery_settings("cp '/my wal'/%f \"%p\""))
+    settings = dict(bootstrap.recovery_settings("cp '/my wal'/%f \"%p\""))
     emptied = ('recovery_target', 'recovery_target_lsn', 'recovery_target_name', 'recovery_target_time', 'recovery_target_xid')
     assert all(settings[name] == '' for name in emptied)
     assert 'recovery_target_action' not in settings and settings['recovery_target_timeline'] == 'latest'
-    line = [l for l in recovery_config.render_recovery_settings(list(settings.items())).splitlines() if l.startswith('restore_command')]
+    line = [l for l in bootstrap.render_recovery_settings(list(settings.items())).splitlines() if l.startswith('restore_command')]
     assert line == ["restore_command = 'cp ''/my wal''/%f \"%p\"'"]
 
 
@@ -136,7 +135,7 @@ def test_what_a_result_shows_of_the_settings_and_which_values_ansible_masks():
     command = 'AWS_SECRET_ACCESS_KEY="s3cr3t/Key+1" PGPASSWORD=pw-0123 wal-g wal-fetch %f %p'
     extra = {'port': 5433, 'archive_mode': 'off', 'primary_conninfo': 'host=a password=conn-pw-9',
              'application_name': 'postgresql://u:uri-pw-7@h/db', 'ssl_passphrase_command': ''}
-    settings = recovery_config.recovery_settings(command, None, extra)
+    settings = bootstrap.recovery_settings(command, None, extra)
     shown = recovery_config.shown_settings(settings)
     assert "restore_command = '********'" in shown and "primary_conninfo = '********'" in shown
     assert "ssl_passphrase_command = ''" in shown, 'an empty value stays visible'
@@ -146,7 +145,7 @@ def test_what_a_result_shows_of_the_settings_and_which_values_ansible_masks():
     for secret in ('s3cr3t', 'pw-0123', 'conn-pw-9', 'uri-pw-7'):
         assert secret not in text
     # The file keeps them: the server needs them.
-    assert 's3cr3t/Key+1' in recovery_config.render_recovery_settings(settings)
+    assert 's3cr3t/Key+1' in bootstrap.render_recovery_settings(settings)
     secrets = bootstrap.bootstrap_secrets(dict(restore_command=command, settings=extra))
     assert secrets == [command, 's3cr3t/Key+1', 'pw-0123', 'host=a password=conn-pw-9']
     assert bootstrap.bootstrap_secrets(dict(restore_command=None, settings={'port': 5433})) == []
@@ -161,19 +160,19 @@ def test_what_a_result_shows_of_the_settings_and_which_values_ansible_masks():
 ])
 def test_bad_settings_are_refused(extra, message):
     with pytest.raises(PgopsError, match=message):
-        recovery_config.recovery_settings('cp /w/%f %p', None, extra)
+        bootstrap.recovery_settings('cp /w/%f %p', None, extra)
 
 
 def test_the_targets_of_the_block_are_removed_after_recovery_and_nothing_else():
     before = "# Do not edit this file manually!\nrecovery_target_time = 'kept: not ours'\nwork_mem = '8MB'\n"
-    target = drill.normalize_recovery_target({'time': '2026-11-20 10:30:00+00'})
-    text = before + recovery_config.render_recovery_settings(recovery_config.recovery_settings('cp /w/%f %p', target, {'port': 5433}))
-    cleaned = recovery_config.without_recovery_targets(text)
+    target = recovery_config.normalize_recovery_target({'time': '2026-11-20 10:30:00+00'})
+    text = before + bootstrap.render_recovery_settings(bootstrap.recovery_settings('cp /w/%f %p', target, {'port': 5433}))
+    cleaned = bootstrap.without_recovery_targets(text)
     assert cleaned.startswith(before)
     block = cleaned[len(before):]
     assert not [line for line in block.splitlines() if line.startswith('recovery_target')]
     assert "restore_command = 'cp /w/%f %p'" in block and 'port = 5433' in block
-    assert recovery_config.without_recovery_targets(before) == before
+    assert bootstrap.without_recovery_targets(before) == before
 
 
 @pytest.mark.parametrize('state, timeline, ended', [
