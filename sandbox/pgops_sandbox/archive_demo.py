@@ -37,8 +37,7 @@ def run_archive_demo(sandbox, node_name, out, ansible_playbook, step, expect):
     step(out, '8. Row archives: audit_logs rows older than 90 days go to S3')
     create_audit_logs(node)
     old = _count(node, "SELECT count(*) FROM audit_logs WHERE created_at < now() - interval '90 days'")
-    for obj in client.list_objects_v2(Bucket=sandbox.s3.bucket, Prefix='%s/%s/' % (PREFIX, DATABASE)).get('Contents', []):
-        client.delete_object(Bucket=sandbox.s3.bucket, Key=obj['Key'])
+    sandbox.s3.bucket_objects().delete_prefix('%s/%s/' % (PREFIX, DATABASE))  # what an earlier demo archived
     out('audit_logs: %d rows, %d of them older than 90 days' % (ROWS, old))
     archive_vars = {'table_archive_bucket': sandbox.s3.bucket, 'table_archive_table': 'audit_logs',
                     'table_archive_date_column': 'created_at', 'table_archive_older_than': '90 days',
@@ -47,8 +46,7 @@ def run_archive_demo(sandbox, node_name, out, ansible_playbook, step, expect):
     ansible_playbook(sandbox, node_name, 'pgops.resilience.table_archive', archive_vars, out)
     left = _count(node, 'SELECT count(*) FROM audit_logs')
     expect(left == ROWS - old, 'audit_logs should keep %d rows, has %d' % (ROWS - old, left))
-    listing = client.list_objects_v2(Bucket=sandbox.s3.bucket, Prefix='%s/%s/public/audit_logs/' % (PREFIX, DATABASE))
-    keys = [o['Key'] for o in listing.get('Contents', [])]
+    keys = [o['key'] for o in sandbox.s3.bucket_objects().iter_objects('%s/%s/public/audit_logs/' % (PREFIX, DATABASE))]
     batches = [k for k in keys if k.endswith('.jsonl.gz')]
     sidecar = json.loads(client.get_object(Bucket=sandbox.s3.bucket, Key=batches[0] + '.meta.json')['Body'].read())
     out('S3 now holds %d batches with sidecars; first: %s' % (len(batches), batches[0]))

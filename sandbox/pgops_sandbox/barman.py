@@ -199,9 +199,8 @@ def backup(sandbox, server_name=None, name=None, node=None):
 
 def backup_ids(sandbox, server_name):
     """The backup IDs under ``barman/<server_name>/base/`` (directories only), sorted."""
-    client = sandbox.s3.client()
     prefix = "%s/%s/base/" % (BARMAN_PREFIX, server_name)
     ids = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=sandbox.bucket, Prefix=prefix, Delimiter="/"):
+    for page in sandbox.s3.bucket_objects().pages(prefix, delimiter="/"):
         ids += [entry["Prefix"][len(prefix):].rstrip("/") for entry in page.get("CommonPrefixes", ())]
     return sorted(ids)

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.postmaster import pid_alive
+from ansible_collections.pgops.resilience.plugins.module_utils._s3.objects import Bucket
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.server import read_tail
 
 from ._util import LOOPBACK, port_in_use, proc_cmdline, wait_for
@@ -55,12 +56,14 @@ class S3Endpoint:
         session = boto3.session.Session(aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key, region_name=self.region)
         return session.client("s3", endpoint_url=self.endpoint_url, config=config)
 
+    def bucket_objects(self):
+        """The collection's :class:`Bucket` over this endpoint's bucket: its one ``ListObjectsV2`` paginator, deletions
+        in batches, JSON documents."""
+        return Bucket(self.client(), self.bucket, self.endpoint_url)
+
     def objects(self, prefix):
         """{key: size in bytes} of every object under ``prefix`` in the bucket (all pages)."""
-        found = {}
-        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-            found.update((o["Key"], o["Size"]) for o in page.get("Contents", ()))
-        return found
+        return dict((o["key"], o["size"]) for o in self.bucket_objects().iter_objects(prefix))
 
     def ensure_bucket(self):
         """Create the bucket unless it exists. Returns True when it was created."""

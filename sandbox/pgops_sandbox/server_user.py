@@ -13,7 +13,7 @@ import os
 import stat
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils._core.process import Program
+from ansible_collections.pgops.resilience.plugins.module_utils._core.process import program_output
 from ansible_collections.pgops.resilience.plugins.module_utils._pg import server_user
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.server import read_tail, server_environment
 
@@ -52,18 +52,12 @@ class ServerUser(server_user.ServerUser):
         LOG.debug("running %s", " ".join(self.command(cmd)))
         what = " ".join([os.path.basename(cmd[0])] + list(cmd[1:2]))
         try:
-            program = Program(self.command(cmd), env if env is not None else server_environment(), what, cwd="/", capture=True)
-            try:
-                program.wait(timeout)
-            finally:
-                program.stop()
-            program.result()
+            return program_output(self.command(cmd), env if env is not None else server_environment(), what, timeout=timeout, cwd="/")
         except PgopsError as exc:
             message = exc.msg
             if log_file:
                 message += "\n--- last lines of %s ---\n%s" % (log_file, read_tail(log_file, LOG_TAIL_LINES))
             raise SandboxError(message) from None
-        return program.output.text()
 
     def make_dir(self, path, mode=0o700):
         """Create directory ``path`` (and parents) if needed, owned by the server user with permission ``mode``."""

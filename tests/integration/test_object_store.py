@@ -118,3 +118,16 @@ def test_a_directory_store_never_replaces_and_refuses_what_does_not_read_back(tm
         objects.put_file(str(root / 'obj-2.bin'), 'obj-2.bin', hashlib.sha256(b'something else').hexdigest())
     assert objects.put_file(str(root / 'obj-2.bin'), 'obj-2.bin', hashlib.sha256(b'built in place').hexdigest())['size'] == 14
     assert os.stat(str(root / 'obj-1.bin')).st_mode & 0o777 == 0o600
+
+
+def test_a_failed_managed_transfer_is_an_s3_error_not_a_traceback(sandbox, tmp_path):
+    """boto3's upload_file wraps the store's answer in S3UploadFailedError, which is no botocore error: it is
+    reported like every S3 failure, naming the object, so the callers' clean-up (a bundle stored half) runs."""
+    s3_params = dict(endpoint_url=sandbox.s3.endpoint_url, region=sandbox.s3.region, access_key=sandbox.s3.access_key,
+                     secret_key=sandbox.s3.secret_key)
+    missing = S3Store('no-such-bucket-%s' % uuid.uuid4().hex[:8], 'x', s3_params)
+    path = tmp_path / 'obj-1.bin'
+    path.write_bytes(b'data')
+    with pytest.raises(PgopsError) as info:
+        missing.put_file(str(path), 'obj-1.bin')
+    assert 'upload of s3://no-such-bucket-' in info.value.msg and 'NoSuchBucket' in info.value.msg

@@ -11,7 +11,7 @@ fields of :data:`METADATA_COLUMNS`; beside it a sidecar ``<key>.meta.json`` with
 count, the source and the columns. Format 1 keys, ``{prefix}/{database}/{table}/...`` without the schema, are still
 read (:func:`legacy_table_prefix`); which table they hold is then told by their sidecar alone.
 
-Reading the lines as COPY text is :mod:`archive_copy`'s.
+Reading the lines as COPY text is :mod:`.copy_text`'s.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ CONFLICT DO NOTHING``.
 Safety: every file runs under its own savepoint, so a bad file is rolled back alone. The restore watermark only
 advances over files restored without a failed file before them, and it never points past committed data: in the
 database it is written in the transaction of the files it covers, in S3 after a durable commit (see
-:func:`load_all`, :func:`commit` and :class:`~archive_watermark.WatermarkWriter`).
+:func:`load_all`, :func:`commit` and :class:`~.watermark.WatermarkWriter`).
 """
 
 from __future__ import annotations
@@ -375,7 +375,7 @@ class Prefetcher:
 def load_all(result, params, conn, restorer, watermark, previous, todo, barrier=None):
     """Copy every planned archive, committing every ``commit_frequency`` files and moving the watermark.
 
-    Durability (see :func:`_commit`): transactions commit asynchronously, except the one that holds the last
+    Durability (see :func:`commit`): transactions commit asynchronously, except the one that holds the last
     archive and those after which the S3 watermark is written; ``unflushed`` tracks whether rows committed
     asynchronously may still be only in memory, and the run waits for their WAL flush before it ends.
     """

@@ -3,8 +3,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Logic of the ``archive_restore`` module: bring archived rows back from S3 (the Restore Guide's tool): options,
 which archives to restore (the table's format 2 prefix and its format 1 prefix, the watermark, dates), indexes
-and the run. Loading is :mod:`archive_load`'s; the watermark :mod:`archive_watermark`'s; the indexes dropped for the
-load :mod:`archive_indexes`'s.
+and the run. Loading is :mod:`.load`'s; the watermark :mod:`.watermark`'s; the indexes dropped for the
+load :mod:`.indexes`'s.
 """
 
 from __future__ import annotations

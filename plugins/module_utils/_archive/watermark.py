@@ -37,7 +37,7 @@ class Watermark:
     database (table ``restore_watermarks`` in the restored table's schema), or both.
 
     The database copy is written inside the transaction that commits the files it covers, so it is exact;
-    the S3 copy is written after a durable commit by :class:`_WatermarkWriter` and may trail by about a
+    the S3 copy is written after a durable commit by :class:`WatermarkWriter` and may trail by about a
     second of work after a crash. With ``both`` the database copy is read first. A watermark written by an
     earlier version at the format 1 location is read when there is none at the new one and it names the same
     schema; the next one is written at the new location.

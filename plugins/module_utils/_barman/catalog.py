@@ -161,7 +161,6 @@ class BarmanCatalog:
         if not server_name or '/' in server_name or server_name != server_name.strip():
             raise PgopsError('server_name must be the barman server name (a directory under %s), without "/" or '
                              'surrounding spaces; got %r.' % (destination_path, server_name))
-        self.client = client
         self.objects = Bucket(client, self.bucket, endpoint_url)
         self.destination_path = destination_path
         self.server_name = server_name

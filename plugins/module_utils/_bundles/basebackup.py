@@ -5,7 +5,7 @@
 ``basebackup-YYYYMMDD-HHMMSSmmm-<run>.bundle.tar.gz`` (see :mod:`bundle`): taking it, and reading the pg_basebackup
 tar-format backup it holds.
 
-- :func:`take_bundle` (``pg_basebackup_bundle``): ``pg_basebackup -Ft -z -X stream`` into a staging directory, then
+- :func:`take_base_backup` (``pg_basebackup_bundle``): ``pg_basebackup -Ft -z -X stream`` into a staging directory, then
   one bundle (:mod:`bundle`) holding ``base.tar.gz``, ``pg_wal.tar.gz`` and ``backup_manifest``, its manifest info
   recording the server, the timeline and the start / stop LSN; stored, verified, and only then retention: a new bundle
   is stored and verified before retention deletes an old one.

@@ -41,7 +41,7 @@ from ansible_collections.pgops.resilience.plugins.module_utils._pg.datadir impor
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.postmaster import pid_alive
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.programs import find_bindir
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.server import (
-    StartWatch, follow_log, read_controldata, read_tail, server_environment, start_server)
+    StartWatch, end_start, follow_log, read_controldata, read_tail, server_environment, start_server)
 
 DEFAULT_LOG_NAME = 'pgops-bootstrap.log'
 CONF_MARK = recovery_config.conf_mark('bootstrap from base backup')
@@ -397,7 +397,7 @@ def _start_and_wait(datadir, bindir, server, log_file, timeout, backup_timeline,
                               stop=log.value_of('stop'), last_transaction_time=log.value_of('last_transaction'),
                               checkpoint_lsn=control.get('Latest checkpoint location'), cluster_state=control.get('Database cluster state'))
     _rewrite_auto_conf(os.path.join(datadir, 'postgresql.auto.conf'), server)
-    # pg_ctl -w returns once the server accepts connections, right after recovery; nothing is left to wait for.
-    with contextlib.suppress(PgopsError):
-        ctl.wait(timeout=30)
-    ctl.stop()
+    # pg_ctl -w returns once the server accepts connections, right after recovery; nothing is left to wait for. When
+    # it does not end, its whole process group (runuser and pg_ctl) is ended; the postmaster has a session of its own.
+    ctl.exited_within(30)
+    end_start(ctl)

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: pgops.resilience contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Restore a logical dump bundle (see :mod:`dump_bundle`), and the logical restore drill.
+"""Restore a logical dump bundle (see :mod:`.dump`), and the logical restore drill.
 
 The steps of the reference runbook's restore job, each checked: pick the newest (or a named) bundle, verify it
 against its checksum file and manifest, apply ``globals.sql`` tolerating only "already exists", create the

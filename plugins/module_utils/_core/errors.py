@@ -22,6 +22,14 @@ class PgopsError(Exception):
         self.details = details
 
 
+def phase_error(phase, msg):
+    """A :class:`PgopsError` that remembers the phase of a run it belongs to (its ``phase`` attribute, str, such as
+    ``'recovery'`` or ``'checks'``: a drill's result names the phase that failed)."""
+    error = PgopsError(msg)
+    error.phase = phase
+    return error
+
+
 def run_module(module, work):
     """Run ``work()`` (returning the result dict) and exit the module with it.
 

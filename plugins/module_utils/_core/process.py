@@ -4,9 +4,9 @@
 """The one way the collection runs a program: an argument list, a private umask, the environment it is given, a
 timeout, stderr read from a pipe (its tail kept, secrets masked), and a failure that says what happened.
 
-- :func:`run_program`: run to the end, return its stderr (pg_dump, pg_restore, psql, pg_basebackup, barman-cloud-*);
+- :func:`run_program`: run to the end, return its stderr (pg_dump, pg_restore, psql, pg_basebackup);
 - :func:`program_output`: run to the end, return its stdout (pg_controldata, pg_config, ``--version``);
-- :class:`Program`: start it and follow it (a pipe to or from it, or ``pg_ctl start -w`` watched while the server
+- :class:`Program`: start it and follow it (a pipe to or from it, stdout into a file as barman-cloud-* do, or ``pg_ctl start -w`` watched while the server
   recovers: :class:`~.._pg.server.StartWatch`).
 """
 
@@ -222,6 +222,17 @@ class Program:
             self.stop()
             raise PgopsError('%s did not finish within %s seconds and was stopped.' % (self.what, timeout))
 
+    def exited_within(self, seconds):
+        """Wait up to ``seconds`` for the program to exit, leaving it alone when it does not (unlike :meth:`wait`).
+
+        :returns: bool, whether it has exited.
+        """
+        try:
+            self.proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def signal_group(self, signum, wait):
         """Send ``signum`` to the program's process group (it was started with ``new_session``) and wait up to
         ``wait`` seconds for the program to exit.
@@ -230,11 +241,7 @@ class Program:
         """
         with contextlib.suppress(OSError):
             os.killpg(self.proc.pid, signum)
-        try:
-            self.proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
+        return self.exited_within(wait)
 
     def stop(self):
         """Kill the program when it still runs, wait for it, and close the pipes to and from it (for a ``finally``)."""

@@ -15,7 +15,7 @@ import datetime
 import decimal
 import json
 
-from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError, phase_error
 from ansible_collections.pgops.resilience.plugins.module_utils._core.jsonable import jsonable
 
 try:
@@ -217,6 +217,4 @@ def check_server(connect, database, checks, row_counts, result):
             else:
                 parts.append('check %r (%s%s) returned %s, expected %s'
                              % (check['name'], check['query'], where, _show(check['value']), _show(check['expected'])))
-        error = PgopsError('%d of %d checks failed: %s' % (len(failed), len(outcomes), '; '.join(parts)))
-        error.phase = 'checks'
-        raise error
+        raise phase_error('checks', '%d of %d checks failed: %s' % (len(failed), len(outcomes), '; '.join(parts)))

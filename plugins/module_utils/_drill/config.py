@@ -20,6 +20,7 @@ connect to its publisher and consume its slot). The rules are those of the Postg
 
 from __future__ import annotations
 
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.programs import major_number
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.recovery import (
     RECOVERY_SETTINGS, checked_settings, conf_mark, recovery_target_settings, render_settings)
 
@@ -40,11 +41,6 @@ _COMMENT = (
     '# wins (PostgreSQL 15 docs, 20.1.2): these lines override the restored configuration, archive_mode and',
     '# archive_command in an included file among them. The drill must never archive into the production WAL location.',
 )
-
-
-def major_number(pg_version):
-    """The leading number of a major version string: ``'15'`` -> 15, ``'9.6'`` -> 9."""
-    return int(str(pg_version).split('.', maxsplit=1)[0])
 
 
 def drill_settings(pg_version, port, socket_dir, hba_file, restore_command, recovery_target=None, extra=None, pid_file=''):

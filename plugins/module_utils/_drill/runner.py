@@ -78,7 +78,6 @@ look secret are masked in every message.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import os
 import re
@@ -86,16 +85,16 @@ import shlex
 import time
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import isoformat_z
-from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError, phase_error
 from ansible_collections.pgops.resilience.plugins.module_utils._core.paths import refuse_system_directory
 from ansible_collections.pgops.resilience.plugins.module_utils._core.redaction import redact
 from ansible_collections.pgops.resilience.plugins.module_utils._drill.checks import check_server, normalize_checks
-from ansible_collections.pgops.resilience.plugins.module_utils._drill.config import drill_settings, major_number, render_drill_settings
+from ansible_collections.pgops.resilience.plugins.module_utils._drill.config import drill_settings, render_drill_settings
 from ansible_collections.pgops.resilience.plugins.module_utils._drill.workspace import WorkArea
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.backup_label import check_data_directory, inside
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import require_psycopg2
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.postmaster import postmaster_of, postmaster_pid
-from ansible_collections.pgops.resilience.plugins.module_utils._pg.programs import find_bindir
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.programs import find_bindir, major_number
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.recovery import (
     conf_literal, normalize_recovery_target, prepare_archive_recovery)
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.server import (
@@ -114,13 +113,6 @@ _SECRET_ENV_NAME = re.compile(r'SECRET|PASSWORD|PASSWD|TOKEN|KEY|CREDENTIAL', re
 
 def _seconds(start, end):
     return None if start is None or end is None else round(max(end - start, 0.0), 3)
-
-
-def _phase_error(phase, msg):
-    """A :class:`PgopsError` that remembers the drill phase it belongs to."""
-    error = PgopsError(msg)
-    error.phase = phase
-    return error
 
 
 class Drill:  # pylint: disable=too-many-instance-attributes
@@ -290,9 +282,9 @@ class Drill:  # pylint: disable=too-many-instance-attributes
                 except psycopg2.Error as exc:
                     last_error = ' '.join(str(exc).split())
                     if 'does not exist' in last_error:
-                        raise _phase_error('recovery', 'cannot connect to the drill instance as user %s to database %s: %s. '
-                                           'Set user and database to a role and a database of the backup'
-                                           % (self.user, self.database, last_error))
+                        raise phase_error('recovery', 'cannot connect to the drill instance as user %s to database %s: %s. '
+                                          'Set user and database to a role and a database of the backup'
+                                          % (self.user, self.database, last_error))
                     return False
             try:
                 with conn.cursor() as cur:
@@ -322,7 +314,7 @@ class Drill:  # pylint: disable=too-many-instance-attributes
                     cur.execute('SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn())')
                     end_lsn, walfile = cur.fetchone()
             except psycopg2.Error as exc:
-                raise _phase_error('recovery', 'the promoted server stopped answering: %s' % ' '.join(str(exc).split()))
+                raise phase_error('recovery', 'the promoted server stopped answering: %s' % ' '.join(str(exc).split()))
             result['timeline'] = int(walfile[:8], 16)
             result['recovery']['end_lsn'] = end_lsn
         finally:
@@ -336,9 +328,9 @@ class Drill:  # pylint: disable=too-many-instance-attributes
         logged = self.log.value_of('timeline')
         if logged and int(logged) != result['timeline']:
             result['recovery']['logged_timeline'] = int(logged)
-        # pg_ctl -w returns when the server is ready; it has nothing left to wait for.
-        with contextlib.suppress(PgopsError):
-            self.ctl.wait(timeout=10)
+        # pg_ctl -w returns when the server is ready; it has nothing left to wait for. Not killed here when it does
+        # not end: _stop ends its whole process group (runuser and pg_ctl), not only the first process.
+        self.ctl.exited_within(10)
 
     def _checks(self, result):
         check_server(self._connect, self.database, self.checks, self.row_counts, result)
@@ -381,7 +373,7 @@ class Drill:  # pylint: disable=too-many-instance-attributes
             try:
                 self._prepare(result)
             except OSError as exc:
-                raise _phase_error('prepare', 'preparing %s for the drill failed: %s' % (self.datadir, exc))
+                raise phase_error('prepare', 'preparing %s for the drill failed: %s' % (self.datadir, exc))
             prepared = time.monotonic()
             result['seconds']['prepare'] = _seconds(began, prepared)
             result['phase'] = 'start'
@@ -398,7 +390,7 @@ class Drill:  # pylint: disable=too-many-instance-attributes
         except PgopsError as exc:
             error = exc
         except (OSError, psycopg2.Error) as exc:
-            error = _phase_error(result['phase'], '%s: %s' % (type(exc).__name__, ' '.join(str(exc).split())))
+            error = phase_error(result['phase'], '%s: %s' % (type(exc).__name__, ' '.join(str(exc).split())))
         finally:
             stop_began = time.monotonic()
             stop_note = self._stop()
@@ -412,7 +404,7 @@ class Drill:  # pylint: disable=too-many-instance-attributes
                 result['log_file'] = None
             result['seconds']['total'] = _seconds(began, time.monotonic())
         if error is None and stop_note:
-            error = _phase_error('stop', stop_note)
+            error = phase_error('stop', stop_note)
         elif error is not None and stop_note:
             error.msg += '; and ' + stop_note
         seconds = result['seconds']

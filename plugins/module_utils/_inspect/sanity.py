@@ -112,7 +112,7 @@ def _partitioned(rel, counted, by_oid):
 
 
 def describe_database(cursor, schemas=None, exact_counts=False, checksums=False):
-    """The report of :func:`run`, from the current transaction (call it in a REPEATABLE READ one).
+    """The report of :func:`inspect_database`, from the current transaction (call it in a REPEATABLE READ one).
 
     :returns: dict with ``schemas``, ``missing_schemas``, ``tables``, ``materialized_views``, ``extensions``,
         ``totals`` and ``notes``; see the module's RETURN for the fields.

@@ -7,7 +7,7 @@ This is the runbook's ``make pg.space`` (``postgres-infra-setup.md``, "Out of Sp
 and table sizes from the server (PostgreSQL docs, "9.27.7 Database Object Management Functions"), the WAL in
 ``pg_wal`` (``pg_ls_waldir``, "9.27.9 Generic File Access Functions"), and the free space of the file systems
 holding the data directory, ``pg_wal`` (when it is on a file system of its own) and the WAL archive
-(``statvfs(3)``), judged against thresholds by :func:`judge`. :func:`run` backs the module ``pg_space_info``.
+(``statvfs(3)``), judged against thresholds by :func:`judge`. :func:`measure_space` backs the module ``pg_space_info``.
 """
 
 from __future__ import annotations

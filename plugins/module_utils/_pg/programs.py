@@ -92,10 +92,10 @@ def _fits(found, major, exact):
         return True
     if exact:
         return found == str(major)
-    return _leading(found) >= _leading(major)
+    return major_number(found) >= major_number(major)
 
 
-def _leading(version):
+def major_number(version):
     """The leading number of a major version: ``'15'`` -> 15, ``'9.6'`` -> 9, 14 -> 14."""
     return int(str(version).split('.', maxsplit=1)[0])
 

@@ -19,7 +19,7 @@ import signal
 import socket
 import time
 
-from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError, phase_error
 from ansible_collections.pgops.resilience.plugins.module_utils._core.files import private_file
 from ansible_collections.pgops.resilience.plugins.module_utils._core.process import Program, program_output, run_program
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.postmaster import pid_alive, postmaster_pid, works_in
@@ -82,13 +82,6 @@ def read_tail(path, lines=LOG_TAIL_LINES):
     except OSError as exc:
         return '(cannot read %s: %s)' % (path, exc.strerror)
     return '\n'.join(data.splitlines()[-lines:])
-
-
-def _recovery_error(msg):
-    """A :class:`PgopsError` of the server's start or recovery (``phase = 'recovery'``, for a drill's result)."""
-    error = PgopsError(msg)
-    error.phase = 'recovery'
-    return error
 
 
 class LogFollower:
@@ -213,18 +206,18 @@ class StartWatch:
                 self.pid = pid
             if rc is not None and rc != 0:
                 said = [line.strip() for line in self.ctl.stderr.text(wait=1).splitlines() if line.startswith('pg_ctl:')]
-                raise _recovery_error('the server stopped during start or recovery (pg_ctl start: exit code %d%s)'
-                                      % (rc, ', ' + ' '.join(said) if said else ''))
+                raise phase_error('recovery', 'the server stopped during start or recovery (pg_ctl start: exit code %d%s)'
+                                  % (rc, ', ' + ' '.join(said) if said else ''))
             if self.pid and not pid_alive(self.pid):
-                raise _recovery_error('the server (PID %d) exited during recovery' % self.pid)
+                raise phase_error('recovery', 'the server (PID %d) exited during recovery' % self.pid)
             if rc == 0 and not pid:
-                raise _recovery_error('the server exited during recovery (postmaster.pid is gone)')
+                raise phase_error('recovery', 'the server exited during recovery (postmaster.pid is gone)')
             if self.pid or rc == 0:
                 value = probe(deadline)
                 if value:
                     return value
             if time.monotonic() >= deadline:
-                raise _recovery_error(timeout_message())
+                raise phase_error('recovery', timeout_message())
             time.sleep(POLL_INTERVAL)
 
 
@@ -250,11 +243,11 @@ def end_start(ctl):
 
     :returns: str note when it would not end, else None.
     """
-    note = None
     if ctl.poll() is None and not ctl.signal_group(signal.SIGTERM, 10) and not ctl.signal_group(signal.SIGKILL, 10):
-        note = 'pg_ctl start (PID %d) did not end' % ctl.pid
+        # Not waited for any longer: a process stuck in the kernel (an NFS scratch directory) would hang the module.
+        return 'pg_ctl start (PID %d) did not end' % ctl.pid
     ctl.stop()
-    return note
+    return None
 
 
 def _pg_ctl_stop(bindir, datadir, server, env, mode, seconds):

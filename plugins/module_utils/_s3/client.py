@@ -12,8 +12,10 @@ from ansible_collections.pgops.resilience.plugins.module_utils._core.redaction i
 from ansible_collections.pgops.resilience.plugins.module_utils._core.requirements import require_library
 try:
     import boto3
+    import boto3.exceptions
     import botocore.config
     import botocore.exceptions
+    import s3transfer.exceptions
 except ImportError:  # pragma: no cover - reported by require_boto3()
     boto3 = None
     BOTO3_IMPORT_ERROR = traceback.format_exc()
@@ -21,8 +23,11 @@ except ImportError:  # pragma: no cover - reported by require_boto3()
 else:
     BOTO3_IMPORT_ERROR = None
     # What a botocore call raises: the store's answer (ClientError) or no answer (BotoCoreError: connection,
-    # timeout, credentials, a body that broke off while read). Empty without botocore, which require_boto3() reports.
-    S3_ERRORS = (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError)
+    # timeout, credentials, a body that broke off while read); and what boto3's managed transfers (upload_file,
+    # download_fileobj) raise in their place: S3UploadFailedError (a Boto3Error) wrapping the answer, and
+    # s3transfer's RetriesExceededError. Empty without boto3, which require_boto3() reports.
+    S3_ERRORS = (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, boto3.exceptions.Boto3Error,
+                 s3transfer.exceptions.RetriesExceededError)
 
 
 # Attempts per request, counting the first (botocore "adaptive" retry mode, which also rate-limits
