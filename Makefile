@@ -18,13 +18,17 @@ PYTEST_ARGS ?=
 # environment made with the system Python, which that user can reach (the development one may live under /root).
 SERVER_PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 SERVER_TOOLS := $(BUILD)/server-tools
+# wal-g (hacking/install-walg.sh): the one on PATH or WALG_BIN, else built from WALG_SOURCE (wal-g 3.0.9's source
+# beside the checkout, ../shared/vendor/), else `go install`; cached under .build/walg, where the server user reaches it.
+WALG := $(BUILD)/walg/wal-g
 
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export PYTHONPATH := $(CURDIR)/sandbox
 export PATH := $(BIN):$(PATH)
 export PGOPS_SERVER_TOOLS_BIN := $(SERVER_TOOLS)/bin
+export PGOPS_WALG_BIN := $(WALG)
 
-.PHONY: help setup venv postgres server-tools test-tools collection demo test sanity lint molecule pytest unit integration sandbox-up sandbox-down sandbox-status benchmark benchmark-archive benchmark-barman benchmark-dump clean
+.PHONY: help setup venv postgres server-tools walg test-tools collection demo test sanity lint molecule pytest unit integration sandbox-up sandbox-down sandbox-status benchmark benchmark-archive benchmark-barman benchmark-dump clean
 
 help:
 	@echo "make demo      set up, start the sandbox, and repair a real failover (the main job)"
@@ -35,7 +39,7 @@ help:
 	@echo "make benchmark-barman   barman_catalog_info and the retention plan on 100,000 WAL objects, against barman's own dry run"
 	@echo "make benchmark-dump     pg_dump_bundle / pg_dump_restore against bare pg_dump -Fd -j 2 / pg_restore -j 2 of the same database"
 
-setup: venv postgres server-tools collection
+setup: venv postgres server-tools walg collection
 
 venv: $(VENV)/.installed
 
@@ -55,6 +59,9 @@ $(SERVER_TOOLS)/.installed: requirements-server-tools.txt | postgres
 	$(SERVER_TOOLS)/bin/python -m pip install -q --upgrade pip
 	$(SERVER_TOOLS)/bin/python -m pip install -q -r requirements-server-tools.txt
 	touch $@
+
+walg: | postgres
+	@hacking/install-walg.sh $(WALG)
 
 test-tools:
 	@hacking/ensure-system-packages.sh --with-test-tools

@@ -123,3 +123,25 @@ def store_dir(tmp_path):
     path = tmp_path / 'backups'
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope='session')
+def walg_bin():
+    """The wal-g that ``make setup`` provides (PGOPS_WALG_BIN), else one on PATH."""
+    path = os.environ.get('PGOPS_WALG_BIN') or os.path.join(ROOT, '.build', 'walg', 'wal-g')
+    if not os.access(path, os.X_OK):
+        path = shutil.which('wal-g')
+    if not path:
+        _tool_missing('wal-g not found; run `make setup` (hacking/install-walg.sh builds it)')
+    return path
+
+
+@pytest.fixture(params=['directory', 's3'])
+def walg_prefix(request, tmp_path):
+    """A fresh, empty wal-g storage: a directory, then a prefix on the sandbox's S3 server."""
+    if request.param == 'directory':
+        path = tmp_path / 'walg'
+        path.mkdir()
+        return str(path)
+    sandbox = request.getfixturevalue('sandbox')
+    return 's3://%s/walg-it/%s' % (sandbox.bucket, uuid.uuid4().hex[:8])

@@ -14,10 +14,9 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import tempfile
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils._core.process import Program
+from ansible_collections.pgops.resilience.plugins.module_utils._core.process import spooled_output
 from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import s3_connection_spec
 
 INSTALL_HINT = 'pip install "barman[cloud]" (or the Debian/RPM package barman-cli-cloud)'
@@ -113,8 +112,8 @@ class BarmanCloud:
 
     def run_command(self, cmd, timeout=DEFAULT_TIMEOUT):
         """Run ``cmd`` (a list from :meth:`command`) with :meth:`environment`, through the collection's one runner
-        (:class:`~ansible_collections.pgops.resilience.plugins.module_utils._core.process.Program`: umask 077, its
-        stderr tail kept, secrets masked), and return what it printed on stdout.
+        (:func:`~ansible_collections.pgops.resilience.plugins.module_utils._core.process.spooled_output`: umask 077,
+        its stderr tail kept, secrets masked), and return what it printed on stdout.
 
         The stdout goes to an unnamed temporary file (0600, gone when closed), not to memory or a pipe: the
         ``--dry-run`` of ``barman-cloud-backup-delete`` prints every WAL object it would delete, megabytes for a large
@@ -127,15 +126,7 @@ class BarmanCloud:
             barman's stderr, secrets masked.
         """
         what = '%s for %s/%s' % (' '.join([os.path.basename(cmd[0])] + list(cmd[1:])), self.destination_path, self.server_name)
-        with tempfile.TemporaryFile() as output:
-            program = Program(cmd, self.environment(), what, stdout=output)
-            try:
-                program.wait(timeout)
-            finally:
-                program.stop()
-            program.result(self.secrets)
-            output.seek(0)
-            return output.read().decode('utf-8', 'replace')
+        return spooled_output(cmd, self.environment(), what, self.secrets, timeout)
 
     def wal_restore_command(self, server_name=None):
         """A ``restore_command`` (str) running ``barman-cloud-wal-restore`` for this catalog: ``... %f %p``.

@@ -6,7 +6,8 @@ timeout, stderr read from a pipe (its tail kept, secrets masked), and a failure 
 
 - :func:`run_program`: run to the end, return its stderr (pg_dump, pg_restore, psql, pg_basebackup);
 - :func:`program_output`: run to the end, return its stdout (pg_controldata, pg_config, ``--version``);
-- :class:`Program`: start it and follow it (a pipe to or from it, stdout into a file as barman-cloud-* do, or ``pg_ctl start -w`` watched while the server
+- :func:`spooled_output`: the same for a long answer, spooled through a temporary file (barman-cloud-*, wal-g);
+- :class:`Program`: start it and follow it (a pipe to or from it, or ``pg_ctl start -w`` watched while the server
   recovers: :class:`~.._pg.server.StartWatch`).
 """
 
@@ -16,6 +17,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
@@ -312,6 +314,27 @@ def program_output(cmd, env, what, secrets=(), timeout=None, cwd=None, keep=STDE
         program.stop()
     program.result(secrets)
     return program.output.text()
+
+
+def spooled_output(cmd, env, what, secrets=(), timeout=None, cwd=None):
+    """Run ``cmd`` (an argument list) as :func:`run_program` does and return all it printed on stdout, spooled
+    through an unnamed temporary file (0600, gone when closed) instead of memory or a pipe: for programs whose answer
+    is a document read whole, megabytes for a large catalog (``barman-cloud-backup-delete --dry-run``,
+    ``wal-g backup-list --detail --json``), while their log and errors go to stderr.
+
+    :param timeout: seconds or None; the program is killed after it.
+    :returns: str, its stdout (UTF-8, undecodable bytes replaced).
+    :raises PgopsError: via :func:`failure` on a non-zero exit status, a timeout or a program that cannot start.
+    """
+    with tempfile.TemporaryFile() as output:
+        program = Program(cmd, env, what, stdout=output, cwd=cwd)
+        try:
+            program.wait(timeout)
+        finally:
+            program.stop()
+        program.result(secrets)
+        output.seek(0)
+        return output.read().decode('utf-8', 'replace')
 
 
 def warnings_of(stderr):

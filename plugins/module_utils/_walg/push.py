@@ -1,0 +1,129 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgops.resilience contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The ``walg_backup`` module: ``wal-g backup-push`` of a data directory, full or delta, permanent or not, with the
+backup it made read back from the storage.
+
+Whether wal-g takes a delta (wal-g 3.0.9, ``internal/databases/postgres/delta_backup_configurator.go``, which
+:func:`planned_kind` follows for check mode): never with ``WALG_DELTA_MAX_STEPS=0``; otherwise against LATEST (the
+backup whose stop sentinel was written last), unless there is none, LATEST's chain already holds that many deltas,
+LATEST has no start LSN, or LATEST is permanent and the new backup is not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import seconds_since, timed
+from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import (
+    connecting, connection_secrets, libpq_environment)
+from ansible_collections.pgops.resilience.plugins.module_utils._walg.backups import latest_entry
+from ansible_collections.pgops.resilience.plugins.module_utils._walg.catalog import backup_records, list_entries, read_sentinel
+from ansible_collections.pgops.resilience.plugins.module_utils._walg.cli import WalgCli, walg_secrets, walg_spec
+
+_WROTE = re.compile(r'Wrote backup with name (base_[0-9A-F]{24}(?:_D_[0-9A-F]{24})?)')
+
+
+def module_spec():
+    """The module's ``AnsibleModule`` arguments: the wal-g options, the PostgreSQL connection options (wal-g connects
+    through libpq's environment), ``data_directory``, ``permanent``, ``delta_max_steps``, ``user_data``."""
+    spec = walg_spec()
+    spec.update(
+        data_directory=dict(type='path', required=True),
+        permanent=dict(type='bool', default=False),
+        delta_max_steps=dict(type='int', default=0),
+        user_data=dict(type='raw'),
+    )
+    return connecting(dict(argument_spec=spec))
+
+
+def secrets(params):
+    """The values ``module_main`` masks: the wal-g ones and the PostgreSQL password."""
+    return walg_secrets(params) + connection_secrets(params)
+
+
+def validate(params):
+    """Refuse options that cannot make a backup.
+
+    :raises PgopsError: for a negative ``delta_max_steps``, a ``data_directory`` that is not a PostgreSQL data
+        directory, or ``user_data`` that is not JSON.
+    """
+    if params['delta_max_steps'] < 0:
+        raise PgopsError('delta_max_steps must be 0 (always a full backup) or the number of deltas allowed after a '
+                         'full one, not %d.' % params['delta_max_steps'])
+    datadir = params['data_directory']
+    if not os.path.isfile(os.path.join(datadir, 'PG_VERSION')):
+        raise PgopsError('data_directory %s is not a PostgreSQL data directory (no PG_VERSION): give the directory of '
+                         'the server that login_host / login_port reach.' % datadir)
+    if params.get('user_data') is not None:
+        try:
+            json.dumps(params['user_data'])
+        except (TypeError, ValueError) as exc:
+            raise PgopsError('user_data must be JSON (a dict, a list, text or a number): %s.' % exc)
+
+
+def planned_kind(cli, params):
+    """What ``backup-push`` will take: ``('full', None, reason)`` or ``('delta', origin name, reason)``.
+
+    :raises PgopsError: when the storage cannot be read.
+    """
+    steps = params['delta_max_steps']
+    if steps == 0:
+        return 'full', None, 'delta_max_steps is 0'
+    latest = latest_entry(list_entries(cli))
+    if latest is None:
+        return 'full', None, 'there is no backup yet'
+    name = latest['backup_name']
+    sentinel = read_sentinel(cli, name)
+    if (sentinel.get('DeltaCount') or 0) + 1 > steps:
+        return 'full', None, 'the chain of %s already holds delta_max_steps=%d delta(s)' % (name, steps)
+    if sentinel.get('LSN') is None:
+        return 'full', None, '%s records no start LSN' % name
+    if latest.get('is_permanent') and not params['permanent']:
+        return 'full', None, '%s is permanent: wal-g takes no delta from it for a backup that is not' % name
+    return 'delta', name, 'a delta against %s, the newest backup' % name
+
+
+def take_backup(params, check_mode=False):
+    """Run ``walg_backup``: see the module's documentation for options and return values.
+
+    :returns: dict ``changed``, ``kind`` (``full`` / ``delta``), ``delta_origin``, ``reason``, ``backup`` (the record
+        of :func:`~.backups.backup_record`; None in check mode), ``seconds`` (``push``, ``total``).
+    :raises PgopsError: for bad options, or when wal-g fails (its message, secrets masked).
+    """
+    validate(params)
+    began = time.monotonic()
+    cli = WalgCli(params, base_env=libpq_environment(params))
+    cli.env['WALG_DELTA_MAX_STEPS'] = str(params['delta_max_steps'])
+    kind, origin, reason = planned_kind(cli, params)
+    result = dict(changed=True, kind=kind, delta_origin=origin, reason=reason, backup=None, seconds={})
+    if check_mode:
+        return result
+    args = ['backup-push', params['data_directory']]
+    if params['permanent']:
+        args.append('--permanent')
+    if params.get('user_data') is not None:
+        args += ['--add-user-data', json.dumps(params['user_data'], sort_keys=True)]
+    with timed(result['seconds'], 'push'):
+        try:
+            log = cli.log(args, 'pushing a base backup of %s' % params['data_directory'])
+        except PgopsError as exc:
+            if 'sockets not supported' in exc.msg:
+                raise PgopsError('%s. The data directory holds a Unix socket, which wal-g cannot back up: set '
+                                 'unix_socket_directories to a directory outside it.' % exc.msg.rstrip('.'), **exc.details)
+            raise
+    found = _WROTE.findall(log)
+    if not found:
+        raise PgopsError('wal-g backup-push ended without naming the backup it wrote; its log ends with: %s' % log[-1000:])
+    name = found[-1]
+    records = [r for r in backup_records(cli) if r['name'] == name]
+    if not records:
+        raise PgopsError('wal-g backup-push wrote %s, but backup-list in %s does not show it.' % (name, cli.prefix))
+    result.update(backup=records[0], kind='full' if records[0]['is_full'] else 'delta',
+                  delta_origin=records[0]['delta_origin'])
+    result['seconds']['total'] = seconds_since(began)
+    return result
