@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import time
 
+from ansible_collections.pgops.resilience.plugins.module_utils._drill.options import RECOVERY_TARGETS_EXCLUSIVE, drill_argument_spec, recovery_target
 from ansible_collections.pgops.resilience.plugins.module_utils._drill.runner import run_drill
 from ansible_collections.pgops.resilience.plugins.module_utils._core.paths import refuse_system_directory
 from ansible_collections.pgops.resilience.plugins.module_utils._barman.catalog import BarmanCatalog, parse_time
@@ -30,41 +31,14 @@ LATEST = ('latest', 'last')
 def argument_spec():
     """The module's options: the barman catalog and S3 options, the backup, the recovery target and the checks."""
     spec = barman_cloud_spec()
-    spec.update(
-        backup_id=dict(type='str', default='latest'),
-        recovery_target_time=dict(type='str'),
-        recovery_target_lsn=dict(type='str'),
-        recovery_target_xid=dict(type='str'),
-        recovery_target_name=dict(type='str'),
-        recovery_target_inclusive=dict(type='bool', default=True),
-        checks=dict(type='list', elements='dict'),
-        row_counts=dict(type='bool'),
-        database=dict(type='str', default='postgres'),
-        user=dict(type='str', default='postgres'),
-        scratch_parent=dict(type='path'),
-        pg_bindir=dict(type='path'),
-        server_user=dict(type='str'),
-        timeout=dict(type='int', default=1800),
-        keep=dict(type='bool', default=False),
-    )
+    spec.update(drill_argument_spec())
+    spec.update(backup_id=dict(type='str', default='latest'), timeout=dict(type='int', default=1800))
     return spec
-
-
-MUTUALLY_EXCLUSIVE = [('recovery_target_time', 'recovery_target_lsn', 'recovery_target_xid', 'recovery_target_name')]
 
 
 def module_spec():
     """The module's ``AnsibleModule`` arguments: its argument spec and their constraints, in one place."""
-    return dict(argument_spec=argument_spec(), mutually_exclusive=MUTUALLY_EXCLUSIVE)
-
-
-def recovery_target(params):
-    """The runner's ``recovery_target`` dict from the flat options, or None."""
-    for kind in ('time', 'lsn', 'xid', 'name'):
-        value = params.get('recovery_target_' + kind)
-        if value:
-            return {kind: value, 'inclusive': params['recovery_target_inclusive']}
-    return None
+    return dict(argument_spec=argument_spec(), mutually_exclusive=list(RECOVERY_TARGETS_EXCLUSIVE))
 
 
 def choose_backup(backups, wanted, target_time=None):
