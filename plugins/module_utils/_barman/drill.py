@@ -11,14 +11,8 @@ the catalog is only ever read, by ``barman-cloud-restore`` and ``barman-cloud-wa
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-import time
-
-from ansible_collections.pgops.resilience.plugins.module_utils._drill.options import RECOVERY_TARGETS_EXCLUSIVE, drill_argument_spec, recovery_target
-from ansible_collections.pgops.resilience.plugins.module_utils._drill.runner import run_drill
-from ansible_collections.pgops.resilience.plugins.module_utils._core.paths import refuse_system_directory
+from ansible_collections.pgops.resilience.plugins.module_utils._drill.options import (
+    RECOVERY_TARGETS_EXCLUSIVE, drill_argument_spec, drill_with_options, fetch_backup, refuse_scratch_parent, scratch_directory)
 from ansible_collections.pgops.resilience.plugins.module_utils._barman.catalog import BarmanCatalog, parse_time
 from ansible_collections.pgops.resilience.plugins.module_utils._barman.cloud import BarmanCloud, barman_cloud_spec
 from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import isoformat_z
@@ -79,9 +73,7 @@ def restore_drill(params, check_mode=False):
 
     :raises PgopsError: with ``verdict='failed'`` and the phase when the fetch, the recovery or a check fails.
     """
-    if params.get('scratch_parent'):
-        # A scratch directory is made in it and later removed: never in a system directory (check mode too).
-        refuse_system_directory(params['scratch_parent'], 'scratch_parent', within=True)
+    refuse_scratch_parent(params)
     barman = BarmanCloud(params)
     catalog = BarmanCatalog(client_from_params(params), params['destination_path'], params['server_name'], params.get('endpoint_url'))
     backup = choose_backup(catalog.backups(), params['backup_id'], _target_time(params))
@@ -92,27 +84,11 @@ def restore_drill(params, check_mode=False):
     if check_mode:
         result.update(verdict='not run (check mode)', restore_command=restore_command)
         return result
-    scratch = tempfile.mkdtemp(prefix='pgops-barman-drill-', dir=params.get('scratch_parent'))
-    os.chmod(scratch, 0o755)  # the server user must reach the data directory inside
-    datadir = os.path.join(scratch, 'data')
-    fetch_seconds = _fetch(barman, backup['backup_id'], datadir, scratch, params)
-    outcome = run_drill(datadir, restore_command, scratch_dir=scratch, bindir=params.get('pg_bindir'),
-                        server_user=params.get('server_user'), env=barman.credentials(),
-                        recovery_target=recovery_target(params), checks=params.get('checks'), row_counts=params.get('row_counts'),
-                        database=params['database'], user=params['user'], timeout=params['timeout'], keep=params['keep'],
-                        fetch_seconds=fetch_seconds, secrets=barman.secrets)
-    result.update(outcome)
+    scratch, datadir = scratch_directory(params, 'barman')
+    cmd = [barman.program('barman-cloud-restore')] + barman.connection_args()
+    cmd += [barman.destination_path, barman.server_name, backup['backup_id'], datadir]
+    fetch_seconds = fetch_backup(lambda: barman.run_command(cmd, timeout=params['timeout']), 'backup %s' % backup['backup_id'],
+                                 scratch, params)
+    result.update(drill_with_options(datadir, restore_command, params, scratch, barman.credentials(), fetch_seconds,
+                                     barman.secrets))
     return result
-
-
-def _fetch(barman, backup_id, datadir, scratch, params):
-    """``barman-cloud-restore`` into ``datadir``; returns its seconds. On failure the scratch directory goes."""
-    cmd = [barman.program('barman-cloud-restore')] + barman.connection_args() + [barman.destination_path, barman.server_name, backup_id, datadir]
-    started = time.monotonic()
-    try:
-        barman.run_command(cmd, timeout=params['timeout'])
-    except PgopsError as exc:
-        if not params['keep']:
-            shutil.rmtree(scratch, ignore_errors=True)
-        raise PgopsError('The drill failed while fetching backup %s: %s' % (backup_id, exc.msg), verdict='failed', phase='fetch')
-    return time.monotonic() - started

@@ -12,17 +12,11 @@ what PostgreSQL takes as the end of the archive: 20.5.4 "Archive Recovery").
 
 from __future__ import annotations
 
-import os
 import shlex
-import shutil
-import tempfile
-import time
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils._core.paths import refuse_system_directory
 from ansible_collections.pgops.resilience.plugins.module_utils._drill.options import (
-    RECOVERY_TARGETS_EXCLUSIVE, drill_argument_spec, recovery_target)
-from ansible_collections.pgops.resilience.plugins.module_utils._drill.runner import run_drill
+    RECOVERY_TARGETS_EXCLUSIVE, drill_argument_spec, drill_with_options, fetch_backup, refuse_scratch_parent, scratch_directory)
 from ansible_collections.pgops.resilience.plugins.module_utils._walg.backups import latest_entry
 from ansible_collections.pgops.resilience.plugins.module_utils._walg.catalog import backup_records, list_entries
 from ansible_collections.pgops.resilience.plugins.module_utils._walg.cli import WalgCli, walg_secrets, walg_spec
@@ -75,9 +69,7 @@ def restore_drill(params, check_mode=False):
     :returns: dict, the drill runner's result with ``backup`` (the backup restored) and ``prefix``.
     :raises PgopsError: with ``verdict='failed'`` and the phase when the fetch, the recovery or a check fails.
     """
-    if params.get('scratch_parent'):
-        # A scratch directory is made in it and later removed: never in a system directory (check mode too).
-        refuse_system_directory(params['scratch_parent'], 'scratch_parent', within=True)
+    refuse_scratch_parent(params)
     cli = WalgCli(params)
     backup = choose_backup(cli, params['backup_name'])
     result = dict(changed=False, backup=backup, prefix=params['prefix'])
@@ -85,31 +77,17 @@ def restore_drill(params, check_mode=False):
     if check_mode:
         result.update(verdict='not run (check mode)', restore_command=restore_command)
         return result
-    scratch = tempfile.mkdtemp(prefix='pgops-walg-drill-', dir=params.get('scratch_parent'))
-    os.chmod(scratch, 0o755)  # the server user must reach the data directory inside
-    datadir = os.path.join(scratch, 'data')
-    fetch_seconds = _fetch(cli, backup['name'], datadir, scratch, params['keep'])
-    outcome = run_drill(datadir, restore_command, scratch_dir=scratch, bindir=params.get('pg_bindir'),
-                        server_user=params.get('server_user'), env=dict(cli.settings),
-                        recovery_target=recovery_target(params), checks=params.get('checks'), row_counts=params.get('row_counts'),
-                        database=params['database'], user=params['user'], timeout=params['timeout'], keep=params['keep'],
-                        fetch_seconds=fetch_seconds, secrets=cli.secrets)
-    result.update(outcome)
+    scratch, datadir = scratch_directory(params, 'walg')
+    name = backup['name']
+    fetch_seconds = fetch_backup(lambda: cli.log(['backup-fetch', datadir, name], 'fetching backup %s' % name), 'backup %s' % name,
+                                 scratch, params, lambda exc: _missing_part(exc, name, cli.prefix))
+    result.update(drill_with_options(datadir, restore_command, params, scratch, dict(cli.settings), fetch_seconds, cli.secrets))
     return result
 
 
-def _fetch(cli, name, datadir, scratch, keep):
-    """``wal-g backup-fetch`` of ``name`` into ``datadir``; returns its seconds. On failure the scratch directory goes
-    (unless ``keep``) and the error names the backup and the storage: wal-g's own message for a missing part of a
-    backup says only "did not provide files to extract"."""
-    started = time.monotonic()
-    try:
-        cli.log(['backup-fetch', datadir, name], 'fetching backup %s' % name)
-    except PgopsError as exc:
-        if not keep:
-            shutil.rmtree(scratch, ignore_errors=True)
-        hint = ''
-        if any(said in exc.msg.lower() for said in _MISSING_PART):
-            hint = ' A part of backup %s is missing from %s (or cannot be read): the backup cannot be restored.' % (name, cli.prefix)
-        raise PgopsError('The drill failed while fetching backup %s: %s%s' % (name, exc.msg, hint), verdict='failed', phase='fetch')
-    return time.monotonic() - started
+def _missing_part(exc, name, prefix):
+    """What wal-g's message for a missing object of a backup leaves out (it says only "did not provide files to
+    extract" or "Expect pg_control archive, but not found"): which backup, where, and that it cannot be restored."""
+    if any(said in exc.msg.lower() for said in _MISSING_PART):
+        return ' A part of backup %s is missing from %s (or cannot be read): the backup cannot be restored.' % (name, prefix)
+    return ''
