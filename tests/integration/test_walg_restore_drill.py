@@ -6,6 +6,7 @@ the storage is only read; a backup missing a part fails the drill, naming it."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import pytest
@@ -82,3 +83,21 @@ def test_a_backup_name_that_is_not_there_lists_those_that_are(sandbox, walg_bin,
     with pytest.raises(PgopsError) as info:
         drill.restore_drill(drill_params(sandbox, walg_bin, prefix, backup_name='base_000000010000000000000099'))
     assert backup['name'] in info.value.msg
+
+
+def test_a_pitr_drill_stops_at_the_target_between_two_marker_rows(sandbox, walg_bin):
+    """A row committed before recovery_target_time is there after the drill, one committed after it is not."""
+    prefix = 's3://%s/walg-pitr/%s' % (sandbox.bucket, uuid.uuid4().hex[:8])
+    backup = push.take_backup(backup_params(sandbox, walg_bin, prefix))['backup']
+    sandbox.primary.execute('DROP TABLE IF EXISTS walg_pitr_marker; CREATE TABLE walg_pitr_marker (n int);'
+                            ' INSERT INTO walg_pitr_marker VALUES (1)')
+    target = sandbox.primary.execute("SELECT pg_catalog.to_char(pg_catalog.clock_timestamp() AT TIME ZONE 'UTC',"
+                                     " 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")[0][0]
+    time.sleep(1.1)
+    sandbox.primary.execute('INSERT INTO walg_pitr_marker VALUES (2)')
+    ship_wal(sandbox, walg_bin, prefix, backup['name'][5:29])
+    result = drill.restore_drill(drill_params(sandbox, walg_bin, prefix, recovery_target_time=target, checks=[
+        dict(name='only the row before the target', query='SELECT pg_catalog.array_agg(n ORDER BY n)::text FROM walg_pitr_marker',
+             expected='{1}')]))
+    assert result['verdict'] == 'passed', result
+    assert [c['passed'] for c in result['checks']] == [True], result['checks']
