@@ -18,8 +18,8 @@ from pgops_sandbox import Sandbox, SandboxError
 from pgops_sandbox.barman import TOOLS_ENV, find_tool
 from pgops_sandbox.pgbin import find_bindir
 from pgops_sandbox.rem_schema import create_rem_schema
+from tests.requirements import tool_missing
 
-REQUIRE_TOOLS = os.environ.get('PGOPS_REQUIRE_TOOLS') == '1'
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # barman-cloud CLIs: the server tools first (the server user can run them; `make server-tools`), so that the
@@ -29,19 +29,13 @@ if os.path.isdir(os.environ[TOOLS_ENV]):
     os.environ['PATH'] = os.environ[TOOLS_ENV] + os.pathsep + os.environ.get('PATH', '')
 
 
-def _tool_missing(message):
-    if REQUIRE_TOOLS:
-        pytest.fail('%s (PGOPS_REQUIRE_TOOLS=1: a missing tool fails the run)' % message)
-    pytest.skip(message + ' (PGOPS_REQUIRE_TOOLS=1 makes this a failure)')
-
-
 @pytest.fixture(scope='session')
 def sandbox():
     """A running sandbox in a temporary work directory, stopped at the end of the session."""
     try:
         find_bindir()
     except SandboxError as exc:
-        _tool_missing(str(exc))
+        tool_missing(str(exc))
     workdir = tempfile.mkdtemp(prefix='pgops-it-')
     os.chmod(workdir, 0o755)
     box = Sandbox(workdir)
@@ -61,9 +55,9 @@ def barman_sandbox():
     try:
         find_bindir()
     except SandboxError as exc:
-        _tool_missing(str(exc))
+        tool_missing(str(exc))
     if find_tool('barman-cloud-wal-archive') is None:
-        _tool_missing('barman-cloud-wal-archive not found; run `make server-tools`')
+        tool_missing('barman-cloud-wal-archive not found; run `make server-tools`')
     workdir = tempfile.mkdtemp(prefix='pgops-it-barman-')
     os.chmod(workdir, 0o755)
     box = Sandbox(workdir, with_standby=False, barman_server='pgops-it-default')
@@ -132,7 +126,7 @@ def walg_bin():
     if not os.access(path, os.X_OK):
         path = shutil.which('wal-g')
     if not path:
-        _tool_missing('wal-g not found; run `make setup` (hacking/install-walg.sh builds it)')
+        tool_missing('wal-g not found; run `make setup` (hacking/install-walg.sh builds it)')
     return path
 
 

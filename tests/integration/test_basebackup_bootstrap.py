@@ -37,6 +37,8 @@ from ansible_collections.pgops.resilience.plugins.module_utils._core.errors impo
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import postgres_argument_spec
 from ansible_collections.pgops.resilience.plugins.module_utils._core.files import PARTIAL_PREFIX, partial_path
 
+from tests.requirements import tool_missing
+
 from .helpers import run_playbook
 
 TABLE = 'bb_rows'
@@ -586,7 +588,7 @@ def test_a_bind_mount_of_etc_is_refused(sandbox, backup):
     target = os.path.join(work, 'pgdata')
     os.mkdir(target)
     if not _bind_read_only('/etc', target):
-        pytest.skip('this process may not make a read-only bind mount (mount --bind)')
+        tool_missing('this process may not make a read-only bind mount (mount --bind; run as root)')
     try:
         before = _etc_state()
         _refused_everywhere(sandbox, backup, target, 'Refusing data_directory %s: it is the same directory as the system '

@@ -12,6 +12,8 @@ import os
 
 import pytest
 
+from tests.requirements import tool_missing
+
 from ..archive_helpers import create_database, drop_database
 from .runner import run_module
 from .s3_cutter import S3Cutter
@@ -20,8 +22,6 @@ from .setups import (
     switch_and_wait_archived)
 from .small_disk import CannotMount, mount_small_disk, unmount_small_disk
 from .snapshots import Snapshot
-
-REQUIRE_TOOLS = os.environ.get('PGOPS_REQUIRE_TOOLS') == '1'
 
 
 def pytest_configure(config):
@@ -71,10 +71,7 @@ def small_disk():
     try:
         disk = mount_small_disk(16 * 1024 * 1024)
     except CannotMount as exc:
-        message = 'cannot mount a small tmpfs: %s' % exc
-        if REQUIRE_TOOLS:
-            pytest.fail('%s (PGOPS_REQUIRE_TOOLS=1: a missing tool fails the run)' % message)
-        pytest.skip(message + ' (PGOPS_REQUIRE_TOOLS=1 makes this a failure)')
+        tool_missing('cannot mount a small tmpfs: %s' % exc)
     try:
         yield disk
     finally:

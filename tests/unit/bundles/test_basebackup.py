@@ -23,6 +23,7 @@ from ansible_collections.pgops.resilience.plugins.module_utils._pg import (
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.datadir import (
     INCOMPLETE_MARKER, data_directory_state)
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from tests.requirements import tool_missing
 
 LABEL = (b'START WAL LOCATION: 0/4000028 (file 000000010000000000000004)\nCHECKPOINT LOCATION: 0/4000060\n'
          b'BACKUP METHOD: streamed\nBACKUP FROM: primary\nSTART TIME: 2026-11-22 06:20:00 UTC\nLABEL: weekly\nSTART TIMELINE: 1\n')
@@ -530,7 +531,7 @@ def test_a_wipe_that_stopped_half_way_can_be_run_again(tmp_path):
     stuck = datadir / 'zz-stuck'
     stuck.write_text('x')
     if not _immutable(stuck, True):
-        pytest.skip('chattr +i is not possible on %s' % tmp_path)
+        tool_missing('chattr +i is not possible on %s (needs root and a file system with the immutable flag)' % tmp_path)
     try:
         with pytest.raises(PgopsError, match='cannot remove %s' % stuck):
             wipe.wipe_data_directory(_wipe_params(datadir))

@@ -21,6 +21,7 @@ from ansible_collections.pgops.resilience.plugins.module_utils._core.work import
     _partial_owner, make_staging_directory, make_work_directory, partial_is_stale)
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.programs import find_client_program
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from tests.requirements import tool_missing
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import (
     libpq_environment, postgres_argument_spec)
 from ansible_collections.pgops.resilience.plugins.module_utils._core.files import check_file_mode
@@ -412,7 +413,7 @@ def test_a_run_in_another_pid_namespace_of_this_host_leaves_a_live_runs_work_alo
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     unshare = shutil.which('unshare')
     if not unshare or subprocess.run([unshare, '--pid', '--fork', 'true'], capture_output=True, check=False).returncode:
-        pytest.skip('unshare --pid is not available here (needs root or user namespaces)')
+        tool_missing('unshare --pid is not available here (needs root or user namespaces)')
     done = subprocess.run([unshare, '--pid', '--fork', sys.executable, '-c', _REMOVER, str(tmp_path), str(tmp_path / 'scratch')],
                           capture_output=True, text=True, env=env, check=True)
     their_host, partials, scratches = json.loads(done.stdout)
