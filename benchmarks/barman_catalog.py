@@ -52,7 +52,7 @@ sys.path[:0] = [os.path.join(ROOT, 'sandbox'), os.path.join(ROOT, '.build', 'col
 import boto3  # noqa: E402
 from botocore.config import Config  # noqa: E402
 
-from pgops_sandbox._util import free_port  # noqa: E402
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.server import free_port  # noqa: E402
 from pgops_sandbox.s3 import ACCESS_KEY, REGION, SECRET_KEY, start_moto, stop_moto  # noqa: E402
 
 BUCKET = 'pgops-bench'

@@ -23,7 +23,8 @@ from ansible_collections.pgops.resilience.plugins.module_utils._core.errors impo
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connect
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.errors import pg_errors
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.names import display_name, resolve_schema_table
-from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import client_from_params, s3_connection_spec
+from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import client_from_params
+from ansible_collections.pgops.resilience.plugins.module_utils._s3.options import s3_connection_spec
 from ansible_collections.pgops.resilience.plugins.module_utils._s3.objects import Bucket
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connecting
 

@@ -28,9 +28,9 @@ from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection im
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.errors import pg_error_text, pg_errors
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.locks import advisory_lock_key, transaction
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.names import resolve_schema_table
-from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import (
-    ObjectExists, client_from_params, s3_connection_spec)
+from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import ObjectExists, client_from_params
 from ansible_collections.pgops.resilience.plugins.module_utils._s3.objects import Bucket
+from ansible_collections.pgops.resilience.plugins.module_utils._s3.options import s3_connection_spec
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.expression import (
     check_boolean_expression, expression_sql)
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import connecting

@@ -22,10 +22,10 @@ grow with the number of WAL objects.
 from __future__ import annotations
 
 import concurrent.futures
-import datetime
 import re
 
 from ansible_collections.pgops.resilience.plugins.module_utils._barman.wal import parse_wal_name
+from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import parse_time
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 from ansible_collections.pgops.resilience.plugins.module_utils._s3.objects import Bucket
 
@@ -56,32 +56,6 @@ def parse_destination_path(destination_path):
         raise PgopsError('destination_path must look like s3://<bucket>/<prefix>, as in the ObjectStore or barman '
                          'configuration (destinationPath); got %r.' % (destination_path,))
     return match.group(1), (match.group(2) or '').strip('/')
-
-
-def parse_time(value):
-    """A backup.info or option time (``2025-11-26 09:15:49.123456+00:00``, ISO 8601, ``Z`` allowed) as an aware datetime.
-
-    A time without offset is taken as UTC (barman-cloud always writes the offset).
-
-    :raises ValueError: when ``value`` is not such a time.
-    """
-    text = value.strip()
-    if text.endswith(('Z', 'z')):
-        text = text[:-1] + '+00:00'
-    # Python before 3.11 reads only the shapes isoformat() writes: 6-digit fractions, +HH:MM offsets.
-    match = re.match(r'^(.*?[T ]\d{2}:\d{2}:\d{2})(?:\.(\d+))?([+-]\d{2}(?::?\d{2})?)?$', text)
-    if match:
-        fraction = ('.' + (match.group(2) + '000000')[:6]) if match.group(2) else ''
-        offset = match.group(3) or ''
-        if len(offset) == 3:
-            offset += ':00'
-        elif len(offset) == 5:
-            offset = offset[:3] + ':' + offset[3:]
-        text = match.group(1) + fraction + offset
-    moment = datetime.datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return moment
 
 
 def parse_backup_info(text):

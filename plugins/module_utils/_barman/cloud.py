@@ -17,7 +17,7 @@ import shutil
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 from ansible_collections.pgops.resilience.plugins.module_utils._core.process import spooled_output
-from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import s3_connection_spec
+from ansible_collections.pgops.resilience.plugins.module_utils._s3.options import s3_connection_spec
 
 INSTALL_HINT = 'pip install "barman[cloud]" (or the Debian/RPM package barman-cli-cloud)'
 DEFAULT_TIMEOUT = 3600  # seconds; a restore of a large base backup takes a while

@@ -18,7 +18,8 @@ from ansible_collections.pgops.resilience.plugins.module_utils._barman.catalog i
 from ansible_collections.pgops.resilience.plugins.module_utils._barman.wal import WalScan, segment_size_of
 from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import isoformat_z, utc_now
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import client_from_params, s3_connection_spec
+from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import client_from_params
+from ansible_collections.pgops.resilience.plugins.module_utils._s3.options import s3_connection_spec
 
 # Verdict thresholds that are not options.
 WAL_LAG_TOLERANCE = 3600  # seconds the newest WAL may lag behind the end of the newest backup

@@ -41,7 +41,7 @@ from ansible_collections.pgops.resilience.plugins.module_utils._core.errors impo
 from ansible_collections.pgops.resilience.plugins.module_utils._core.files import (
     DIRECTORY_MODE, FILE_MODE, partial_path, place_new, private_directories, private_file, remove_quietly, write_durably)
 from ansible_collections.pgops.resilience.plugins.module_utils._core.tarfiles import HashingReader, HashingWriter, member_path
-from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import s3_connection_spec
+from ansible_collections.pgops.resilience.plugins.module_utils._s3.options import s3_connection_spec
 from ansible_collections.pgops.resilience.plugins.module_utils._s3.store import DirectoryStore, S3Store
 
 

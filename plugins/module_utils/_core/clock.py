@@ -1,12 +1,14 @@
 # -*- coding: utf-8 -*-
 # Copyright: pgops.resilience contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The time, in UTC, and its ISO 8601 text; the seconds each phase of a run takes (:func:`timed`)."""
+"""The time, in UTC, and its ISO 8601 text; times read from text (:func:`parse_time`); the seconds each phase of a
+run takes (:func:`timed`)."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import re
 import time
 
 
@@ -45,3 +47,30 @@ def timed(seconds, phase):
     started = time.monotonic()
     yield
     seconds[phase] = seconds_since(started)
+
+
+def parse_time(value):
+    """A time from barman's backup.info, an option or PostgreSQL's text form (``2025-11-26 09:15:49.123456+00:00``,
+    ISO 8601, ``Z`` allowed) as an aware datetime.
+
+    A time without offset is taken as UTC (barman-cloud always writes the offset).
+
+    :raises ValueError: when ``value`` is not such a time.
+    """
+    text = value.strip()
+    if text.endswith(('Z', 'z')):
+        text = text[:-1] + '+00:00'
+    # Python before 3.11 reads only the shapes isoformat() writes: 6-digit fractions, +HH:MM offsets.
+    match = re.match(r'^(.*?[T ]\d{2}:\d{2}:\d{2})(?:\.(\d+))?([+-]\d{2}(?::?\d{2})?)?$', text)
+    if match:
+        fraction = ('.' + (match.group(2) + '000000')[:6]) if match.group(2) else ''
+        offset = match.group(3) or ''
+        if len(offset) == 3:
+            offset += ':00'
+        elif len(offset) == 5:
+            offset = offset[:3] + ':' + offset[3:]
+        text = match.group(1) + fraction + offset
+    moment = datetime.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment

@@ -14,6 +14,8 @@ timeout, stderr read from a pipe (its tail kept, secrets masked), and a failure 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
@@ -104,6 +106,23 @@ def nearly_full(path):
     return dict(path=probe, available_bytes=available, total_bytes=total)
 
 
+_PR_SET_PDEATHSIG = 1  # prctl(2), linux/prctl.h
+
+
+def _parent_death_signal():
+    """A function for ``preexec_fn`` that makes the child receive SIGKILL when the thread that started it ends (Linux
+    ``prctl(PR_SET_PDEATHSIG)``), or None where there is no such call. libc is loaded here, in the parent: the child
+    only calls it, between fork and exec, where loading a library could deadlock."""
+    try:
+        prctl = ctypes.CDLL(ctypes.util.find_library('c') or None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def set_signal():
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    return set_signal
+
+
 class StderrTail:
     """The stderr (or, with :class:`Program`'s ``capture``, the stdout) of a running program, read from its pipe by a
     thread of its own as it comes, its last ``keep`` bytes kept in memory.
@@ -171,18 +190,22 @@ class Program:
         reaches it and its children, and nothing else (``pg_ctl start``).
     :param capture: bool, read its stdout into :attr:`output` (a :class:`StderrTail` of ``keep`` bytes) instead of
         ``stdout``.
+    :param die_with_parent: bool, the program is killed when the thread that starts it ends, also when the module is
+        killed: for a program whose work must not go on unwatched (a ``wal-g backup-push`` that outlives the module
+        would push beside the next run, after the module's advisory lock has gone). Start it from the main thread.
     :raises PgopsError: when the program cannot be started.
     """
 
     def __init__(self, cmd, env, what, stdin=None, stdout=None, keep=STDERR_KEEP, cwd=None, new_session=False,  # pylint: disable=too-many-arguments
-                 capture=False):
+                 capture=False, die_with_parent=False):
         self.what = what
         if capture:
             stdout = subprocess.PIPE
         try:
             self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL if stdin is None else stdin,
                                          stdout=subprocess.DEVNULL if stdout is None else stdout, stderr=subprocess.PIPE,
-                                         umask=PRIVATE_UMASK, cwd=cwd, start_new_session=new_session)
+                                         umask=PRIVATE_UMASK, cwd=cwd, start_new_session=new_session,
+                                         preexec_fn=_parent_death_signal() if die_with_parent else None)
         except OSError as exc:
             raise PgopsError('cannot run %s (%s): %s' % (what, cmd[0], exc))
         self.stderr = StderrTail(self.proc.stderr, keep)
@@ -218,22 +241,24 @@ class Program:
         :param timeout: seconds or None (no limit).
         :raises PgopsError: when it runs longer than ``timeout``; it is killed then.
         """
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        if timeout is not None and not self.exited_within(timeout):
             self.stop()
             raise PgopsError('%s did not finish within %s seconds and was stopped.' % (self.what, timeout))
+        return self.proc.wait()
 
     def exited_within(self, seconds):
         """Wait up to ``seconds`` for the program to exit, leaving it alone when it does not (unlike :meth:`wait`).
 
+        A thread blocks in ``waitpid`` and this one waits for that thread, so the exit is seen at once:
+        ``Popen.wait`` with a timeout polls, sleeping up to 50 ms between looks (CPython's ``subprocess``), which
+        made a 40 ms wal-g call end some 20 ms late (benchmarks/walg.py). The thread ends with the program.
+
         :returns: bool, whether it has exited.
         """
-        try:
-            self.proc.wait(timeout=seconds)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
+        waiter = threading.Thread(target=self.proc.wait, name='wait-%d' % self.proc.pid, daemon=True)
+        waiter.start()
+        waiter.join(seconds)
+        return not waiter.is_alive()
 
     def signal_group(self, signum, wait):
         """Send ``signum`` to the program's process group (it was started with ``new_session``) and wait up to

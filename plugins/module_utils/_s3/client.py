@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import traceback
-from ansible.module_utils.basic import env_fallback
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 from ansible_collections.pgops.resilience.plugins.module_utils._core.redaction import redact
 from ansible_collections.pgops.resilience.plugins.module_utils._core.requirements import require_library
@@ -39,24 +38,6 @@ CONNECT_TIMEOUT = 5  # seconds
 
 
 READ_TIMEOUT = 60  # seconds
-
-
-def s3_connection_spec():
-    """Argument spec of the options documented in the ``pgops.resilience.s3`` doc fragment.
-
-    Fallbacks are the AWS SDK's environment variables. Used top-level, or as the ``options`` of a dict
-    option such as ``pg_unlogged_rebuild``'s ``watermark``.
-
-    :returns: dict for an ``AnsibleModule`` argument_spec.
-    """
-    return dict(
-        endpoint_url=dict(type='str', fallback=(env_fallback, ['AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL'])),
-        region=dict(type='str', default='us-east-1', fallback=(env_fallback, ['AWS_REGION', 'AWS_DEFAULT_REGION'])),
-        access_key=dict(type='str', no_log=False, fallback=(env_fallback, ['AWS_ACCESS_KEY_ID'])),
-        secret_key=dict(type='str', no_log=True, fallback=(env_fallback, ['AWS_SECRET_ACCESS_KEY'])),
-        session_token=dict(type='str', no_log=True, fallback=(env_fallback, ['AWS_SESSION_TOKEN'])),
-        validate_certs=dict(type='bool', default=True),
-    )
 
 
 def require_boto3():

@@ -10,7 +10,8 @@ same ``watermark`` option, documented once in the ``pgops.resilience.watermark``
 
 from __future__ import annotations
 
-from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import client_from_params, s3_connection_spec
+from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import client_from_params
+from ansible_collections.pgops.resilience.plugins.module_utils._s3.options import s3_connection_spec
 from ansible_collections.pgops.resilience.plugins.module_utils._s3.objects import JsonObject
 
 DEFAULT_WATERMARK_KEY = 'state/unlogged-watermark.json'

@@ -6,6 +6,10 @@ server."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -90,3 +94,37 @@ def test_a_silent_failure_names_the_free_space_of_a_nearly_full_target(tmp_path,
     assert nearly_full(target) == dict(path=str(tmp_path), available_bytes=8192 * 4096, total_bytes=blocks * 4096)
     monkeypatch.setattr(process_module.os, 'statvfs', lambda path: _statvfs(blocks, 262144))
     assert nearly_full(target) is None
+
+
+_STARTS_SLEEP = '''
+import sys, time
+from ansible_collections.pgops.resilience.plugins.module_utils._core.process import Program
+program = Program(['sleep', '300'], {'PATH': '/usr/bin:/bin'}, 'sleep', die_with_parent=%s)
+print(program.pid, flush=True)
+time.sleep(300)
+'''
+
+
+def _alive(pid):
+    try:
+        with open('/proc/%d/stat' % pid) as stat:
+            return stat.read().split(')')[-1].split()[0] != 'Z'
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize('die_with_parent', [True, False])
+def test_a_program_started_to_die_with_its_parent_ends_when_the_module_is_killed(die_with_parent):
+    parent = subprocess.Popen([sys.executable, '-c', _STARTS_SLEEP % die_with_parent], stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while _alive(child) and die_with_parent and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        assert _alive(child) is not die_with_parent
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
