@@ -7,7 +7,7 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    """The recovery target, the checks and the drill instance (``_drill.options.drill_argument_spec``)."""
+    """The recovery target, the checks, pg_amcheck and the drill instance (``_drill.options.drill_argument_spec``)."""
 
     DOCUMENTATION = r'''
 options:
@@ -41,6 +41,21 @@ options:
   row_counts:
     description: Count the rows of every user table of O(database) (default only with the default checks).
     type: bool
+  amcheck:
+    description:
+      - After the checks, run C(pg_amcheck) on the drill instance to prove the restored data physically consistent,
+        checking every database that allows connections, every table (C(verify_heapam), TOAST pointers followed) and every
+        B-tree index (C(bt_index_parent_check) with C(heapallindexed)), installing the C(amcheck) extension where it
+        is missing (C(--install-missing); the drill instance is thrown away afterwards).
+      - Corruption fails the drill in phase C(amcheck), naming the database, the relation and the block that
+        C(pg_amcheck) reported; the RV(amcheck) result lists the databases and the number of relations and pages
+        checked.
+      - Runs as O(user), which must be a superuser, through the drill's private socket, bounded by O(timeout). Reads
+        every page of every table and index (each index once more for C(heapallindexed)); not counted in RV(rto_seconds).
+      - Needs PostgreSQL 14 or later and C(pg_amcheck) (package C(postgresql-client-<major>) on Debian) in the directory
+        of the server programs (O(pg_bindir)).
+    type: bool
+    default: false
   database:
     description: The database the checks connect to.
     type: str

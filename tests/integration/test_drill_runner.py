@@ -3,6 +3,8 @@
 
 One base backup per module (pg_basebackup -X none: every WAL segment must come from the sandbox's archive directory
 through restore_command); each drill runs on its own copy, because a drill recovers and promotes what it is given.
+With ``amcheck``, pg_amcheck checks the promoted copy; corruption is planted by overwriting a tuple header in a heap
+page of the copy, before the drill starts it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import os
 import shlex
 import shutil
+import struct
 import tempfile
 import time
 
@@ -89,7 +92,9 @@ def backup(sandbox):
     end_segment = primary.execute('SELECT pg_walfile_name(%s::pg_lsn)', (end_lsn,))[0][0]
     primary.execute('SELECT pg_switch_wal()')
     _wait_archived(sandbox.archive_dir, end_segment)
-    yield dict(path=dest, info=check_data_directory(dest), end_segment=end_segment)
+    # Where drill_base's heap lives in the copy (base/<database OID>/<relfilenode>), for the corruption test.
+    heap_file = primary.execute('SELECT pg_relation_filepath(%s)', (BASE_TABLE,))[0][0]
+    yield dict(path=dest, info=check_data_directory(dest), end_segment=end_segment, heap_file=heap_file)
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -273,3 +278,74 @@ def test_the_drill_never_archives_into_production(sandbox, backup):
         assert not _processes_under(scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+# -- amcheck: pg_amcheck over the promoted copy ----------------------------------------------------------------
+
+
+PAGE_SIZE = 8192  # BLCKSZ of the sandbox's PostgreSQL (the default)
+
+
+def _plant_corruption(datadir, relpath):
+    """Overwrite the tuple header of the middle item of block 0 of ``relpath`` (in ``datadir``) with 0xff bytes, as a
+    bad disk or a bad copy would: xmin, xmax, the infomask and the data offset all become nonsense.
+
+    The page layout is PostgreSQL 15's (storage/bufpage.h): a 24-byte header whose ``pd_lower`` (bytes 12-13) ends
+    the array of 4-byte line pointers that starts at byte 24; each line pointer's low 15 bits are the item's offset
+    in the page (``lp_off``). Returns the item's offset number (1-based), which pg_amcheck reports.
+    """
+    path = os.path.join(datadir, relpath)
+    with open(path, 'r+b') as handle:
+        page = bytearray(handle.read(PAGE_SIZE))
+        items = (struct.unpack_from('<H', page, 12)[0] - 24) // 4
+        assert items > 2, 'block 0 of %s should hold many tuples, has %d' % (relpath, items)
+        offset_number = items // 2 + 1
+        lp_off = struct.unpack_from('<I', page, 24 + 4 * (offset_number - 1))[0] & 0x7fff
+        page[lp_off:lp_off + 24] = b'\xff' * 24  # the heap tuple header (23 bytes) and the first byte of its data
+        handle.seek(0)
+        handle.write(page)
+    return offset_number
+
+
+def test_amcheck_on_a_healthy_backup_passes_and_reports_what_it_checked(sandbox, backup):
+    scratch, datadir = _copy(sandbox, backup)
+    # A restored configuration in pg_amcheck's way: every statement cancelled after 1 ms (pg_amcheck would report each
+    # cancelled check as corruption), every transaction read-only (CREATE EXTENSION amcheck would fail).
+    with open(os.path.join(datadir, 'postgresql.conf'), 'a', encoding='utf-8') as handle:
+        handle.write("\nstatement_timeout = 1\ndefault_transaction_read_only = on\nlock_timeout = 1\n")
+    result = run_drill(datadir, _restore_command(sandbox.archive_dir), scratch_dir=scratch, timeout=120, amcheck=True,
+                       fetch_seconds=1.0)
+    assert result['verdict'] == 'passed'
+    checked = result['amcheck']
+    assert {'postgres', 'template1'} <= set(checked['databases']) and 'template0' not in checked['databases']
+    # the catalogs, TOAST tables and indexes of every database, drill_base and its primary key among them
+    assert checked['relations_checked'] > 100 * len(checked['databases']) and checked['pages_checked'] > 0
+    assert checked['options'] == ['--all', '--install-missing', '--parent-check', '--heapallindexed']
+    assert checked['corruption'] == [] and checked['corruption_count'] == 0 and checked['corrupt_relations'] == []
+    seconds = result['seconds']
+    assert seconds['amcheck'] > 0 and checked['seconds'] > 0
+    assert result['rto_seconds'] == pytest.approx(1.0 + seconds['recovery'] + seconds['checks'], abs=0.002)  # amcheck not in it
+    assert all(check['passed'] for check in result['checks'])
+    json.dumps(result)
+    assert not os.path.exists(scratch) and not _processes_under(scratch)
+
+
+def test_amcheck_fails_the_drill_on_a_corrupt_heap_page_naming_the_relation_and_block(sandbox, backup):
+    scratch, datadir = _copy(sandbox, backup)
+    offset_number = _plant_corruption(datadir, backup['heap_file'])
+    # Checks that do not read drill_base, so that the drill gets as far as pg_amcheck (a count(*) would stumble first).
+    checks = [dict(name='answers', query='SELECT 1', expected=1)]
+    with pytest.raises(PgopsError) as caught:
+        run_drill(datadir, _restore_command(sandbox.archive_dir), scratch_dir=scratch, timeout=120, checks=checks, amcheck=True)
+    error = caught.value
+    assert error.details['verdict'] == 'failed' and error.details['phase'] == 'amcheck'
+    assert 'pg_amcheck found corruption in database postgres' in error.msg
+    assert 'heap table postgres.public.%s (block 0)' % BASE_TABLE in error.msg
+    found = error.details['amcheck']
+    heap = [r for r in found['corrupt_relations'] if r['kind'] == 'heap table']
+    assert heap == [dict(kind='heap table', database='postgres', relation='public.%s' % BASE_TABLE, blocks=[0])]
+    assert found['corruption_count'] >= 1 and found['databases']
+    assert any(line.startswith('heap table "postgres.public.%s", block 0, offset %d' % (BASE_TABLE, offset_number))
+               for line in found['corruption']), found['corruption']
+    assert error.details['seconds']['amcheck'] > 0 and [c['passed'] for c in error.details['checks']] == [True]
+    assert not os.path.exists(scratch) and not _processes_under(scratch)

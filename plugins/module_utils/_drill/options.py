@@ -2,7 +2,7 @@
 # Copyright: pgops.resilience contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """What every physical restore drill module shares (barman-cloud's, wal-g's): the options (the recovery target, the
-checks, the drill instance's database, user, scratch area, programs and server user, ``keep``), the runner's
+checks, pg_amcheck, the drill instance's database, user, scratch area, programs and server user, ``keep``), the runner's
 ``recovery_target`` made from them (PostgreSQL 15 docs, 20.5.5 "Recovery Target": one target at most), and the
 drill itself: a scratch directory, the fetch of the backup into it, then :func:`~.runner.run_drill` with the
 options. A capability gives only its fetch command and its ``restore_command``.
@@ -33,6 +33,7 @@ def drill_argument_spec():
         recovery_target_inclusive=dict(type='bool', default=True),
         checks=dict(type='list', elements='dict'),
         row_counts=dict(type='bool'),
+        amcheck=dict(type='bool', default=False),
         database=dict(type='str', default='postgres'),
         user=dict(type='str', default='postgres'),
         scratch_parent=dict(type='path'),
@@ -108,4 +109,4 @@ def drill_with_options(datadir, restore_command, params, scratch, env, fetch_sec
                      server_user=params.get('server_user'), env=env, recovery_target=recovery_target(params),
                      checks=params.get('checks'), row_counts=params.get('row_counts'), database=params['database'],
                      user=params['user'], timeout=params['timeout'], keep=params['keep'], fetch_seconds=fetch_seconds,
-                     secrets=secrets)
+                     secrets=secrets, amcheck=params.get('amcheck', False))

@@ -9,9 +9,9 @@ directory (:func:`~.._pg.backup_label.check_data_directory`), configures it for 
 (:mod:`.config`, :func:`~.._pg.recovery.prepare_archive_recovery`: no TCP, a private Unix socket directory,
 archiving off, the caller's ``restore_command``), runs its server (:mod:`~.._pg.server`: ``pg_ctl start`` watched
 until archive recovery has reached a consistent state and the server is promoted), checks it (:mod:`.checks`:
-read-only SQL), times every phase, stops the server (always) and removes the scratch area it was given (unless
-``keep``: :mod:`.workspace`). A drill over a broken backup fails loudly with the server's own words (the tail of its
-log), never passes.
+read-only SQL; with ``amcheck``, :mod:`.amcheck`: pg_amcheck over every database), times every phase, stops the
+server (always) and removes the scratch area it was given (unless ``keep``: :mod:`.workspace`). A drill over a broken
+backup fails loudly with the server's own words (the tail of its log), never passes.
 
 The rules followed are those of the PostgreSQL 15 documentation: 26.3.4 "Recovering Using a Continuous Archive
 Backup", 26.3.5 "Timelines", 20.5.4 "Archive Recovery", 20.5.5 "Recovery Target", 20.1.2 "Parameter
@@ -23,7 +23,7 @@ Public API (plain Python; no Ansible)::
 
     Drill(datadir, restore_command, scratch_dir=None, bindir=None, server_user=None, port=None, env=None,
           recovery_target=None, checks=None, row_counts=None, database='postgres', user='postgres', timeout=600,
-          keep=False, fetch_seconds=None, settings=None, secrets=()).perform() -> dict
+          keep=False, fetch_seconds=None, settings=None, secrets=(), amcheck=False).perform() -> dict
     run_drill(datadir, restore_command, **options) -> dict          # Drill(...).perform()
 
     The result (JSON-serialisable)::
@@ -43,15 +43,19 @@ Public API (plain Python; no Ansible)::
                           error=None), ...],     # the default checks end with one named 'row counts'
              row_counts={'public.orders': 2000, ...},   # {} when not counted
              row_counts_truncated=False,                  # True when more than 1000 tables (1000 counted)
+             amcheck=dict(databases=['app', 'postgres', 'template1'], relations_checked=814, pages_checked=2408,
+                          options=['--all', ...], corruption=[], corruption_count=0, corrupt_relations=[],
+                          seconds=0.3),                   # only with amcheck=True (see .amcheck.run_amcheck)
              seconds=dict(prepare=0.03, start_to_consistent=0.2, recovery=0.4, checks=0.01, stop=0.1, total=0.7,
-                          fetch=12.0),                   # fetch only when fetch_seconds is given; all floats, 3 decimals
-             rto_seconds=12.41,                           # fetch_seconds (or 0) + recovery + checks
+                          fetch=12.0, amcheck=0.3),      # fetch only when fetch_seconds is given, amcheck only with
+                                                         # amcheck=True; all floats, 3 decimals
+             rto_seconds=12.41,                           # fetch_seconds (or 0) + recovery + checks (not amcheck)
              log_tail='the last 30 lines of the server log (secrets masked)',
              log_file='/scratch/pgops-drill-xxxx/drill.log' or None,  # None once removed (unless keep)
              kept=False)
 
     A failed drill raises ``PgopsError(msg, **result)`` with ``verdict='failed'``, ``phase`` (prepare, start,
-    recovery, checks, stop) and everything known so far, the log tail among it; the message names the failure,
+    recovery, checks, amcheck, stop) and everything known so far, the log tail among it; the message names the failure,
     quotes the server's FATAL/PANIC lines and says where the log was. The server is stopped first, always.
 
 Typical use (a barman-cloud drill)::
@@ -88,13 +92,14 @@ from ansible_collections.pgops.resilience.plugins.module_utils._core.clock impor
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError, phase_error
 from ansible_collections.pgops.resilience.plugins.module_utils._core.paths import refuse_system_directory
 from ansible_collections.pgops.resilience.plugins.module_utils._core.redaction import redact
+from ansible_collections.pgops.resilience.plugins.module_utils._drill import amcheck as physical
 from ansible_collections.pgops.resilience.plugins.module_utils._drill.checks import check_server, normalize_checks
 from ansible_collections.pgops.resilience.plugins.module_utils._drill.config import drill_settings, render_drill_settings
 from ansible_collections.pgops.resilience.plugins.module_utils._drill.workspace import WorkArea
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.backup_label import check_data_directory, inside
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import require_psycopg2
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.postmaster import postmaster_of, postmaster_pid
-from ansible_collections.pgops.resilience.plugins.module_utils._pg.programs import find_bindir, major_number
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.programs import SERVER_PROGRAMS, find_bindir, major_number
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.recovery import (
     conf_literal, normalize_recovery_target, prepare_archive_recovery)
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.server import (
@@ -145,12 +150,15 @@ class Drill:  # pylint: disable=too-many-instance-attributes
     :param settings: dict of further postgresql.conf settings for the drill instance (``shared_buffers``,
         ``huge_pages``, ``shared_preload_libraries``, ...); the ones the drill owns are refused.
     :param secrets: iterable of literal secrets to mask in messages and the log tail.
+    :param amcheck: bool, after the checks run pg_amcheck (:mod:`.amcheck`) over every database that allows
+        connections, as ``user`` (a superuser), bounded by ``timeout``; corruption fails the drill (phase
+        ``amcheck``). Needs PostgreSQL 14 or later and pg_amcheck in the bindir, which is then chosen with it.
     :raises PgopsError: for an invalid option.
     """
 
     def __init__(self, datadir, restore_command, scratch_dir=None, bindir=None, server_user=None, port=None, env=None,
                  recovery_target=None, checks=None, row_counts=None, database='postgres', user='postgres', timeout=600,
-                 keep=False, fetch_seconds=None, settings=None, secrets=()):
+                 keep=False, fetch_seconds=None, settings=None, secrets=(), amcheck=False):
         if not datadir:
             raise PgopsError('datadir is required: the directory the base backup was restored into.')
         self.datadir = os.path.abspath(datadir)
@@ -186,6 +194,7 @@ class Drill:  # pylint: disable=too-many-instance-attributes
         if self.timeout <= 0:
             raise PgopsError('timeout must be more than 0 seconds.')
         self.keep = bool(keep)
+        self.amcheck = bool(amcheck)
         self.fetch_seconds = None if fetch_seconds is None else float(fetch_seconds)
         self.settings = dict(settings or {})
         self.secrets = [s for s in secrets or () if s]
@@ -241,7 +250,13 @@ class Drill:  # pylint: disable=too-many-instance-attributes
     def _prepare(self, result):
         """Check the restored data directory, find the programs and the user, make the work area, configure."""
         info = self._check_restored(result)
-        self.bindir = find_bindir(self.bindir, info['pg_version'])
+        programs = SERVER_PROGRAMS
+        if self.amcheck:
+            if major_number(info['pg_version']) < physical.MIN_MAJOR:
+                raise PgopsError('amcheck needs pg_amcheck, which PostgreSQL %d introduced; %s is PostgreSQL %s: run the drill '
+                                 'with amcheck=false.' % (physical.MIN_MAJOR, self.datadir, info['pg_version']))
+            programs += (physical.PROGRAM,)  # of the restored server's major version, from the same directory
+        self.bindir = find_bindir(self.bindir, info['pg_version'], programs)
         self.server = ServerUser(self.server_user_name, self.datadir)
         result['server_user'] = self.server.name
         if self.port is None:
@@ -335,6 +350,24 @@ class Drill:  # pylint: disable=too-many-instance-attributes
     def _checks(self, result):
         check_server(self._connect, self.database, self.checks, self.row_counts, result)
 
+    def _amcheck(self, result):
+        """pg_amcheck over the databases that allow connections (:func:`~.amcheck.run_amcheck`), into
+        ``result['amcheck']``, failed or not."""
+        conn = self._connect(self.database)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(physical.DATABASES_SQL)
+                databases = [row[0] for row in cur.fetchall()]
+        finally:
+            conn.close()
+        program = os.path.join(self.bindir, physical.PROGRAM)
+        try:
+            result['amcheck'] = physical.run_amcheck(program, self.work.socket_dir, self.port, self.user, self.database,
+                                                     databases, self.timeout, result['pg_version'])
+        except PgopsError as exc:
+            result['amcheck'] = exc.details.pop('amcheck', None)
+            raise
+
     def _stop(self):
         """Stop the pg_ctl start waiter and the server (:func:`~.._pg.server.stop_server`). Returns a note or None."""
         if self.ctl is None:
@@ -368,6 +401,9 @@ class Drill:  # pylint: disable=too-many-instance-attributes
                       rto_seconds=None, log_tail=None, log_file=None, kept=self.keep)
         if self.fetch_seconds is not None:
             result['seconds']['fetch'] = round(self.fetch_seconds, 3)
+        if self.amcheck:
+            result.update(amcheck=None)
+            result['seconds']['amcheck'] = None
         error = None
         try:
             try:
@@ -386,6 +422,13 @@ class Drill:  # pylint: disable=too-many-instance-attributes
                 self._checks(result)
             finally:
                 result['seconds']['checks'] = _seconds(checks_began, time.monotonic())
+            if self.amcheck:
+                result['phase'] = 'amcheck'
+                amcheck_began = time.monotonic()
+                try:
+                    self._amcheck(result)
+                finally:
+                    result['seconds']['amcheck'] = _seconds(amcheck_began, time.monotonic())
             result['phase'] = 'stop'
         except PgopsError as exc:
             error = exc
