@@ -78,6 +78,12 @@ def format_status(status):
     lines.append("s3:          %s, pid %s, port %d%s" % ("running" if s3["running"] else "stopped", s3["pid"] or "-", s3["port"], action))
     lines.append("             endpoint: %s  bucket: %s" % (s3["endpoint_url"], s3["bucket"]))
     lines.append("wal archive: %s" % status["archive_dir"])
+    walg = status.get("walg") or {}
+    if walg.get("enabled"):
+        lines.append("wal-g:       %s (%s ships its WAL there with wal-push)" % (walg["prefix"], walg["node"]))
+        lines.append("             settings: %s  wal-g: %s" % (walg["env_file"], walg["walg_bin"]))
+    elif walg:
+        lines.append("wal-g:       off, %s" % walg["skipped"])
     lines.append("passfile:    %s" % status["passfile"])
     return "\n".join(lines)
 

@@ -1,7 +1,8 @@
 """barman-cloud in the sandbox: the primary's archive_command, base backups, and where the CLIs are.
 
 The primary's ``archive_command`` is a small script in the work directory (``archive-wal.sh %p %f``). It copies
-the segment into ``wal_archive/`` and, when ``barman.env`` exists, ships it with ``barman-cloud-wal-archive``
+the segment into ``wal_archive/``, pushes it with ``wal-g wal-push`` when ``walg.env`` exists (see walg.py) and,
+when ``barman.env`` exists, ships it with ``barman-cloud-wal-archive``
 (gzip) to ``s3://<bucket>/barman/<server name>``. Writing or removing ``barman.env`` switches the shipping on,
 off, or to another server name without a reload: the script reads it for every segment. Tests use a server name of
 their own so that each sees a catalog of its own.
@@ -24,6 +25,7 @@ from ansible_collections.pgops.resilience.plugins.module_utils._pg.server import
 
 from ._util import wait_for
 from .errors import SandboxError
+from .node import GENERATION_FILE
 
 LOG = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ INSTALL_HINT = "run `make server-tools` (installs barman[cloud] into .build/serv
 ARCHIVE_SCRIPT = """\
 #!/bin/sh
 # archive_command of the pgops sandbox (written by pgops_sandbox; rewritten by up): $1 = %p, $2 = %f.
+# Each step that fails fails the script (set -e): PostgreSQL keeps the segment and retries it.
 # A segment already archived with the same content is not an error (PostgreSQL retries after a failure).
 # A different one is a sandbox quirk: a standby rebuilt from the old primary and promoted again reuses the
 # timeline of the previous promotion. The newest generation wins; the older file is kept beside it. (A real
@@ -47,6 +50,20 @@ fi
 if [ ! -f "$dest" ]; then
   cp "$1" "$dest.part"
   mv "$dest.part" "$dest"
+fi
+if [ -f {walg_env_file} ]; then
+  # wal-g wal-push into this node's generation (the current directory is the data directory), settings from the
+  # environment only; its failure or time-out fails archive_command and PostgreSQL retries the segment.
+  (
+    . {walg_env_file}
+    if [ ! -s {generation_file} ]; then
+      echo "archive-wal.sh: no {generation_file} in $(pwd); run the sandbox's up" >&2
+      exit 1
+    fi
+    WALG_S3_PREFIX="$WALG_PREFIX_BASE/$(cat {generation_file})"
+    export WALG_S3_PREFIX WALG_PREVENT_WAL_OVERWRITE AWS_ENDPOINT AWS_S3_FORCE_PATH_STYLE AWS_REGION AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+    exec timeout -k 5 "$WALG_PUSH_TIMEOUT" "$WALG_BIN" wal-push "$1"
+  )
 fi
 if [ -f {env_file} ]; then
   . {env_file}
@@ -80,7 +97,8 @@ def require_tool(name):
 
 def write_archive_script(sandbox):
     """(Re)write the archive_command script of ``sandbox`` (owned by the server user, mode 0700)."""
-    text = ARCHIVE_SCRIPT.format(archive_dir=shlex.quote(sandbox.archive_dir), env_file=shlex.quote(sandbox.barman_env_file))
+    text = ARCHIVE_SCRIPT.format(archive_dir=shlex.quote(sandbox.archive_dir), env_file=shlex.quote(sandbox.barman_env_file),
+                                 walg_env_file=shlex.quote(sandbox.walg_env_file), generation_file=GENERATION_FILE)
     sandbox.server_user.write_file(sandbox.archive_script, text, 0o700)
 
 

@@ -7,6 +7,8 @@ playbook against the new primary, the watermark read back from S3, and a second 
 Then row archives: old audit rows moved to S3 by table_archive and brought back by archive_restore.
 Then barman-cloud: two base backups, retention REDUNDANCY 1, the health and storage reports, a restore drill.
 Then the nightly logical dump bundle and the logical restore drill that compares it table by table.
+Then wal-g (when present): a base backup into the prefix the primary ships its WAL to, the list, a restore drill
+and a PITR drill.
 Every claim printed is read back from PostgreSQL or S3, and the demo fails if one does not hold.
 """
 
@@ -19,6 +21,7 @@ from .errors import SandboxError
 from .archive_demo import run_archive_demo
 from .barman_demo import run_barman_demo
 from .dump_demo import run_dump_demo
+from .walg_demo import run_walg_demo
 from .rem_schema import create_rem_schema
 
 DATABASE = 'rem'
@@ -155,6 +158,7 @@ def run_demo(sandbox, out=print):
     archived = run_archive_demo(sandbox, 'standby', out, ansible_playbook, _step, _expect)
     barman_server = run_barman_demo(sandbox, 'standby', out, ansible_playbook, _step, _expect)
     dumped, compared = run_dump_demo(sandbox, 'standby', out, ansible_playbook, _step, _expect)
+    walg_lines = run_walg_demo(sandbox, 'standby', out, ansible_playbook, _step, _expect)
 
     _step(out, 'Summary')
     out('Failover from port %d to port %d (timeline %d -> %d) emptied kv_store; one playbook run rebuilt it'
@@ -166,5 +170,7 @@ def run_demo(sandbox, out=print):
     out('barman-cloud catalog %s: two base backups, REDUNDANCY 1 kept the newest with its WAL, and a restore drill'
         ' started it and found every audit_logs row.' % barman_server)
     out('Logical dump %s restored into a scratch database: %d tables identical to the dumped snapshot.' % (dumped, compared))
+    for line in walg_lines:
+        out(line)
     out('The sandbox keeps running (the promoted standby is the primary now): `make demo` starts over, '
         '`make sandbox-down` stops it.')

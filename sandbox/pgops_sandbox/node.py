@@ -16,6 +16,8 @@ LOG = logging.getLogger(__name__)
 SUPERUSER = "postgres"
 CONF_FILE = "pgops_sandbox.conf"
 """Settings file written by the sandbox into each data directory and included from postgresql.conf."""
+GENERATION_FILE = "pgops_walg_generation"
+"""File in each data directory naming the cluster generation (the WAL history) the node writes; see walg.py."""
 LOG_FILE = "server.log"
 """Server log (pg_ctl -l) inside the data directory."""
 STOP_MODES = ("smart", "fast", "immediate")

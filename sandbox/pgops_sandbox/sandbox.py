@@ -8,8 +8,9 @@ Layout of the work directory::
     primary/         data directory of the primary (server log: primary/server.log)
     standby/         data directory of the standby
     wal_archive/     target of archive_command
-    archive-wal.sh   the primary's archive_command: a copy into wal_archive/, then barman-cloud-wal-archive when
-                     barman.env exists (see barman.py)
+    archive-wal.sh   the primary's archive_command: a copy into wal_archive/, then wal-g wal-push when walg.env
+                     exists (see walg.py), then barman-cloud-wal-archive when barman.env exists (see barman.py)
+    walg.env         wal-g's settings for archive_command (mode 0600, server user); absent when wal-g is not found
     run/             Unix socket directory (a short directory under /tmp when this path would be too long)
     moto.log         output of the S3 server
 """
@@ -26,7 +27,7 @@ import time
 
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.server import free_port
 
-from . import barman
+from . import barman, walg
 from ._util import DEFAULT_TIMEOUT, LOOPBACK, conninfo_value, read_json, wait_for, write_private_file
 from .errors import SandboxError
 from .node import SUPERUSER, Node
@@ -84,6 +85,8 @@ class Sandbox:  # pylint: disable=too-many-instance-attributes
     of an existing node raises SandboxError. ``pg_bindir`` overrides where the PostgreSQL programs are looked for.
     ``timeout`` (seconds) bounds every wait. With ``barman_server`` (a barman server name), up() also makes the
     primary ship its WAL with barman-cloud-wal-archive to ``s3://<bucket>/barman/<barman_server>`` (see barman.py).
+    When wal-g is present, up() makes it ship the WAL with wal-push to ``s3://<bucket>/walg/<generation>`` too
+    (see walg.py).
     Nothing is started before up().
     """
 
@@ -185,6 +188,11 @@ class Sandbox:  # pylint: disable=too-many-instance-attributes
         return os.path.join(self.workdir, "barman.env")
 
     @property
+    def walg_env_file(self):
+        """Settings of the wal-g wal-push step of archive_command (mode 0600); absent = wal-g not found, step skipped."""
+        return os.path.join(self.workdir, "walg.env")
+
+    @property
     def moto_log(self):
         """Log file of the S3 server."""
         return os.path.join(self.workdir, "moto.log")
@@ -265,10 +273,11 @@ class Sandbox:  # pylint: disable=too-many-instance-attributes
         actions = {}
         with self._locked():
             self._prepare()
+            # S3 first: archive_command pushes to it (wal-g) from the first segment on.
+            actions["s3"] = self._ensure_s3()
             actions["primary"] = self._ensure_primary()
             if self.standby is not None:
                 actions["standby"] = self._ensure_standby()
-            actions["s3"] = self._ensure_s3()
             if self._barman_server:
                 barman.configure(self, self._barman_server)
             self._save_state()
@@ -286,6 +295,7 @@ class Sandbox:  # pylint: disable=too-many-instance-attributes
         self._save_state()  # the password must be on disk before initdb uses it
         server.make_dir(self.archive_dir, 0o750)
         barman.write_archive_script(self)
+        walg.configure(self)
         self._make_socket_dir()
         self._write_passfiles()
 
@@ -359,6 +369,7 @@ class Sandbox:  # pylint: disable=too-many-instance-attributes
                 os.unlink(pwfile)
         server.write_file(os.path.join(node.datadir, "pg_hba.conf"), PG_HBA, 0o600)
         node.write_config()
+        walg.start_generation(self, node)
 
     def _basebackup(self, node, source):
         """Create ``node`` as a streaming standby of ``source`` with pg_basebackup -R -X stream."""
@@ -439,6 +450,7 @@ class Sandbox:  # pylint: disable=too-many-instance-attributes
         status["s3"] = {"running": s3_running, "pid": self._s3_pid if s3_running else None, "port": self.s3.port,
                         "endpoint_url": self.s3.endpoint_url, "bucket": self.bucket}
         status["running"] = all(status[name]["running"] for name in [n.name for n in self.nodes] + ["s3"])
+        status["walg"] = walg.status(self)
         return status
 
     @staticmethod
@@ -452,9 +464,10 @@ class Sandbox:  # pylint: disable=too-many-instance-attributes
         return info
 
     def env(self, node="primary"):
-        """Return the environment variables (str -> str) that point libpq at ``node`` and AWS tools at the S3 endpoint."""
+        """Return the environment variables (str -> str) that point libpq at ``node``, AWS tools at the S3 endpoint and,
+        when wal-g is on, wal-g at ``node``'s prefix (WALG_S3_PREFIX, AWS_ENDPOINT, AWS_S3_FORCE_PATH_STYLE)."""
         target = self.node(node)
-        return {
+        return dict(walg.client_environment(self, target), **{
             "PGHOST": target.host,
             "PGPORT": str(target.port),
             "PGUSER": SUPERUSER,
@@ -466,7 +479,7 @@ class Sandbox:  # pylint: disable=too-many-instance-attributes
             "AWS_REGION": self.s3.region,
             "AWS_DEFAULT_REGION": self.s3.region,
             "PGOPS_SANDBOX_BUCKET": self.bucket,
-        }
+        })
 
     # -- failure drills -----------------------------------------------------------------------------------------
 
@@ -487,12 +500,23 @@ class Sandbox:  # pylint: disable=too-many-instance-attributes
     def promote(self, name="standby", wait=True):
         """Promote node ``name`` (pg_ctl promote); with ``wait``, until pg_is_in_recovery() is false. Returns the Node.
 
-        The other node keeps running (split brain, left to the caller) and names are not swapped.
+        The other node keeps running (split brain, left to the caller) and names are not swapped. A standby promoted
+        here starts a wal-g generation of its own first (see walg.py), so its WAL never lands in another's prefix.
         """
         with self._locked():
-            return self.node(name).promote(wait=wait)
+            node = self.node(name)
+            if node.is_running() and node.in_recovery():
+                walg.start_generation(self, node)
+            return node.promote(wait=wait)
 
-    # -- barman-cloud ------------------------------------------------------------------------------------------
+    # -- wal-g and barman-cloud ---------------------------------------------------------------------------------
+
+    def walg_settings(self, node="primary"):
+        """dict(prefix, walg_bin, endpoint_url, access_key, secret_key, region) of node ``node``'s wal-g storage.
+
+        Raises SandboxError when wal-g is off (not found) or the node has no generation (see walg.settings).
+        """
+        return walg.settings(self, self.node(node))
 
     def barman_server(self, name):
         """Ship the primary's WAL to barman server ``name`` (None: stop shipping) from the next segment on.
