@@ -28,7 +28,7 @@ export PATH := $(BIN):$(PATH)
 export PGOPS_SERVER_TOOLS_BIN := $(SERVER_TOOLS)/bin
 export PGOPS_WALG_BIN := $(WALG)
 
-.PHONY: help setup venv postgres server-tools walg test-tools collection demo test sanity lint molecule pytest unit integration sandbox-up sandbox-down sandbox-status benchmark benchmark-archive benchmark-barman benchmark-dump clean
+.PHONY: help setup venv postgres server-tools walg test-tools collection demo test sanity lint molecule pytest unit integration sandbox-up sandbox-down sandbox-status benchmark benchmark-archive benchmark-barman benchmark-dump benchmark-walg clean
 
 help:
 	@echo "make demo      set up, start the sandbox, and repair a real failover (the main job)"
@@ -38,6 +38,7 @@ help:
 	@echo "make benchmark-archive  archive_restore against psql \\copy of the same rows, 1 and 5 million rows"
 	@echo "make benchmark-barman   barman_catalog_info and the retention plan on 100,000 WAL objects, against barman's own dry run"
 	@echo "make benchmark-dump     pg_dump_bundle / pg_dump_restore against bare pg_dump -Fd -j 2 / pg_restore -j 2 of the same database"
+	@echo "make benchmark-walg     walg_backup against bare wal-g backup-push of the same 1 GB database (S3 and a directory), and the restore drill's phase times"
 
 setup: venv postgres server-tools walg collection
 
@@ -131,6 +132,9 @@ benchmark-barman: setup
 
 benchmark-dump: setup
 	PYTHONPATH=$(CURDIR)/sandbox:$(COLLECTIONS) $(PY) benchmarks/dump_bundle.py
+
+benchmark-walg: setup
+	PYTHONPATH=$(CURDIR)/sandbox:$(COLLECTIONS) $(PY) benchmarks/walg.py
 
 clean:
 	-$(PY) -m pgops_sandbox --workdir $(SANDBOX_DIR) down

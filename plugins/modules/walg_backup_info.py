@@ -17,6 +17,13 @@ description:
     timeline from the backup's name, and the system identifier as text (it exceeds what a JSON number keeps exactly).
   - Backups are ordered by their start and finish times, never by name or LSN (a new timeline or a restored cluster
     can give a newer backup a smaller one).
+  - With O(verify), also runs C(wal-g wal-verify integrity timeline --json) and returns each check's status and a
+    verdict. wal-g exits 0 whatever it finds; the module reads the status fields, and never fails on a verdict (the
+    C(walg_verify) playbook does).
+  - wal-g calls every missing segment since the earliest backup lost. After M(pgops.resilience.walg_retention) has
+    deleted the WAL between kept weekly backups, that is by design, so a lost segment fails the integrity check only
+    when a backup needs it, to become consistent (its start to finish LSN) or for the recovery window
+    (O(recovery_window_days); without it, everything from the earliest backup on).
   - Only reads; never reports C(changed).
 author:
   - pgops.resilience maintainers (@pgops)
@@ -24,6 +31,7 @@ extends_documentation_fragment:
   - pgops.resilience.attributes
   - pgops.resilience.walg
   - pgops.resilience.s3
+  - pgops.resilience.postgres
 attributes:
   check_mode:
     support: full
@@ -31,8 +39,27 @@ attributes:
       - The module only reads, so check mode runs it unchanged.
   diff_mode:
     support: none
+options:
+  verify:
+    description:
+      - WAL checks of C(wal-g wal-verify) to run, C(integrity) (every segment since the earliest backup up to the
+        server's current one is in the storage) and C(timeline) (the server's timeline is the highest in the storage).
+      - They ask the server for its current WAL segment, through the connection options (libpq's environment).
+      - wal-g takes a segment missing within E(WALG_UPLOAD_CONCURRENCY) (default 16) segments of the newest for one
+        still being archived, a C(WARNING), not a C(FAILURE).
+    type: list
+    elements: str
+    choices: [integrity, timeline]
+    default: []
+  recovery_window_days:
+    description:
+      - The recovery window that retention keeps (M(pgops.resilience.walg_retention)'s option of that name). A lost
+        segment fails the integrity check when it is at or after the start of the window's base backup, or inside a
+        backup's start to finish LSN. Unset, every segment from the earliest backup on is needed.
+    type: int
 notes:
   - Needs wal-g (3.0 or later) on the host that runs the module; the identity used needs read access to the storage.
+  - The connection options are used only by O(verify).
 seealso:
   - name: wal-g for PostgreSQL
     description: wal-g's commands and settings.
@@ -49,6 +76,17 @@ EXAMPLES = r'''
   ansible.builtin.assert:
     that: walg.backups | selectattr('is_full') | list | length > 0
     fail_msg: "no full wal-g backup in {{ walg.prefix }}"
+
+- name: Verify the WAL the backups and a 7-day recovery window need (the server through PG* variables)
+  pgops.resilience.walg_backup_info:
+    prefix: s3://backups/walg/main
+    verify: [integrity, timeline]
+    recovery_window_days: 7
+  register: walg_verified
+
+- name: Fail on a lost segment or a timeline behind the storage
+  ansible.builtin.assert:
+    that: walg_verified.verdict != 'failure'
 
 - name: A directory on a mounted volume, a MinIO-style endpoint for another
   pgops.resilience.walg_backup_info:
@@ -137,6 +175,38 @@ newest:
   description: The newest backup (the last of RV(backups)), or C(null) when there is none.
   returned: always
   type: dict
+verify:
+  description: Each check of O(verify) with its status, C(OK), C(WARNING) or C(FAILURE).
+  returned: when O(verify) is given
+  type: dict
+  contains:
+    integrity:
+      description: >-
+        C(status); C(walg_status), what wal-g said before the lost runs were judged against what the backups need;
+        C(details), the runs of segments (C(timeline_id), C(start_segment), C(end_segment), C(segments_count),
+        C(status) C(FOUND), C(MISSING_DELAYED), C(MISSING_UPLOADING) or C(MISSING_LOST), and C(needed)); C(lost), the
+        needed runs that are lost.
+      type: dict
+    timeline:
+      description: C(status) and C(details) (C(current_timeline_id), C(highest_storage_timeline_id)) as wal-g gives them.
+      type: dict
+  sample:
+    integrity:
+      status: OK
+      walg_status: FAILURE
+      lost: []
+      details:
+        - {timeline_id: 1, start_segment: "000000010000000000000002", end_segment: "000000010000000000000005",
+           segments_count: 4, status: MISSING_LOST, needed: false}
+        - {timeline_id: 1, start_segment: "000000010000000000000006", end_segment: "000000010000000000000009",
+           segments_count: 4, status: FOUND, needed: false}
+    timeline:
+      status: OK
+      details: {current_timeline_id: 1, highest_storage_timeline_id: 1}
+verdict:
+  description: The worst status of RV(verify), C(ok), C(warning) or C(failure).
+  returned: when O(verify) is given
+  type: str
 '''
 
 from ansible.module_utils.basic import AnsibleModule

@@ -16,6 +16,8 @@ description:
   - Waits until recovery reaches a consistent state and the server is promoted, runs SQL checks (O(checks), or a
     default set - the catalog answers, every database accepts a connection, exact row counts of the user tables),
     reports the RTO (fetch + recovery + checks, in seconds), stops the server and removes the scratch directory.
+  - With O(amcheck) (the drill playbook turns it on), C(pg_amcheck) then checks every table and B-tree index of every
+    database for physical corruption; corruption fails the drill, naming the relation and the block.
   - The drill instance listens on no TCP address (a private Unix socket only) and has archiving off, so it never
     writes into the production storage, which is only read.
   - A drill fails loudly, with the query and what it returned, with the server log's FATAL lines, or with the backup
@@ -36,7 +38,8 @@ options:
   backup_name:
     description:
       - The backup to restore, by name (C(base_000000010000000000000002)). C(LATEST) is the one wal-g calls LATEST,
-        the backup whose stop sentinel was written last.
+        the backup whose stop sentinel was written last; with O(recovery_target_time), the newest backup that finished
+        before that moment.
     type: str
     default: LATEST
 attributes:
@@ -84,11 +87,13 @@ prefix:
   returned: always
   type: str
 rto_seconds:
-  description: Fetch + recovery + checks, in seconds.
+  description: Fetch + recovery + checks, in seconds (C(pg_amcheck) of O(amcheck) not included).
   returned: when the drill ran
   type: float
 seconds:
-  description: Seconds per phase (C(fetch), C(prepare), C(start_to_consistent), C(recovery), C(checks), C(stop), C(total)).
+  description:
+    - Seconds per phase (C(fetch), C(prepare), C(start_to_consistent), C(recovery), C(checks), C(stop), C(total)),
+      and C(amcheck) when O(amcheck) is true.
   returned: when the drill ran
   type: dict
 timeline:
@@ -104,6 +109,48 @@ row_counts:
   description: Exact row counts of the user tables of O(database), C(schema.table) to rows.
   returned: when the drill ran
   type: dict
+amcheck:
+  description:
+    - What C(pg_amcheck) checked and found, with O(amcheck). A drill that found corruption fails, and its result holds
+      this too.
+  returned: when O(amcheck) is true and the drill ran
+  type: dict
+  contains:
+    databases:
+      description: The databases checked, those that allow connections.
+      type: list
+      elements: str
+      sample: [app, postgres, template1]
+    relations_checked:
+      description: Tables (TOAST tables and the catalogs included) and B-tree indexes checked, from C(pg_amcheck --progress).
+      type: int
+    pages_checked:
+      description: Pages of those relations checked.
+      type: int
+    options:
+      description: The C(pg_amcheck) options used.
+      type: list
+      elements: str
+      sample: [--all, --install-missing, --parent-check, --heapallindexed]
+    corruption:
+      description:
+        - >-
+          What C(pg_amcheck) reported, one line per finding (at most 100), such as
+          C(heap table "app.public.orders", block 0, offset 61: data begins at offset 255 beyond the tuple length 61).
+        - Empty when the drill passed.
+      type: list
+      elements: str
+    corruption_count:
+      description: The number of findings, all of them.
+      type: int
+    corrupt_relations:
+      description: Each relation with findings (at most 100), with C(kind) (C(heap table) or C(btree index)), C(database),
+        C(relation) (C(schema.name)) and C(blocks) (the heap blocks named, at most 20).
+      type: list
+      elements: dict
+    seconds:
+      description: Seconds C(pg_amcheck) took.
+      type: float
 recovery:
   description: What the server log says of the recovery (consistent LSN, end LSN, where it stopped, last transaction time).
   returned: when the drill ran

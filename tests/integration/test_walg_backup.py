@@ -71,8 +71,10 @@ def test_bad_options_are_refused_before_wal_g_runs(sandbox, walg_bin, tmp_path, 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_wrong_password_is_wal_gs_message_without_the_password(sandbox, walg_bin, tmp_path):
+def test_a_wrong_password_is_refused_before_wal_g_pushes_without_the_password(sandbox, walg_bin, tmp_path):
+    # The push lock's connection meets the wrong password first: nothing reaches the storage.
     with pytest.raises(PgopsError) as info:
         push.take_backup(backup_params(sandbox, walg_bin, str(tmp_path), login_password='not-the-password-42', timeout=60))
-    assert 'pushing a base backup' in info.value.msg and 'password authentication failed' in info.value.msg
+    assert 'Cannot connect to PostgreSQL' in info.value.msg and 'password authentication failed' in info.value.msg
+    assert list(tmp_path.iterdir()) == []
     assert 'not-the-password-42' not in info.value.msg + json.dumps(info.value.details)

@@ -23,6 +23,9 @@ from .walg_helpers import module_params, walg
 def ship_wal(sandbox, walg_bin, prefix, start_wal):
     """Complete the current WAL segment, then ``wal-g wal-push`` every archived segment from ``start_wal``'s on (any
     timeline) and every history file, as an archive_command running wal-g would have."""
+    # A commit first: right after backup-push nothing is written, pg_switch_wal() completes no segment, and
+    # wait_archived would wait for one.
+    sandbox.primary.execute('SELECT pg_catalog.txid_current()')
     wait_archived(sandbox)
     for name in sorted(os.listdir(sandbox.archive_dir)):
         segment = len(name) == 24 and all(c in '0123456789ABCDEF' for c in name) and name[8:] >= start_wal[8:]

@@ -7,11 +7,15 @@ stop sentinel (``st cat``), so that S3 and a directory are read the same way, by
 from __future__ import annotations
 
 import json
+import re
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 from ansible_collections.pgops.resilience.plugins.module_utils._walg.backups import (
     BACKUPS_FOLDER, SENTINEL_SUFFIX, backup_record, oldest_first, parse_backup_list)
 
+# A line of `wal-g st ls -r` (storagetools.WriteObjectsList): type, size, Go's time.Time text, name, then the
+# version and extra information (empty unless S3 versioning is on).
+_LISTED = re.compile(r'(obj|dir)\s+(\d+)\s+(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)? [+-]\d{4} \S+)\s+(\S+)')
 # Keys of a stop sentinel that list every file of the backup: not needed here, and large.
 _BULKY_SENTINEL_KEYS = ('Files', 'TarFileSets')
 
@@ -53,3 +57,25 @@ def backup_records(cli, entries=None):
         name = backup_record(entry)['name']  # an entry wal-g wrote without a name is refused before any read
         records.append(backup_record(entry, read_sentinel(cli, name)))
     return oldest_first(records)
+
+
+def list_objects(cli, folder):
+    """Every object under ``folder`` of the storage (``wal-g st ls -r <folder>/``), recursively.
+
+    :param folder: str, such as ``'wal_005'`` or ``'basebackups_005'``.
+    :returns: list of dicts ``name`` (the key from the storage's root, ``wal_005/000000010000000000000003.br``),
+        ``size`` (bytes), ``modified`` (Go's time text, as wal-g prints it); an empty or absent folder gives [].
+    :raises PgopsError: when the storage cannot be listed, or a line is not understood.
+    """
+    text = cli.output(['st', 'ls', '-r', folder + '/'], 'listing %s/' % folder)
+    objects = []
+    for line in text.splitlines()[1:]:  # the first line is the header
+        if not line.strip():
+            continue
+        match = _LISTED.match(line)
+        if not match:
+            raise PgopsError('wal-g st ls printed a line that is not understood: %r' % line[:200])
+        if match.group(1) == 'obj':
+            objects.append(dict(name='%s/%s' % (folder, match.group(4).lstrip('/')), size=int(match.group(2)),
+                                modified=match.group(3)))
+    return objects

@@ -12,14 +12,17 @@ when its storage does not answer (it retries), hence the ``timeout`` of every ca
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import tempfile
 from urllib.parse import urlparse
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils._core.process import run_program, spooled_output
-from ansible_collections.pgops.resilience.plugins.module_utils._s3.client import s3_connection_spec
+from ansible_collections.pgops.resilience.plugins.module_utils._core.process import Program
+from ansible_collections.pgops.resilience.plugins.module_utils._core.redaction import redact
+from ansible_collections.pgops.resilience.plugins.module_utils._s3.options import s3_connection_spec
 
 DEFAULT_TIMEOUT = 3600  # seconds: a push or a fetch of a large base backup takes a while
 # Settings wal-g reads from its environment that walg_env may add (wal-g's WALG_*, the AWS SDK's AWS_*).
@@ -29,6 +32,19 @@ _OWNED = frozenset(('WALG_S3_PREFIX', 'WALG_FILE_PREFIX', 'AWS_ACCESS_KEY_ID', '
                     'AWS_REGION', 'AWS_ENDPOINT', 'AWS_S3_FORCE_PATH_STYLE', 'WALG_DELTA_MAX_STEPS', 'WALG_SENTINEL_USER_DATA'))
 INSTALL_HINT = ('make setup builds wal-g 3.0.9 (hacking/install-walg.sh); elsewhere, take a release of '
                 'https://github.com/wal-g/wal-g or an image that contains it')
+# What an S3 endpoint answers when it refuses a request's credentials (the error codes of the S3 API reference,
+# "Error responses"), as wal-g's log repeats them, and what to change. A HEAD request gets no body, so wal-g's
+# object checks (wal-push, backup-push) say only "Forbidden ... status code: 403": the last, general entry.
+_REFUSALS = (
+    ('SignatureDoesNotMatch', 'secret_key is not the secret of access_key'),
+    ('InvalidAccessKeyId', 'it does not know access_key'),
+    ('InvalidToken', 'session_token is not valid for access_key'),
+    ('ExpiredToken', 'session_token has expired'),
+    ('AccessDenied', 'access_key may not use this bucket and path'),
+    ('status code: 403', 'the credentials are wrong, or access_key may not use this bucket and path'),
+)
+_LOG_ENTRY = re.compile(r'^(?:INFO|WARNING|ERROR|FATAL|PANIC): ', re.MULTILINE)
+LAST_WORDS = 600  # characters of wal-g's last log entry put in a timeout's message
 
 
 def walg_spec():
@@ -128,33 +144,87 @@ class WalgCli:
         self.env.update(self.settings)
 
     def output(self, args, what, timeout=None):
-        """Run ``wal-g <args>`` and return its stdout (str, whole), for the commands that answer there (``backup-list
-        --json``, ``st cat``). wal-g logs to stderr; its last lines are in the error when it fails.
+        """Run ``wal-g <args>`` and return its stdout (str, whole, spooled through an unnamed 0600 temporary file),
+        for the commands that answer there (``backup-list --json``, ``st cat``). wal-g logs to stderr; its last lines
+        are in the error when it fails.
 
         :param args: list of str.
         :param what: str, what the call does, for the error (``'listing the backups'``).
         :param timeout: seconds, default the ``timeout`` option.
         :raises PgopsError: naming what was being done and the storage, when wal-g exits non-zero or runs out of
-            time, with wal-g's message, secrets masked.
+            time, with wal-g's message, secrets masked (see :meth:`_bounded`).
         """
-        return self._bounded(spooled_output, args, what, timeout)
+        return self._bounded(args, what, timeout, spool=True)
 
     def log(self, args, what, timeout=None):
         """Run ``wal-g <args>`` and return what it logged (its stderr, the last 1 MiB), for the commands that report
         there (``backup-push``: ``Wrote backup with name ...``). Raises as :meth:`output` does."""
-        return self._bounded(run_program, args, what, timeout)
+        return self._bounded(args, what, timeout, spool=False)
 
-    def _bounded(self, runner, args, what, timeout):
+    def _bounded(self, args, what, timeout, spool):
+        """Run wal-g for at most ``timeout`` seconds (default the ``timeout`` option) and return its stdout
+        (``spool``) or its stderr.
+
+        :raises PgopsError: when it runs out of time (with the last thing it logged, such as a connection refused by
+            the endpoint it keeps retrying), or exits non-zero (its stderr's tail, and what to change when the S3
+            endpoint refused the credentials). Secrets are masked in both.
+        """
         limit = timeout or self.timeout
-        try:
-            return runner([self.program] + list(args), self.env, 'wal-g %s (%s in %s)' % (args[0], what, self.prefix),
-                          self.secrets, limit)
-        except PgopsError as exc:
-            if 'did not finish within' in exc.msg:
-                raise PgopsError('wal-g %s, %s in %s, did not finish within timeout=%d seconds and was stopped. wal-g '
-                                 'retries an unreachable or failing storage instead of exiting: check prefix, '
-                                 'endpoint_url and the credentials, or raise timeout.' % (args[0], what, self.prefix, limit))
-            raise
+        with contextlib.ExitStack() as stack:
+            answer = stack.enter_context(tempfile.TemporaryFile()) if spool else None
+            # die_with_parent: a wal-g that outlived a killed module would go on pushing or deleting unwatched.
+            program = Program([self.program] + list(args), self.env, 'wal-g %s (%s in %s)' % (args[0], what, self.prefix),
+                              stdout=answer, die_with_parent=True)
+            try:
+                finished = program.exited_within(limit)
+            finally:
+                program.stop()
+            if not finished:
+                raise self._out_of_time(args[0], what, limit, program.stderr.text())
+            try:
+                log = program.result(self.secrets)
+            except PgopsError as exc:
+                raise self._refused(exc)
+            if answer is None:
+                return log
+            answer.seek(0)
+            return answer.read().decode('utf-8', 'replace')
+
+    def _out_of_time(self, command, what, limit, log):
+        """The error of a call stopped at its bound: what it was doing, where, and the last entry of its log."""
+        endpoint = self.settings.get('AWS_ENDPOINT')
+        text = ('wal-g %s, %s in %s%s, did not finish within timeout=%d seconds and was stopped. wal-g retries an '
+                'unreachable or failing storage instead of exiting: check prefix, endpoint_url and the credentials, or '
+                'raise timeout.' % (command, what, self.prefix, ' (endpoint_url %s)' % endpoint if endpoint else '', limit))
+        last = last_log_entry(redact(log, self.secrets))
+        if last:
+            text += ' What wal-g logged last%s: %s' % (' as an error' if last.startswith('ERROR: ') else '', last)
+        return PgopsError(text)
+
+    def _refused(self, exc):
+        """``exc`` (wal-g's failure) with what to change when the S3 endpoint refused the credentials."""
+        if 'WALG_S3_PREFIX' not in self.settings:
+            return exc
+        said = exc.details.get('stderr') or exc.msg
+        for code, meaning in _REFUSALS:
+            if code in said:
+                where = self.settings.get('AWS_ENDPOINT') or 'AWS S3'
+                return PgopsError('%s. The S3 endpoint (%s) refused the credentials: %s. Give an access_key and '
+                                  'secret_key (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) that it accepts for %s.'
+                                  % (exc.msg.rstrip('.'), where, meaning, self.prefix), **exc.details)
+        return exc
+
+
+def last_log_entry(log):
+    """The last ``ERROR`` entry of wal-g's log ``log`` (str), else its last entry, continuation lines (``caused by:
+    ...``) joined, at most :data:`LAST_WORDS` characters; '' when it logged nothing. An error first: wal-g follows a
+    failed write ("no space left on device") with the INFO lines of its retries, which say nothing of the cause."""
+    text = log or ''
+    starts = [m.start() for m in _LOG_ENTRY.finditer(text)]
+    entries = [text[a:b] for a, b in zip(starts, starts[1:] + [len(text)])] or [text]
+    errors = [e for e in entries if e.startswith('ERROR: ')]
+    entry = ' '.join(line.strip() for line in (errors or entries)[-1].splitlines() if line.strip())
+    return entry if len(entry) <= LAST_WORDS else entry[:LAST_WORDS] + '...'
 
 
 def find_walg(name):

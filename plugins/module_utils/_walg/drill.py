@@ -12,13 +12,17 @@ what PostgreSQL takes as the end of the archive: 20.5.4 "Archive Recovery").
 
 from __future__ import annotations
 
+import os
 import shlex
+import tempfile
 
+from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import isoformat_z, parse_time
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._core.process import nearly_full
 from ansible_collections.pgops.resilience.plugins.module_utils._drill.options import (
     RECOVERY_TARGETS_EXCLUSIVE, drill_argument_spec, drill_with_options, fetch_backup, refuse_scratch_parent, scratch_directory)
-from ansible_collections.pgops.resilience.plugins.module_utils._walg.backups import latest_entry
-from ansible_collections.pgops.resilience.plugins.module_utils._walg.catalog import backup_records, list_entries
+from ansible_collections.pgops.resilience.plugins.module_utils._walg.backups import backup_record, latest_entry, moment, utc_text
+from ansible_collections.pgops.resilience.plugins.module_utils._walg.catalog import list_entries, read_sentinel
 from ansible_collections.pgops.resilience.plugins.module_utils._walg.cli import WalgCli, walg_secrets, walg_spec
 
 LATEST = 'LATEST'
@@ -40,21 +44,45 @@ def secrets(params):
     return walg_secrets(params)
 
 
-def choose_backup(cli, wanted):
+def choose_backup(cli, wanted, target_time=None):
     """The backup to restore, as :func:`~.backups.backup_record` describes it: ``wanted`` by name, or for ``LATEST``
-    the backup wal-g itself calls LATEST (its stop sentinel written last).
+    the backup wal-g itself calls LATEST (its stop sentinel written last) or, with ``target_time`` (an aware
+    ``datetime``, the recovery target), the newest backup that finished before it, as a recovery to that moment needs.
 
-    :raises PgopsError: when the storage holds no backup, or none of that name (listing those it holds).
+    :raises PgopsError: when the storage holds no backup, none of that name (listing those it holds), or none that
+        finished before ``target_time``.
     """
     entries = list_entries(cli)
     if not entries:
         raise PgopsError('there is no base backup in %s to restore; take one first (walg_backup).' % cli.prefix)
-    name = latest_entry(entries)['backup_name'] if wanted.upper() == LATEST else wanted
-    records = [r for r in backup_records(cli, entries) if r['name'] == name]
-    if not records:
+    if wanted.upper() != LATEST:
+        name = wanted
+    elif target_time is None:
+        name = latest_entry(entries)['backup_name']
+    else:
+        before = [e for e in entries if moment(e.get('finish_time') or e.get('time')) < target_time]
+        if not before:
+            raise PgopsError('no backup in %s finished before recovery_target_time %s; the oldest finished at %s. Give a '
+                             'later target.' % (cli.prefix, isoformat_z(target_time),
+                                                min(utc_text(e.get('finish_time') or e.get('time'), 'finish_time') for e in entries)))
+        name = max(before, key=lambda e: moment(e.get('finish_time') or e.get('time')))['backup_name']
+    chosen = [e for e in entries if e.get('backup_name') == name]
+    if not chosen:
         raise PgopsError('backup_name %r is not in %s; it holds: %s.'
                          % (wanted, cli.prefix, ', '.join(e['backup_name'] for e in entries)))
-    return records[0]
+    return backup_record(chosen[0], read_sentinel(cli, name))
+
+
+def target_time(params):
+    """The ``recovery_target_time`` option as an aware ``datetime`` (no offset: UTC), or None when it is not set or
+    not a form read here (PostgreSQL reads more; the newest backup is then restored)."""
+    text = params.get('recovery_target_time')
+    if not text:
+        return None
+    try:
+        return parse_time(text)
+    except ValueError:
+        return None
 
 
 def wal_fetch_command(cli):
@@ -71,16 +99,27 @@ def restore_drill(params, check_mode=False):
     """
     refuse_scratch_parent(params)
     cli = WalgCli(params)
-    backup = choose_backup(cli, params['backup_name'])
+    backup = choose_backup(cli, params['backup_name'], target_time(params))
     result = dict(changed=False, backup=backup, prefix=params['prefix'])
     restore_command = wal_fetch_command(cli)
     if check_mode:
         result.update(verdict='not run (check mode)', restore_command=restore_command)
         return result
+    refuse_small_scratch(cli, backup, params)
     scratch, datadir = scratch_directory(params, 'walg')
     name = backup['name']
-    fetch_seconds = fetch_backup(lambda: cli.log(['backup-fetch', datadir, name], 'fetching backup %s' % name), 'backup %s' % name,
-                                 scratch, params, lambda exc: _missing_part(exc, name, cli.prefix))
+    full = {}
+
+    def fetch():
+        try:
+            return cli.log(['backup-fetch', datadir, name], 'fetching backup %s' % name)
+        except PgopsError:
+            # Measured now: fetch_backup removes the scratch directory (and what wal-g wrote) before explaining.
+            full['space'] = nearly_full(os.path.dirname(scratch))
+            raise
+
+    fetch_seconds = fetch_backup(fetch, 'backup %s' % name, scratch, params,
+                                 lambda exc: _missing_part(exc, name, cli.prefix) + _full_disk(full.get('space')))
     result.update(drill_with_options(datadir, restore_command, params, scratch, dict(cli.settings), fetch_seconds, cli.secrets))
     return result
 
@@ -91,3 +130,41 @@ def _missing_part(exc, name, prefix):
     if any(said in exc.msg.lower() for said in _MISSING_PART):
         return ' A part of backup %s is missing from %s (or cannot be read): the backup cannot be restored.' % (name, prefix)
     return ''
+
+
+def refuse_small_scratch(cli, backup, params):
+    """Fail before fetching when the file system of the scratch directory has less free space than the restored
+    backup takes at least: wal-g's ``uncompressed_size`` of the backup, and for a delta that of its full backup too.
+    wal-g backup-fetch does not stop at a full disk: it logs "no space left on device" and retries the part after a
+    minute, for up to ``WALG_DOWNLOAD_FILE_RETRIES`` (15) rounds (wal-g 3.0.9, ``internal/extract.go``).
+
+    :raises PgopsError: with ``verdict='failed'`` and ``phase='fetch'``, naming the backup, the bytes it needs and
+        the bytes free.
+    """
+    needed, counted = backup.get('uncompressed_size') or 0, ''
+    full = backup.get('delta_full_name')
+    if full and full != backup['name']:
+        needed = max([needed] + [e.get('uncompressed_size') or 0 for e in list_entries(cli) if e.get('backup_name') == full])
+        counted = ' of the delta and of its full backup %s' % full
+    where = params.get('scratch_parent') or tempfile.gettempdir()
+    try:
+        info = os.statvfs(where)
+    except OSError:
+        return  # not there or not readable: making the scratch directory in it says why
+    free = info.f_bavail * info.f_frsize
+    if needed > free:
+        raise PgopsError('The drill cannot fetch backup %s: restored it takes at least %s bytes (wal-g\'s uncompressed size%s), '
+                         'and the file system of %s has %s bytes free. Give a scratch_parent with room for it, or free space '
+                         'there.' % (backup['name'], format(needed, ','), counted,
+                                     where, format(free, ',')), verdict='failed', phase='fetch')
+
+
+def _full_disk(space):
+    """What wal-g's message for a fetch that filled the scratch file system leaves out (it retries the write and
+    runs out of time, or says "no space left on device" deep in its log): that the disk is full. ``space`` is
+    :func:`~.._core.process.nearly_full` measured when the fetch failed, or None."""
+    if not space:
+        return ''
+    return (' The file system of %s was full when wal-g stopped (%s bytes free of %s): wal-g retries a part it could not '
+            'write ("no space left on device") until timeout. Give a scratch_parent with room for the restored backup.'
+            % (space['path'], format(space['available_bytes'], ','), format(space['total_bytes'], ',')))

@@ -12,20 +12,27 @@ LATEST has no start LSN, or LATEST is permanent and the new backup is not.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import time
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import seconds_since, timed
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import (
-    connecting, connection_secrets, libpq_environment)
-from ansible_collections.pgops.resilience.plugins.module_utils._walg.backups import latest_entry
-from ansible_collections.pgops.resilience.plugins.module_utils._walg.catalog import backup_records, list_entries, read_sentinel
+    connect, connecting, connection_secrets, describe_server, libpq_environment)
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.errors import pg_errors
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.locks import advisory_lock_key
+from ansible_collections.pgops.resilience.plugins.module_utils._walg.backups import backup_record, latest_entry
+from ansible_collections.pgops.resilience.plugins.module_utils._walg.catalog import list_entries, read_sentinel
 from ansible_collections.pgops.resilience.plugins.module_utils._walg.cli import WalgCli, walg_secrets, walg_spec
 
+# The server-wide advisory lock walg_backup holds while it pushes (PostgreSQL docs, "Advisory Lock Functions").
+PUSH_LOCK_KEY = advisory_lock_key('pgops.resilience', 'walg_backup')
 _WROTE = re.compile(r'Wrote backup with name (base_[0-9A-F]{24}(?:_D_[0-9A-F]{24})?)')
+_STARTED = re.compile(r'Started backup with name (base_[0-9A-F]{24}(?:_D_[0-9A-F]{24})?)')
 
 
 def module_spec():
@@ -88,6 +95,32 @@ def planned_kind(cli, params):
     return 'delta', name, 'a delta against %s, the newest backup' % name
 
 
+@contextlib.contextmanager
+def one_push_at_a_time(params):
+    """Hold a session-level advisory lock on the server while the block runs, or refuse at once.
+
+    wal-g names a backup after the WAL segment it starts in: two pushes of one server that start in the same segment
+    write one name twice, each over the other's objects, and the storage then holds a backup that restores neither
+    (measured with wal-g 3.0.9: both said "Wrote backup with name base_...03"). The lock is released when the
+    session ends, also when the module is killed.
+
+    :raises PgopsError: when another ``walg_backup`` of the server holds the lock, or the server cannot be reached.
+    """
+    conn = connect(params)
+    try:
+        with pg_errors('taking the walg_backup advisory lock'):
+            with conn.cursor() as cursor:
+                cursor.execute('SELECT pg_catalog.pg_try_advisory_lock(%s)', [PUSH_LOCK_KEY])
+                acquired = cursor.fetchone()[0]
+        if not acquired:
+            raise PgopsError('another walg_backup of %s is pushing a base backup (it holds advisory lock %d); two pushes '
+                             'at once can write one backup name twice. Run again when it has finished.'
+                             % (describe_server(params), PUSH_LOCK_KEY))
+        yield
+    finally:
+        conn.close()
+
+
 def take_backup(params, check_mode=False):
     """Run ``walg_backup``: see the module's documentation for options and return values.
 
@@ -108,22 +141,45 @@ def take_backup(params, check_mode=False):
         args.append('--permanent')
     if params.get('user_data') is not None:
         args += ['--add-user-data', json.dumps(params['user_data'], sort_keys=True)]
-    with timed(result['seconds'], 'push'):
+    with one_push_at_a_time(params), timed(result['seconds'], 'push'):
         try:
             log = cli.log(args, 'pushing a base backup of %s' % params['data_directory'])
         except PgopsError as exc:
             if 'sockets not supported' in exc.msg:
                 raise PgopsError('%s. The data directory holds a Unix socket, which wal-g cannot back up: set '
                                  'unix_socket_directories to a directory outside it.' % exc.msg.rstrip('.'), **exc.details)
-            raise
+            raise _ended_by_signal(exc, params['data_directory'], cli.prefix)
     found = _WROTE.findall(log)
     if not found:
         raise PgopsError('wal-g backup-push ended without naming the backup it wrote; its log ends with: %s' % log[-1000:])
     name = found[-1]
-    records = [r for r in backup_records(cli) if r['name'] == name]
-    if not records:
+    # Only the new backup's sentinel is read: the storage may hold hundreds of backups.
+    entries = [e for e in list_entries(cli) if e.get('backup_name') == name]
+    if not entries:
         raise PgopsError('wal-g backup-push wrote %s, but backup-list in %s does not show it.' % (name, cli.prefix))
-    result.update(backup=records[0], kind='full' if records[0]['is_full'] else 'delta',
-                  delta_origin=records[0]['delta_origin'])
+    record = backup_record(entries[0], read_sentinel(cli, name))
+    result.update(backup=record, kind='full' if record['is_full'] else 'delta', delta_origin=record['delta_origin'])
     result['seconds']['total'] = seconds_since(began)
     return result
+
+
+def _ended_by_signal(exc, datadir, prefix):
+    """``exc``, wal-g backup-push's failure; when a signal ended wal-g (SIGKILL from the OOM killer or an operator), a
+    message that says so first, and what it leaves: the server aborted the backup when wal-g's session closed
+    (PostgreSQL docs, 26.3.3.1: a non-exclusive backup is aborted when its connection ends before pg_backup_stop), and
+    without its stop sentinel the uploaded objects are no backup (wal-g's backup-list and restores ignore them).
+    Otherwise ``exc`` itself. Its message keeps wal-g's log after the explanation.
+    """
+    returncode = exc.details.get('rc')
+    if returncode is None or returncode >= 0:
+        return exc
+    try:
+        how = 'signal %d (%s)' % (-returncode, signal.Signals(-returncode).name)
+    except ValueError:
+        how = 'signal %d' % -returncode
+    started = _STARTED.findall(exc.details.get('stderr') or '')
+    what = ('backup %s' % started[-1]) if started else 'the backup'
+    aborted = ', and the server aborted the backup when wal-g\'s connection closed' if started else ''
+    return PgopsError('wal-g backup-push of %s was ended by %s before it finished %s: %s holds no complete backup from '
+                      'this run (no stop sentinel, so backup-list and restores ignore what it uploaded)%s. Run walg_backup '
+                      'again. %s' % (datadir, how, what, prefix, aborted, exc.msg), **exc.details)

@@ -6,9 +6,9 @@ directory and its parent).
 
 Each case sets up a state in which a real run would change something (a rebuild that would happen, rows to archive
 and to restore, retention that would delete, a restore into a new database, a data directory to replace or wipe, a
-barman policy that would delete), runs the module in check mode, then for real with the same arguments. The real run
-proves two things: the snapshots see what the module writes (they differ after it), and ``changed`` in check mode is
-what the real run reports.
+barman policy that would delete, a wal-g base backup to push, a wal-g retention plan that would delete), runs the
+module in check mode, then for real with the same arguments. The real run proves two things: the snapshots see what
+the module writes (they differ after it), and ``changed`` in check mode is what the real run reports.
 """
 
 from __future__ import annotations
@@ -21,12 +21,15 @@ import pytest
 
 from ..archive_helpers import archive_params, create_database, drop_database, new_name, new_prefix, query, restore_params
 from ..helpers import barman_params, params_for
+from ..test_walg_backup import backup_params
+from ..test_walg_retention import _retention_params
 from .rows import create_source_table
 from .runner import run_module, wait_backends_gone
 from .setups import (
     barman_catalog, basebackup_args, bootstrap_args, create_rem_database, fake_bundles, fake_s3_bundles, new_bundle_name,
     pg_args, remove_tree, server_reachable_dir, stale_partial, stale_scratch)
 from .snapshots import cluster_snapshot, db_snapshot, dir_snapshot, s3_snapshot
+from .test_walg_faults import new_prefix as new_walg_prefix, walg_history
 
 pytestmark = pytest.mark.faults
 
@@ -209,6 +212,26 @@ def _barman_restore_drill(request, work):
                 False, None, lambda check, real: (check['backup']['backup_id'], real['backup']['backup_id']))
 
 
+def _walg_storage(sandbox, prefix):
+    """The snapshot of the wal-g storage ``prefix`` (s3://bucket/path)."""
+    return s3_snapshot(sandbox, prefix[len('s3://%s/' % sandbox.bucket):] + '/')
+
+
+def _walg_backup(request, work):
+    sandbox, walg_bin = request.getfixturevalue('sandbox'), request.getfixturevalue('walg_bin')
+    prefix = new_walg_prefix(sandbox, 'check')
+    return Case('walg_backup', backup_params(sandbox, walg_bin, prefix), lambda: (_walg_storage(sandbox, prefix),), True, None,
+                lambda check, real: tuple((r['kind'], r['delta_origin']) for r in (check, real)))
+
+
+def _walg_retention(request, work):
+    sandbox, walg_bin = request.getfixturevalue('sandbox'), request.getfixturevalue('walg_bin')
+    prefix = new_walg_prefix(sandbox, 'check')
+    walg_history(sandbox, walg_bin, prefix)  # five backups whose times are moved back: one to delete, and WAL
+    return Case('walg_retention', _retention_params(sandbox, walg_bin, prefix), lambda: (_walg_storage(sandbox, prefix),), True,
+                None, lambda check, real: tuple((r['delete'], r['wal_delete'], r['bytes_freed']) for r in (check, real)))
+
+
 CASES = collections.OrderedDict([
     ('pg_unlogged_rebuild', _pg_unlogged_rebuild),
     ('table_archive', _table_archive),
@@ -222,6 +245,8 @@ CASES = collections.OrderedDict([
     ('pg_wipe_data_directory', _pg_wipe_data_directory),
     ('barman_restore_drill', _barman_restore_drill),
     ('barman_retention', _barman_retention),
+    ('walg_backup', _walg_backup),
+    ('walg_retention', _walg_retention),
 ])
 
 # Modules whose check mode reports another `changed` than the real run (see the reasons).

@@ -5,10 +5,11 @@ collection that takes a secret.
 The secrets: the sandbox password (in ``PGPASSWORD`` and in a ``postgresql://`` URI), the S3 secret key
 (``AWS_SECRET_ACCESS_KEY``), and three server settings that carry one, set with ALTER SYSTEM and reset afterwards:
 ``primary_conninfo`` (a password), ``restore_command`` (an AWS secret key) and ``ssl_passphrase_command`` (a
-passphrase); a primary uses none of them. Searched afterwards: stdout and stderr of every run, every file under the
-runs' Ansible home and temporary directories (``TMPDIR`` too, where the modules make their scratch directories), the
-bundles (member by member, gzip members decompressed), the archives, watermarks and bundles written to S3, the
-metrics file, and the kept work files of a restore drill.
+passphrase); a primary uses none of them. The wal-g playbooks get one more: a value in ``walg_env``. Searched
+afterwards: stdout and stderr of every run, every file under the runs' Ansible home and temporary directories
+(``TMPDIR`` too, where the modules make their scratch directories), the bundles (member by member, gzip members
+decompressed), the archives, watermarks and bundles written to S3, the metrics file, the kept work files of a restore
+drill, and the JSON objects wal-g wrote.
 
 The one expected place: a base backup is a copy of the data directory, so its ``postgresql.auto.conf`` holds the
 server's own settings as ALTER SYSTEM wrote them (the bootstrap needs them); only the three settings' secrets may be
@@ -25,12 +26,14 @@ import pytest
 
 from ..archive_helpers import drop_database, list_keys, new_name, new_prefix
 from ..helpers import barman_params
+from ..test_walg_restore_drill import ship_wal
 from .rows import create_source_table
 from .runner import playbook_environment, run_module, run_playbook_vvv
 from .secret_grep import SecretGrep
 from .setups import (
     barman_catalog, create_rem_database, remove_tree, secret_settings, server_reachable_dir)
 from .snapshots import db_snapshot, s3_snapshot
+from .test_walg_faults import new_prefix as new_walg_prefix, write_marker
 
 pytestmark = pytest.mark.faults
 
@@ -218,3 +221,39 @@ def _barman_playbooks(box, tmp_path, workdir, drill_parent, grep, settings):
     # The restored data directory is the backed-up server's own: it holds what ALTER SYSTEM wrote there.
     grep.assert_clean(outputs, dirs=[run_root, drill_parent], skip=restored)
     assert ids[0] not in box.s3.objects('barman/%s/base/' % server), 'the retention run did delete'
+
+
+def test_walg_playbooks_leak_no_secret(sandbox, walg_bin, tmp_path):
+    """The wal-g playbooks at -vvv with a secret in ``walg_env`` (``WALG_PGP_KEY_PASSPHRASE``, a long random value
+    like a ``WALG_LIBSODIUM_KEY``: wal-g reads it only beside a PGP key, so it changes nothing here, and the collection
+    keeps every ``walg_env`` value secret; the wal-g built here has no libsodium), the S3 secret key
+    (``AWS_SECRET_ACCESS_KEY``) and the password (``PGPASSWORD``): a backup with retention, WAL verification,
+    retention in check mode, and a restore drill. Searched: the outputs, every file under the runs' directories and
+    the drill's scratch parent, and the JSON objects wal-g wrote (sentinels, metadata)."""
+    walg_secret = 'walg-env-%s%s' % (uuid.uuid4().hex, uuid.uuid4().hex)
+    grep = SecretGrep({'walg_env value': walg_secret, 'S3 secret key': sandbox.s3.secret_key, 'sandbox password': sandbox.password})
+    run_root, drill_parent = tmp_path / 'runs', server_reachable_dir('pgops-faults-walg-drill-')
+    prefix = new_walg_prefix(sandbox, 'leaks')
+    runs = Runs(playbook_environment(sandbox, run_root))
+    where = dict(walg_prefix=prefix, walg_bin=walg_bin, walg_env={'WALG_PGP_KEY_PASSPHRASE': walg_secret})
+    try:
+        pushed = runs.play('walg_backup', dict(where, walg_data_directory=sandbox.primary.datadir, walg_retention_enabled=True),
+                           expect='Took a full backup base_')
+        name = pushed.split('Took a full backup ')[1].split()[0]
+        write_marker(sandbox, 7)
+        ship_wal(sandbox, walg_bin, prefix, name[5:29])
+        runs.play('walg_verify', dict(where, walg_recovery_window_days=1), expect='WAL verification')
+        runs.play('walg_retention', where, check=True, expect='Would delete 0 backup(s)')
+        runs.play('walg_restore_drill', dict(where, walg_drill_scratch_parent=drill_parent, walg_drill_checks=[
+            dict(name='marker', query='SELECT bool_or(n = 7) FROM walg_faults_marker', expected=True)]),
+            expect='Restore drill PASSED: backup %s' % name)
+        outputs = dict(runs.outputs)
+        # Each module got the walg_env secret, and Ansible shows it masked (no_log).
+        masked = '"WALG_PGP_KEY_PASSPHRASE": "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"'
+        assert all(masked in text for label, text in outputs.items() if label.endswith(' stdout')), sorted(outputs)
+        root = prefix[len('s3://%s/' % sandbox.bucket):] + '/'
+        outputs.update(_objects(sandbox, *[k for k in list_keys(sandbox, root) if k.endswith('.json')]))
+        assert len([k for k in outputs if k.startswith('s3://')]) >= 3, 'the sentinel and the metadata files'
+        grep.assert_clean(outputs, dirs=[run_root, drill_parent])
+    finally:
+        remove_tree(drill_parent)

@@ -144,3 +144,41 @@ def test_times_keep_microseconds_and_become_utc():
     assert backups.utc_text('2026-12-08T02:16:11+02:00', 't') == '2026-12-08T00:16:11Z'
     with pytest.raises(PgopsError):
         backups.utc_text('yesterday', 'start_time')
+
+
+def test_the_last_log_entry_is_the_last_error_with_its_continuation_lines():
+    log = ('INFO: 2026/12/08 02:00:00.1 Selecting the latest backup...\n'
+           'ERROR: 2026/12/08 02:00:01.2 failed to write part_001: write /scratch/base/x: no space left on device\n'
+           '  caused by: short write\n'
+           'INFO: 2026/12/08 02:00:02.3 retrying in 60 s, retries left: 14\n')
+    assert cli.last_log_entry(log) == ('ERROR: 2026/12/08 02:00:01.2 failed to write part_001: write /scratch/base/x: '
+                                       'no space left on device caused by: short write')
+    assert cli.last_log_entry('INFO: a\nINFO: b\n') == 'INFO: b'
+    assert cli.last_log_entry('') == ''
+    assert cli.last_log_entry('ERROR: ' + 'x' * 1000).endswith('...')
+
+
+def test_credentials_the_endpoint_refuses_are_named_with_what_to_give(tmp_path):
+    walg = tmp_path / 'wal-g'
+    walg.write_text('#!/bin/sh\necho "ERROR: ... SignatureDoesNotMatch: The request signature we calculated does not match" >&2\nexit 1\n')
+    walg.chmod(0o755)
+    client = cli.WalgCli(params(walg_bin=str(walg), prefix='s3://bucket/walg', endpoint_url='http://127.0.0.1:9',
+                                access_key='AKIA', secret_key='wrong-secret-123'), base_env={'PATH': '/usr/bin:/bin'})
+    with pytest.raises(PgopsError) as info:
+        client.output(['backup-list', '--json'], 'listing the backups')
+    assert 'refused the credentials: secret_key is not the secret of access_key' in info.value.msg
+    assert 'wrong-secret-123' not in info.value.msg
+
+
+def test_a_call_stopped_at_its_bound_says_what_and_where_and_what_wal_g_logged_last(tmp_path):
+    walg = tmp_path / 'wal-g'
+    walg.write_text('#!/bin/sh\necho "ERROR: dial tcp 127.0.0.1:9: connect: connection refused" >&2\n'
+                    'echo "INFO: retrying" >&2\nexec sleep 30\n')
+    walg.chmod(0o755)
+    client = cli.WalgCli(params(walg_bin=str(walg), prefix='s3://bucket/walg', endpoint_url='http://127.0.0.1:9'),
+                         base_env={'PATH': '/usr/bin:/bin'})
+    with pytest.raises(PgopsError) as info:
+        client.log(['backup-push', '/data'], 'pushing a base backup', timeout=1)
+    assert 'wal-g backup-push, pushing a base backup in s3://bucket/walg (endpoint_url http://127.0.0.1:9)' in info.value.msg
+    assert 'did not finish within timeout=1 seconds' in info.value.msg
+    assert 'What wal-g logged last as an error: ERROR: dial tcp 127.0.0.1:9: connect: connection refused' in info.value.msg
