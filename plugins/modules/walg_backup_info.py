@@ -54,8 +54,9 @@ options:
   recovery_window_days:
     description:
       - The recovery window that retention keeps (M(pgops.resilience.walg_retention)'s option of that name). A lost
-        segment fails the integrity check when it is at or after the start of the window's base backup, or inside a
-        backup's start to finish LSN. Unset, every segment from the earliest backup on is needed.
+        segment fails the integrity check when it is at or after the start of the window's base backup, on a timeline
+        newer than the base's, or inside a backup's start to finish LSN. C(0) counts from the newest backup, as
+        retention does. Unset, every segment from the earliest backup on is needed.
     type: int
 notes:
   - Needs wal-g (3.0 or later) on the host that runs the module; the identity used needs read access to the storage.

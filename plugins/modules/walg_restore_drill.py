@@ -39,7 +39,8 @@ options:
     description:
       - The backup to restore, by name (C(base_000000010000000000000002)). C(LATEST) is the one wal-g calls LATEST,
         the backup whose stop sentinel was written last; with O(recovery_target_time), the newest backup that finished
-        before that moment.
+        before that moment. Give that time with its UTC offset, such as C(2026-11-20 10:30:00+00), since PostgreSQL
+        would read one without in the restored server's time zone.
     type: str
     default: LATEST
 attributes:

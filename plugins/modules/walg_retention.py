@@ -17,7 +17,8 @@ description:
     O(keep_weekly) ISO weeks (today and this week count); every backup finished inside the recovery window (the last
     O(recovery_window_days) days) and the newest one finished before it, the base a recovery to the window's first
     moment starts from; always the newest backup and every permanent one; and a kept delta backup's whole chain.
-  - WAL is kept from the start of the window's base backup onward, on every timeline; older WAL only where a kept
+  - WAL is kept from the start of the window's base backup onward, on every timeline, and all of any timeline newer
+    than the base's (a restore that forked below the base's start and went on archiving); older WAL only where a kept
     backup needs it to become consistent (its start to finish LSN). Timeline history files are always kept. So the
     WAL between two kept weekly backups is deleted, which C(wal-g delete retain) cannot do.
   - Backups are ordered by their times, never by name or LSN (after a promotion a newer backup can have a smaller one).

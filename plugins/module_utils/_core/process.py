@@ -109,17 +109,28 @@ def nearly_full(path):
 _PR_SET_PDEATHSIG = 1  # prctl(2), linux/prctl.h
 
 
+_PRCTL = []  # libc's prctl, looked up once (find_library runs ldconfig)
+
+
 def _parent_death_signal():
     """A function for ``preexec_fn`` that makes the child receive SIGKILL when the thread that started it ends (Linux
     ``prctl(PR_SET_PDEATHSIG)``), or None where there is no such call. libc is loaded here, in the parent: the child
-    only calls it, between fork and exec, where loading a library could deadlock."""
-    try:
-        prctl = ctypes.CDLL(ctypes.util.find_library('c') or None, use_errno=True).prctl
-    except (OSError, AttributeError):
+    only calls it, between fork and exec, where loading a library could deadlock. A parent that died between the fork
+    and the call is seen by the parent's pid having changed: the child exits at once."""
+    if not _PRCTL:
+        try:
+            _PRCTL.append(ctypes.CDLL(ctypes.util.find_library('c') or None, use_errno=True).prctl)
+        except (OSError, AttributeError):
+            _PRCTL.append(None)
+    prctl = _PRCTL[0]
+    if prctl is None:
         return None
+    parent = os.getpid()
 
     def set_signal():
         prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)  # pylint: disable=protected-access
     return set_signal
 
 
@@ -255,6 +266,8 @@ class Program:
 
         :returns: bool, whether it has exited.
         """
+        if seconds <= 0 or self.proc.poll() is not None:
+            return self.proc.poll() is not None
         waiter = threading.Thread(target=self.proc.wait, name='wait-%d' % self.proc.pid, daemon=True)
         waiter.start()
         waiter.join(seconds)

@@ -20,11 +20,11 @@ import re
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.clock import isoformat_z
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._walg.wal import lsn_value
 
 SENTINEL_SUFFIX = '_backup_stop_sentinel.json'
 BACKUPS_FOLDER = 'basebackups_005'
 _NAME = re.compile(r'base_([0-9A-F]{8})([0-9A-F]{16})(?:_D_([0-9A-F]{24}))?\Z')
-_LSN = re.compile(r'([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})\Z')
 
 
 def lsn_text(value, field='lsn'):
@@ -36,12 +36,15 @@ def lsn_text(value, field='lsn'):
     """
     if value is None:
         return None
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 64:
-        return '%X/%X' % (value >> 32, value & 0xFFFFFFFF)
-    match = _LSN.match(str(value).strip()) if isinstance(value, str) else None
-    if match:
-        return '%X/%X' % (int(match.group(1), 16), int(match.group(2), 16))
-    raise PgopsError('wal-g reported %s=%r, which is not an LSN.' % (field, value))
+    number = value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, str):
+        try:
+            number = lsn_value(value)
+        except PgopsError:
+            number = None
+    if number is None or not 0 <= number < 1 << 64:
+        raise PgopsError('wal-g reported %s=%r, which is not an LSN.' % (field, value))
+    return '%X/%X' % (number >> 32, number & 0xFFFFFFFF)
 
 
 def timeline_of(name):

@@ -20,7 +20,7 @@ import tempfile
 from urllib.parse import urlparse
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils._core.process import Program
+from ansible_collections.pgops.resilience.plugins.module_utils._core.process import STDERR_KEEP, Program
 from ansible_collections.pgops.resilience.plugins.module_utils._core.redaction import redact
 from ansible_collections.pgops.resilience.plugins.module_utils._s3.options import s3_connection_spec
 
@@ -44,6 +44,7 @@ _REFUSALS = (
     ('status code: 403', 'the credentials are wrong, or access_key may not use this bucket and path'),
 )
 _LOG_ENTRY = re.compile(r'^(?:INFO|WARNING|ERROR|FATAL|PANIC): ', re.MULTILINE)
+WHOLE_LOG = 64 * 1024 * 1024  # bytes of a log read line by line (in memory): some 500,000 marked objects
 LAST_WORDS = 600  # characters of wal-g's last log entry put in a timeout's message
 
 
@@ -156,12 +157,16 @@ class WalgCli:
         """
         return self._bounded(args, what, timeout, spool=True)
 
-    def log(self, args, what, timeout=None):
+    def log(self, args, what, timeout=None, whole=False):
         """Run ``wal-g <args>`` and return what it logged (its stderr, the last 1 MiB), for the commands that report
-        there (``backup-push``: ``Wrote backup with name ...``). Raises as :meth:`output` does."""
-        return self._bounded(args, what, timeout, spool=False)
+        there (``backup-push``: ``Wrote backup with name ...``). Raises as :meth:`output` does.
 
-    def _bounded(self, args, what, timeout, spool):
+        :param whole: bool, the caller reads every line (a ``delete`` dry run's "Object marked for deletion"): up to
+            :data:`WHOLE_LOG` bytes are kept, and a longer log raises instead of losing its first lines.
+        """
+        return self._bounded(args, what, timeout, spool=False, whole=whole)
+
+    def _bounded(self, args, what, timeout, spool, whole=False):
         """Run wal-g for at most ``timeout`` seconds (default the ``timeout`` option) and return its stdout
         (``spool``) or its stderr.
 
@@ -174,7 +179,7 @@ class WalgCli:
             answer = stack.enter_context(tempfile.TemporaryFile()) if spool else None
             # die_with_parent: a wal-g that outlived a killed module would go on pushing or deleting unwatched.
             program = Program([self.program] + list(args), self.env, 'wal-g %s (%s in %s)' % (args[0], what, self.prefix),
-                              stdout=answer, die_with_parent=True)
+                              stdout=answer, die_with_parent=True, keep=WHOLE_LOG if whole else STDERR_KEEP)
             try:
                 finished = program.exited_within(limit)
             finally:
@@ -182,7 +187,7 @@ class WalgCli:
             if not finished:
                 raise self._out_of_time(args[0], what, limit, program.stderr.text())
             try:
-                log = program.result(self.secrets)
+                log = program.result(self.secrets, complete=whole)
             except PgopsError as exc:
                 raise self._refused(exc)
             if answer is None:

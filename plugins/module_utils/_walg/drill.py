@@ -13,6 +13,7 @@ what PostgreSQL takes as the end of the archive: 20.5.4 "Archive Recovery").
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import tempfile
 
@@ -21,11 +22,13 @@ from ansible_collections.pgops.resilience.plugins.module_utils._core.errors impo
 from ansible_collections.pgops.resilience.plugins.module_utils._core.process import nearly_full
 from ansible_collections.pgops.resilience.plugins.module_utils._drill.options import (
     RECOVERY_TARGETS_EXCLUSIVE, drill_argument_spec, drill_with_options, fetch_backup, refuse_scratch_parent, scratch_directory)
-from ansible_collections.pgops.resilience.plugins.module_utils._walg.backups import backup_record, latest_entry, moment, utc_text
+from ansible_collections.pgops.resilience.plugins.module_utils._walg.backups import backup_record, latest_entry, moment
 from ansible_collections.pgops.resilience.plugins.module_utils._walg.catalog import list_entries, read_sentinel
 from ansible_collections.pgops.resilience.plugins.module_utils._walg.cli import WalgCli, walg_secrets, walg_spec
 
 LATEST = 'LATEST'
+# The end of a time with its offset: Z, +00, +0100, -05:30.
+_OFFSET = re.compile(r'(Z|[+-]\d{2}(:?\d{2})?)\Z', re.IGNORECASE)
 # What wal-g 3.0.9 says when an object of a backup is gone: a tar part, the pg_control part, a file of a directory.
 _MISSING_PART = ('did not provide files to extract', 'expect pg_control archive, but not found', 'no such file',
                  'nosuchkey', 'object not found')
@@ -60,12 +63,12 @@ def choose_backup(cli, wanted, target_time=None):
     elif target_time is None:
         name = latest_entry(entries)['backup_name']
     else:
-        before = [e for e in entries if moment(e.get('finish_time') or e.get('time')) < target_time]
+        before = [e for e in entries if _finished(e) < target_time]
         if not before:
             raise PgopsError('no backup in %s finished before recovery_target_time %s; the oldest finished at %s. Give a '
                              'later target.' % (cli.prefix, isoformat_z(target_time),
-                                                min(utc_text(e.get('finish_time') or e.get('time'), 'finish_time') for e in entries)))
-        name = max(before, key=lambda e: moment(e.get('finish_time') or e.get('time')))['backup_name']
+                                                isoformat_z(min(_finished(e) for e in entries))))
+        name = max(before, key=_finished)['backup_name']
     chosen = [e for e in entries if e.get('backup_name') == name]
     if not chosen:
         raise PgopsError('backup_name %r is not in %s; it holds: %s.'
@@ -73,16 +76,28 @@ def choose_backup(cli, wanted, target_time=None):
     return backup_record(chosen[0], read_sentinel(cli, name))
 
 
+def _finished(entry):
+    """When a ``backup-list --detail`` entry finished (aware ``datetime``; its sentinel's time when it says nothing)."""
+    return moment(entry.get('finish_time') or entry.get('time'))
+
+
 def target_time(params):
-    """The ``recovery_target_time`` option as an aware ``datetime`` (no offset: UTC), or None when it is not set or
-    not a form read here (PostgreSQL reads more; the newest backup is then restored)."""
+    """The ``recovery_target_time`` option as an aware ``datetime``, to choose the backup before it; None without one.
+
+    :raises PgopsError: for a time without a UTC offset (PostgreSQL would read it in the restored server's
+        ``timezone``, which the choice here cannot know) or one that is not read here; the message says the form.
+    """
     text = params.get('recovery_target_time')
     if not text:
         return None
     try:
-        return parse_time(text)
+        when = parse_time(text)
     except ValueError:
-        return None
+        when = None
+    if when is None or not _OFFSET.search(text.strip()):
+        raise PgopsError('recovery_target_time %r: give it with its UTC offset, such as "2026-11-20 10:30:00+00", so that '
+                         'the newest backup finished before it can be chosen (or name the backup in backup_name).' % text)
+    return when
 
 
 def wal_fetch_command(cli):
@@ -99,7 +114,8 @@ def restore_drill(params, check_mode=False):
     """
     refuse_scratch_parent(params)
     cli = WalgCli(params)
-    backup = choose_backup(cli, params['backup_name'], target_time(params))
+    target = target_time(params) if params['backup_name'].upper() == LATEST else None
+    backup = choose_backup(cli, params['backup_name'], target)
     result = dict(changed=False, backup=backup, prefix=params['prefix'])
     restore_command = wal_fetch_command(cli)
     if check_mode:

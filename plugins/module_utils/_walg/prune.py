@@ -130,7 +130,7 @@ def _confirmed_delete(cli, args, allowed, what, folder):
     :raises PgopsError: naming the objects the dry run marked that the plan keeps; nothing is deleted then.
     """
     marked = [name if name.startswith((BACKUPS_FOLDER + '/', WAL_FOLDER + '/')) else '%s/%s' % (folder, name)
-              for name in _MARKED.findall(cli.log(args, what + ', dry run'))]
+              for name in _MARKED.findall(cli.log(args, what + ', dry run', whole=True))]
     outside = sorted(set(marked) - allowed)
     if outside:
         raise PgopsError('wal-g %s would delete %d object(s) the retention plan keeps (%s); nothing was deleted by it. '

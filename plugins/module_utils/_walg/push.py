@@ -110,6 +110,10 @@ def one_push_at_a_time(params):
     try:
         with pg_errors('taking the walg_backup advisory lock'):
             with conn.cursor() as cursor:
+                if conn.server_version >= 140000:
+                    # The session idles while wal-g pushes: a server-wide idle_session_timeout would end it, and the
+                    # lock with it, mid-push.
+                    cursor.execute('SET idle_session_timeout = 0')
                 cursor.execute('SELECT pg_catalog.pg_try_advisory_lock(%s)', [PUSH_LOCK_KEY])
                 acquired = cursor.fetchone()[0]
         if not acquired:

@@ -13,10 +13,11 @@ least a 7-day PITR), made exact. In UTC:
 * always the newest backup and every permanent one (``wal-g backup-mark``);
 * a kept delta backup keeps its whole chain: the backups it was taken against, back to its full backup.
 
-WAL: every segment from the window base's start onward (any timeline), and older segments only where a kept backup
-needs them to become consistent (its start to finish LSN, :func:`~.wal.backup_segments`); timeline history files
-always. wal-g's ``delete retain`` counts backups and cannot keep a calendar, nor delete WAL between kept weekly
-backups; hence this plan, applied with wal-g's own commands (:mod:`~.prune`).
+WAL: every segment from the window base's start onward (any timeline), every segment of a timeline newer than the
+base's (a restore that forked below the base went on there), and older segments only where a kept backup needs them
+to become consistent (its start to finish LSN): :class:`~.wal.WalNeeds`; timeline history files always. wal-g's
+``delete retain`` counts backups and cannot keep a calendar, nor delete WAL between kept weekly backups; hence this
+plan, applied with wal-g's own commands (:mod:`~.prune`).
 
 Backups are ordered by their times, never by name or LSN: after a promotion or a restore, a newer backup can have a
 smaller name or LSN.
@@ -30,7 +31,7 @@ from ansible_collections.pgops.resilience.plugins.module_utils._core.clock impor
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
 from ansible_collections.pgops.resilience.plugins.module_utils._walg.backups import moment
 from ansible_collections.pgops.resilience.plugins.module_utils._walg.wal import (
-    backup_segments, is_history, segment_name, segment_of, segment_ranges)
+    WalNeeds, backup_segments, segment_name, segment_of, segment_ranges)
 
 
 def validate_policy(keep_daily, keep_weekly, recovery_window_days):
@@ -126,22 +127,17 @@ def _keep_delta_chains(backups, reasons):
 
 
 def wal_needed(backups, kept_names, base):
-    """A predicate on WAL object names: whether the plan keeps that object.
+    """A predicate on WAL object names: whether the plan keeps that object (:class:`~.wal.WalNeeds` of the kept
+    backups and the window base).
 
     :param backups: all backups; ``kept_names``: set of the names kept; ``base``: the window base backup or None.
     :returns: function(name) -> bool. Timeline history files and names that are not WAL files are always kept.
     """
-    base_first = backup_segments(base)[1] if base is not None else None
-    ranges = [backup_segments(b) for b in backups if b['name'] in kept_names]
+    needs = WalNeeds([b for b in backups if b['name'] in kept_names], base)
 
     def needed(name):
         where = segment_of(name)
-        if where is None or is_history(name):
-            return True
-        timeline, number = where
-        if base_first is not None and number >= base_first:
-            return True
-        return any(timeline == tli and first <= number <= last for tli, first, last in ranges)
+        return where is None or needs.segment(*where)
     return needed
 
 

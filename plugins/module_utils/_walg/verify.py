@@ -10,9 +10,10 @@ newest is ``MISSING_UPLOADING`` (a WARNING), an older one ``MISSING_LOST`` (a FA
 the status fields are the verdict.
 
 After retention (:mod:`~.retention`) has deleted the WAL between two kept weekly backups, wal-g calls those gaps lost.
-Here a lost segment fails the check only when a backup needs it: inside a backup's start-to-finish range (to become
-consistent), or at or after the start of the recovery window's base backup (``recovery_window_days``; without it, the
-earliest backup, wal-g's own rule).
+Here a lost segment fails the check only when a backup needs it, by the rule retention keeps WAL by
+(:class:`~.wal.WalNeeds`): inside a backup's start-to-finish range (to become consistent), at or after the start of
+the recovery window's base backup (``recovery_window_days``; without it, the earliest backup, wal-g's own rule), or on
+a timeline newer than that base's.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import datetime
 import json
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
+from ansible_collections.pgops.resilience.plugins.module_utils._walg.backups import oldest_first
 from ansible_collections.pgops.resilience.plugins.module_utils._walg.retention import window_base
-from ansible_collections.pgops.resilience.plugins.module_utils._walg.wal import backup_segments, segment_of
+from ansible_collections.pgops.resilience.plugins.module_utils._walg.wal import WalNeeds, segment_of
 
 CHECKS = ('integrity', 'timeline')
 _LOST = 'MISSING_LOST'
@@ -46,21 +48,19 @@ def parse_verify_output(text):
 
 
 def needed_from(backups, recovery_window_days, now):
-    """What the backups need (a predicate on ``(timeline, segment number)``): each backup's start-to-finish range,
-    and every segment from the start of the recovery window's base backup on (the earliest backup's without a
-    window). Without backups nothing is needed."""
+    """What the backups need, as retention keeps it (:class:`~.wal.WalNeeds`): the base is the recovery window's
+    (``recovery_window_days``; 0: the newest backup, as ``walg_retention`` counts it), or without a window the
+    earliest backup. Without backups nothing is needed.
+
+    :returns: :class:`~.wal.WalNeeds`, or None without backups.
+    """
     if not backups:
-        return lambda timeline, number: False
-    if recovery_window_days:
+        return None
+    if recovery_window_days is not None:
         base = window_base(backups, now - datetime.timedelta(days=recovery_window_days))
     else:
-        base = min(backups, key=lambda b: backup_segments(b)[1])
-    base_first = backup_segments(base)[1]
-    ranges = [backup_segments(b) for b in backups]
-
-    def needed(timeline, number):
-        return number >= base_first or any(t == timeline and first <= number <= last for t, first, last in ranges)
-    return needed
+        base = oldest_first(backups)[0]
+    return WalNeeds(backups, base)
 
 
 def judge_integrity(result, needed):
@@ -69,7 +69,7 @@ def judge_integrity(result, needed):
 
     :param result: dict ``status``, ``details`` (list of runs ``timeline_id``, ``start_segment``, ``end_segment``,
         ``segments_count``, ``status``).
-    :param needed: predicate of :func:`needed_from`.
+    :param needed: :class:`~.wal.WalNeeds` of :func:`needed_from`, or None (no backup: nothing is needed).
     :returns: dict ``status`` (OK / WARNING / FAILURE), ``walg_status`` (wal-g's own), ``details`` (the runs, each
         with ``needed``: for a missing run, whether a backup or the window needs a segment of it; false for a found
         one), ``lost`` (the needed lost runs).
@@ -80,8 +80,7 @@ def judge_integrity(result, needed):
         first, last = segment_of(run.get('start_segment') or ''), segment_of(run.get('end_segment') or '')
         if first is None or last is None:
             raise PgopsError('wal-g wal-verify reported a segment run that is not WAL file names: %s' % json.dumps(run)[:200])
-        # Only a missing run is judged: a found run of a hundred thousand segments needs no look.
-        wanted = run.get('status') != 'FOUND' and any(needed(first[0], n) for n in range(first[1], last[1] + 1))
+        wanted = run.get('status') != 'FOUND' and needed is not None and needed.run(first[0], first[1], last[1])
         runs.append(dict(run, needed=wanted))
         if run.get('status') == _LOST and wanted:
             status = 'FAILURE'

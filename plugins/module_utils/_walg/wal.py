@@ -19,24 +19,19 @@ WAL_FOLDER = 'wal_005'
 SEGMENT_SIZE = 16 * 1024 * 1024  # bytes
 _SEGMENTS_PER_XLOGID = 0x100000000 // SEGMENT_SIZE
 _SEGMENT = re.compile(r'([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})(?![0-9A-F])')
-_HISTORY = re.compile(r'[0-9A-F]{8}\.history(\.|\Z)')
 _LSN = re.compile(r'([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})\Z')
 
 
 def segment_of(name):
-    """``(timeline, segment number)`` of a WAL object named ``name`` (its base name starts with a WAL file name), or
-    None for anything else (a timeline history file, a folder)."""
+    """``(timeline, segment number)`` of a WAL object named ``name`` (its base name starts with a WAL file name: a
+    segment, ``.partial`` or a backup history file), or None for anything else (a timeline history file,
+    ``00000002.history``, which following a timeline needs)."""
     base = name.rsplit('/', 1)[-1]
     match = _SEGMENT.match(base)
     if not match:
         return None
     timeline, log, seg = (int(group, 16) for group in match.groups())
     return timeline, log * _SEGMENTS_PER_XLOGID + seg
-
-
-def is_history(name):
-    """Whether ``name`` is a timeline history file (``00000002.history``), which following a timeline needs."""
-    return bool(_HISTORY.match(name.rsplit('/', 1)[-1]))
 
 
 def segment_name(timeline, number):
@@ -65,6 +60,35 @@ def backup_segments(backup):
     start = lsn_value(backup['start_lsn'])
     finish = lsn_value(backup['finish_lsn'])
     return backup['timeline'], max(start - 1, 0) // SEGMENT_SIZE, finish // SEGMENT_SIZE
+
+
+class WalNeeds:
+    """Which WAL segments recovery needs, given the backups kept and the base of the recovery window (the backup a
+    recovery to the window's first moment starts from):
+
+    * each backup's own start-to-finish range on its timeline (:func:`backup_segments`), to become consistent;
+    * from the base on, every segment numbered at or after the base's first, on any timeline;
+    * every segment of a timeline newer than the base's. A later promotion, or a restore to an older point that
+      forked below the base's start and went on archiving, numbers its WAL below the base's first segment: that WAL
+      is the database's present history, and LATEST rolls forward through it.
+
+    :param backups: list of backup dicts (``timeline``, ``start_lsn``, ``finish_lsn``).
+    :param base: the window base backup dict, or None (then only the backups' ranges are needed).
+    """
+
+    def __init__(self, backups, base):
+        self.ranges = [backup_segments(b) for b in backups]
+        self.base = backup_segments(base)[:2] if base is not None else None
+
+    def run(self, timeline, first, last):
+        """Whether a segment of ``first``..``last`` (segment numbers) on ``timeline`` is needed."""
+        if self.base is not None and (timeline > self.base[0] or last >= self.base[1]):
+            return True
+        return any(t == timeline and start <= last and first <= end for t, start, end in self.ranges)
+
+    def segment(self, timeline, number):
+        """Whether segment ``number`` on ``timeline`` is needed."""
+        return self.run(timeline, number, number)
 
 
 def segment_ranges(objects):

@@ -176,3 +176,22 @@ def test_segment_ranges_merge_a_segment_and_its_backup_history_file():
         dict(timeline=1, first=segment_name(1, 7), last=segment_name(1, 7), segments=1, bytes=100)]
     assert segment_name(1, 256) == '000000010000000100000000'
     assert segment_of('wal_005/000000010000000100000000.lz4') == (1, 256)
+
+
+def test_a_restore_that_forked_below_the_window_base_keeps_its_new_timelines_wal():
+    """Timeline 1: A (Nov 20, segment 0x40) and B (Nov 30, 0x100, the window's base). On Dec 3 A is restored and
+    promoted: timeline 2 forks at 0x41 and archives into the same storage; C (Dec 5, 0x60) and D (Dec 8, 0x80)
+    follow. Timeline 2's WAL is numbered below B's start, yet LATEST rolls forward through it: all of it stays."""
+    a = backup(datetime.datetime(2026, 11, 20, 2, tzinfo=UTC), 0x40)
+    b = backup(datetime.datetime(2026, 11, 30, 2, tzinfo=UTC), 0x100)
+    c = backup(datetime.datetime(2026, 12, 5, 2, tzinfo=UTC), 0x60, timeline=2)
+    d = backup(datetime.datetime(2026, 12, 8, 2, tzinfo=UTC), 0x80, timeline=2)
+    objects = wal(1, 0x40, 0x110) + wal(2, 0x41, 0x90) + [dict(name='wal_005/00000002.history.br', size=10)]
+    result = plan([a, b, c, d], objects, NOW, keep_daily=1, keep_weekly=0, recovery_window_days=7)
+    assert result['window_base'] == b['name']
+    deleted = set(segment_of(n) for n in result['wal_delete_objects'])
+    assert not [where for where in deleted if where[0] == 2]
+    assert 'wal_005/00000002.history.br' not in result['wal_delete_objects']
+    # Timeline 1 below B's start goes, but for the backups' own ranges (A was not kept: it is deleted).
+    assert result['delete'] == [a['name']]
+    assert deleted == set((1, n) for n in range(0x40, 0x100))

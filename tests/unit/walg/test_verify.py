@@ -65,6 +65,20 @@ def test_without_a_window_everything_from_the_earliest_backup_is_needed():
     assert judge_integrity(dict(status='WARNING', details=[]), nothing)['status'] == 'WARNING'
 
 
+def test_a_window_of_zero_days_needs_wal_from_the_newest_backup_as_retention_keeps_it():
+    needed = needed_from(BACKUPS, 0, NOW + datetime.timedelta(minutes=1))
+    assert judge_integrity(dict(status='FAILURE', details=[_run(41, 59, 'MISSING_LOST')]), needed)['status'] == 'OK'
+    assert judge_integrity(dict(status='FAILURE', details=[_run(61, 62, 'MISSING_LOST')]), needed)['status'] == 'FAILURE'
+
+
+def test_a_lost_segment_of_a_newer_timeline_below_the_base_fails():
+    """A restore to an older point forked timeline 2 below the window base's start; its WAL is the present history."""
+    newer = dict(_backup(50, 1), timeline=2, name='base_%s' % segment_name(2, 50))
+    needed = needed_from(BACKUPS + [newer], 7, NOW)
+    run = dict(_run(20, 21, 'MISSING_LOST'), timeline_id=2, start_segment=segment_name(2, 20), end_segment=segment_name(2, 21))
+    assert judge_integrity(dict(status='FAILURE', details=[run]), needed)['status'] == 'FAILURE'
+
+
 def test_wal_verify_output_is_read_or_refused():
     text = json.dumps(dict(integrity=dict(status='OK', details=[]),
                            timeline=dict(status='OK', details=dict(current_timeline_id=1, highest_storage_timeline_id=1))))
