@@ -4,11 +4,11 @@ check run that pushes nothing, a backup, then a restore drill of it."""
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from .helpers import run_playbook
 from .test_walg_restore_drill import objects_under, ship_wal
+from .walg_helpers import rows_around_a_target
 
 
 def test_backup_then_drill_through_the_playbooks(sandbox, walg_bin):
@@ -45,12 +45,7 @@ def test_backup_with_retention_then_a_pitr_drill_through_the_playbooks(sandbox, 
     first = run_playbook(sandbox, 'pgops.resilience.walg_backup', extra)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
     name = first.stdout.split('Took a full backup ')[1].split()[0]
-    sandbox.primary.execute('DROP TABLE IF EXISTS walg_pitr_playbook; CREATE TABLE walg_pitr_playbook (n int);'
-                            ' INSERT INTO walg_pitr_playbook VALUES (1)')
-    target = sandbox.primary.execute("SELECT pg_catalog.to_char(pg_catalog.clock_timestamp() AT TIME ZONE 'UTC',"
-                                     " 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")[0][0]
-    time.sleep(1.1)
-    sandbox.primary.execute('INSERT INTO walg_pitr_playbook VALUES (2)')
+    target = rows_around_a_target(sandbox, 'walg_pitr_playbook')
     second = run_playbook(sandbox, 'pgops.resilience.walg_backup', extra)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-2000:]
     assert 'the storage holds 2 backup(s)' in second.stdout and 'retention deleted 0 backup(s)' in second.stdout

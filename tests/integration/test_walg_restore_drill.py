@@ -6,7 +6,6 @@ the storage is only read; a backup missing a part fails the drill, naming it."""
 from __future__ import annotations
 
 import os
-import time
 import uuid
 
 import pytest
@@ -17,7 +16,7 @@ from pgops_sandbox.barman import wait_archived
 
 from .helpers import _defaults
 from .test_walg_backup import backup_params
-from .walg_helpers import module_params, walg
+from .walg_helpers import module_params, rows_around_a_target, walg
 
 
 def ship_wal(sandbox, walg_bin, prefix, start_wal):
@@ -92,12 +91,7 @@ def test_a_pitr_drill_stops_at_the_target_between_two_marker_rows(sandbox, walg_
     """A row committed before recovery_target_time is there after the drill, one committed after it is not."""
     prefix = 's3://%s/walg-pitr/%s' % (sandbox.bucket, uuid.uuid4().hex[:8])
     backup = push.take_backup(backup_params(sandbox, walg_bin, prefix))['backup']
-    sandbox.primary.execute('DROP TABLE IF EXISTS walg_pitr_marker; CREATE TABLE walg_pitr_marker (n int);'
-                            ' INSERT INTO walg_pitr_marker VALUES (1)')
-    target = sandbox.primary.execute("SELECT pg_catalog.to_char(pg_catalog.clock_timestamp() AT TIME ZONE 'UTC',"
-                                     " 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")[0][0]
-    time.sleep(1.1)
-    sandbox.primary.execute('INSERT INTO walg_pitr_marker VALUES (2)')
+    target = rows_around_a_target(sandbox, 'walg_pitr_marker')
     ship_wal(sandbox, walg_bin, prefix, backup['name'][5:29])
     result = drill.restore_drill(drill_params(sandbox, walg_bin, prefix, recovery_target_time=target, checks=[
         dict(name='only the row before the target', query='SELECT pg_catalog.array_agg(n ORDER BY n)::text FROM walg_pitr_marker',

@@ -10,7 +10,6 @@ import datetime
 import json
 import os
 import subprocess
-import time
 import uuid
 
 import pytest
@@ -22,7 +21,7 @@ from ansible_collections.pgops.resilience.plugins.module_utils._walg.wal import 
 from .helpers import _defaults
 from .test_walg_backup import backup_params
 from .test_walg_restore_drill import drill, drill_params, ship_wal
-from .walg_helpers import module_params
+from .walg_helpers import module_params, rows_around_a_target
 
 UTC = datetime.timezone.utc
 POLICY = dict(keep_daily=1, keep_weekly=4, recovery_window_days=1)
@@ -78,12 +77,7 @@ def history(sandbox, walg_bin):
         sandbox.primary.execute('INSERT INTO walg_retention_rows SELECT g FROM generate_series(1, 1000) g;'
                                 ' SELECT pg_switch_wal()')
         backups.append(push.take_backup(backup_params(sandbox, walg_bin, prefix))['backup']['name'])
-    sandbox.primary.execute('DROP TABLE IF EXISTS walg_retention_marker; CREATE TABLE walg_retention_marker (n int);'
-                            ' INSERT INTO walg_retention_marker VALUES (1)')
-    target = sandbox.primary.execute("SELECT pg_catalog.to_char(pg_catalog.clock_timestamp() AT TIME ZONE 'UTC',"
-                                     " 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")[0][0]
-    time.sleep(1.1)
-    sandbox.primary.execute('INSERT INTO walg_retention_marker VALUES (2)')
+    target = rows_around_a_target(sandbox, 'walg_retention_marker')
     ship_wal(sandbox, walg_bin, prefix, backups[0][5:29])
     now = datetime.datetime.now(UTC)
     monday = datetime.datetime.combine(now.date() - datetime.timedelta(days=now.weekday()), datetime.time(), UTC)

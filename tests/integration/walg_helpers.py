@@ -5,6 +5,7 @@ storage (the fixtures ``walg_bin`` and ``walg_prefix`` are in conftest.py)."""
 from __future__ import annotations
 
 import os
+import time
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.process import program_output
 
@@ -35,3 +36,14 @@ def module_params(sandbox, walg_bin, prefix, **overrides):
                       secret_key=sandbox.s3.secret_key)
     values.update(overrides)
     return values
+
+
+def rows_around_a_target(sandbox, table):
+    """Create ``table`` (n int) on the sandbox primary with row 1, take the server's clock as a recovery target (text
+    with its UTC offset), then commit row 2 a second later. A PITR drill to the target keeps 1 and not 2."""
+    sandbox.primary.execute('DROP TABLE IF EXISTS %s; CREATE TABLE %s (n int); INSERT INTO %s VALUES (1)' % (table, table, table))
+    target = sandbox.primary.execute("SELECT pg_catalog.to_char(pg_catalog.clock_timestamp() AT TIME ZONE 'UTC',"
+                                     " 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")[0][0]
+    time.sleep(1.1)
+    sandbox.primary.execute('INSERT INTO %s VALUES (2)' % table)
+    return target
