@@ -113,10 +113,7 @@ def configure(sandbox, server_name):
             os.unlink(sandbox.barman_env_file)
         return None
     tool = require_tool("barman-cloud-wal-archive")
-    try:
-        sandbox.server_user.run_as_server([tool, "--version"], timeout=120)
-    except SandboxError as exc:
-        raise SandboxError("the %s user cannot run %s (%s); %s" % (sandbox.server_user.name, tool, exc, INSTALL_HINT)) from None
+    sandbox.server_user.require_runs(tool, INSTALL_HINT)
     values = {
         "BARMAN_WAL_ARCHIVE": tool,
         "BARMAN_ENDPOINT_URL": sandbox.s3.endpoint_url,
@@ -126,8 +123,7 @@ def configure(sandbox, server_name):
         "AWS_SECRET_ACCESS_KEY": sandbox.s3.secret_key,
         "AWS_DEFAULT_REGION": sandbox.s3.region,
     }
-    text = "".join("%s=%s\n" % (key, shlex.quote(value)) for key, value in values.items())
-    sandbox.server_user.write_file(sandbox.barman_env_file, text, 0o600)
+    sandbox.server_user.write_env_file(sandbox.barman_env_file, values)
     LOG.info("the primary ships WAL to %s/%s", destination_path(sandbox), server_name)
     return settings(sandbox)
 

@@ -10,6 +10,7 @@ directories and files made for that user.
 import grp
 import logging
 import os
+import shlex
 import stat
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
@@ -68,6 +69,19 @@ class ServerUser(server_user.ServerUser):
     def write_file(self, path, text, mode=0o600):
         """Atomically write ``text`` to ``path``, owned by the server user with permission ``mode``."""
         write_private_file(path, text, mode, (self.uid, self.gid) if self.as_root else None)
+
+    def require_runs(self, program, hint, timeout=120):
+        """Check that the server user can run ``program`` (``--version``): archive_command runs as that user. Raises
+        SandboxError naming the user, the program, why, and ``hint`` (how to install it where that user reaches it)."""
+        try:
+            self.run_as_server([program, "--version"], timeout=timeout)
+        except SandboxError as exc:
+            raise SandboxError("the %s user cannot run %s (%s); %s" % (self.name, program, exc, hint)) from None
+
+    def write_env_file(self, path, values):
+        """Write ``values`` (dict str -> str) to ``path`` as shell assignments (values quoted) that archive-wal.sh
+        sources: 0600, owned by the server user, since they hold credentials."""
+        self.write_file(path, "".join("%s=%s\n" % (key, shlex.quote(value)) for key, value in values.items()), 0o600)
 
     def ensure_traversable(self, path):
         """Make every directory from / down to ``path`` searchable by the server user.

@@ -68,10 +68,7 @@ def configure(sandbox):
             os.unlink(sandbox.walg_env_file)
         LOG.info("%s", NOT_FOUND)
         return None
-    try:
-        sandbox.server_user.run_as_server([program, "--version"], timeout=60)
-    except SandboxError as exc:
-        raise SandboxError("the %s user cannot run %s (%s); %s" % (sandbox.server_user.name, program, exc, INSTALL_HINT)) from None
+    sandbox.server_user.require_runs(program, INSTALL_HINT)
     values = {
         "WALG_BIN": program,
         "WALG_PREFIX_BASE": base_prefix(sandbox),
@@ -85,8 +82,7 @@ def configure(sandbox):
         "AWS_ACCESS_KEY_ID": sandbox.s3.access_key,
         "AWS_SECRET_ACCESS_KEY": sandbox.s3.secret_key,
     }
-    text = "".join("%s=%s\n" % (key, shlex.quote(value)) for key, value in values.items())
-    sandbox.server_user.write_file(sandbox.walg_env_file, text, 0o600)
+    sandbox.server_user.write_env_file(sandbox.walg_env_file, values)
     for node in sandbox.nodes:
         if node.is_initialised() and generation(node) is None:
             start_generation(sandbox, node)

@@ -311,7 +311,24 @@ class Program:
         return stderr
 
 
-def run_program(cmd, env, what, secrets=(), timeout=None, stdin=None, target=None, keep=STDERR_KEEP, complete=False, cwd=None):
+def _run_to_the_end(program, timeout, secrets):
+    """Wait for ``program`` up to ``timeout`` seconds (None: no limit), and stop it whatever happens.
+
+    :raises PgopsError: when it runs out of time, with the tail of its stderr (secrets masked) in ``stderr``: what it
+        logged last often says why (an endpoint it keeps retrying, a disk it cannot write to).
+    """
+    try:
+        if timeout is not None and not program.exited_within(timeout):
+            program.stop()
+            raise PgopsError('%s did not finish within %s seconds and was stopped.' % (program.what, timeout),
+                             stderr=redact(program.stderr.text()[-STDERR_TAIL:], secrets))
+        program.wait()
+    finally:
+        program.stop()
+
+
+def run_program(cmd, env, what, secrets=(), timeout=None, stdin=None,  # pylint: disable=too-many-arguments
+                target=None, keep=STDERR_KEEP, complete=False, cwd=None, die_with_parent=False):
     """Run ``cmd`` (an argument list, never a shell string) and return its stderr text; a non-zero exit status
     raises. Its stderr is read through a pipe (:class:`StderrTail`), never a file, so a full volume cannot swallow it.
 
@@ -325,14 +342,13 @@ def run_program(cmd, env, what, secrets=(), timeout=None, stdin=None, target=Non
     :param keep: int, bytes of stderr kept (its last ones; :data:`STDERR_KEEP`).
     :param complete: bool: raise when stderr was longer than ``keep`` (see :meth:`Program.result`).
     :param cwd: str or None, the working directory (``/`` for a program run as another user).
+    :param die_with_parent: bool, see :class:`Program`.
     :returns: str, the program's stderr (warnings). Files it creates are 0600 (:data:`PRIVATE_UMASK`).
-    :raises PgopsError: via :func:`failure` on a non-zero exit status, a timeout or a program that cannot start.
+    :raises PgopsError: via :func:`failure` on a non-zero exit status, a timeout (see :func:`_run_to_the_end`) or a
+        program that cannot start.
     """
-    program = Program(cmd, env, what, stdin=stdin, keep=keep, cwd=cwd)
-    try:
-        program.wait(timeout)
-    finally:
-        program.stop()
+    program = Program(cmd, env, what, stdin=stdin, keep=keep, cwd=cwd, die_with_parent=die_with_parent)
+    _run_to_the_end(program, timeout, secrets)
     return program.result(secrets, target, complete)
 
 
@@ -346,30 +362,26 @@ def program_output(cmd, env, what, secrets=(), timeout=None, cwd=None, keep=STDE
     :raises PgopsError: via :func:`failure` on a non-zero exit status, a timeout or a program that cannot start.
     """
     program = Program(cmd, env, what, keep=keep, cwd=cwd, capture=True)
-    try:
-        program.wait(timeout)
-    finally:
-        program.stop()
+    _run_to_the_end(program, timeout, secrets)
     program.result(secrets)
     return program.output.text()
 
 
-def spooled_output(cmd, env, what, secrets=(), timeout=None, cwd=None):
+def spooled_output(cmd, env, what, secrets=(), timeout=None, cwd=None, die_with_parent=False):
     """Run ``cmd`` (an argument list) as :func:`run_program` does and return all it printed on stdout, spooled
     through an unnamed temporary file (0600, gone when closed) instead of memory or a pipe: for programs whose answer
     is a document read whole, megabytes for a large catalog (``barman-cloud-backup-delete --dry-run``,
     ``wal-g backup-list --detail --json``), while their log and errors go to stderr.
 
     :param timeout: seconds or None; the program is killed after it.
+    :param die_with_parent: bool, see :class:`Program`.
     :returns: str, its stdout (UTF-8, undecodable bytes replaced).
-    :raises PgopsError: via :func:`failure` on a non-zero exit status, a timeout or a program that cannot start.
+    :raises PgopsError: via :func:`failure` on a non-zero exit status, a timeout (see :func:`_run_to_the_end`) or a
+        program that cannot start.
     """
     with tempfile.TemporaryFile() as output:
-        program = Program(cmd, env, what, stdout=output, cwd=cwd)
-        try:
-            program.wait(timeout)
-        finally:
-            program.stop()
+        program = Program(cmd, env, what, stdout=output, cwd=cwd, die_with_parent=die_with_parent)
+        _run_to_the_end(program, timeout, secrets)
         program.result(secrets)
         output.seek(0)
         return output.read().decode('utf-8', 'replace')

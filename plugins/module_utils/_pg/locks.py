@@ -75,3 +75,21 @@ def try_advisory_lock(conn, key):
     with transaction(conn) as cursor:
         cursor.execute('SELECT pg_catalog.pg_try_advisory_xact_lock(%s)', [key])
         yield cursor, bool(cursor.fetchone()[0])
+
+
+def try_session_advisory_lock(conn, key):
+    """Try the session-level advisory lock ``key`` without waiting (``pg_try_advisory_lock``, PostgreSQL docs
+    "Advisory Lock Functions"), for work done outside the database while the session idles (an external program):
+    the lock lasts until the session ends, also when the process holding it is killed. From PostgreSQL 14 on the
+    session's ``idle_session_timeout`` is turned off, so a server-wide setting cannot end it, and the lock, mid-way.
+
+    :param conn: psycopg2 connection in autocommit mode, kept open for as long as the lock is needed.
+    :param key: int, a signed 64-bit key (see :func:`advisory_lock_key`).
+    :returns: bool, whether the lock was taken.
+    :raises psycopg2.Error: from the statements.
+    """
+    with conn.cursor() as cursor:
+        if conn.server_version >= 140000:
+            cursor.execute('SET idle_session_timeout = 0')
+        cursor.execute('SELECT pg_catalog.pg_try_advisory_lock(%s)', [key])
+        return bool(cursor.fetchone()[0])

@@ -12,16 +12,13 @@ when its storage does not answer (it retries), hence the ``timeout`` of every ca
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import tempfile
 from urllib.parse import urlparse
 
 from ansible_collections.pgops.resilience.plugins.module_utils._core.errors import PgopsError
-from ansible_collections.pgops.resilience.plugins.module_utils._core.process import STDERR_KEEP, Program
-from ansible_collections.pgops.resilience.plugins.module_utils._core.redaction import redact
+from ansible_collections.pgops.resilience.plugins.module_utils._core.process import STDERR_KEEP, run_program, spooled_output
 from ansible_collections.pgops.resilience.plugins.module_utils._s3.options import s3_connection_spec
 
 DEFAULT_TIMEOUT = 3600  # seconds: a push or a fetch of a large base backup takes a while
@@ -167,33 +164,26 @@ class WalgCli:
         return self._bounded(args, what, timeout, spool=False, whole=whole)
 
     def _bounded(self, args, what, timeout, spool, whole=False):
-        """Run wal-g for at most ``timeout`` seconds (default the ``timeout`` option) and return its stdout
-        (``spool``) or its stderr.
+        """Run wal-g through the collection's runner for at most ``timeout`` seconds (default the ``timeout``
+        option), killed with the module (``die_with_parent``: a wal-g that outlived a killed module would go on pushing
+        or deleting unwatched), and return its stdout (``spool``) or its stderr.
 
         :raises PgopsError: when it runs out of time (with the last thing it logged, such as a connection refused by
             the endpoint it keeps retrying), or exits non-zero (its stderr's tail, and what to change when the S3
             endpoint refused the credentials). Secrets are masked in both.
         """
         limit = timeout or self.timeout
-        with contextlib.ExitStack() as stack:
-            answer = stack.enter_context(tempfile.TemporaryFile()) if spool else None
-            # die_with_parent: a wal-g that outlived a killed module would go on pushing or deleting unwatched.
-            program = Program([self.program] + list(args), self.env, 'wal-g %s (%s in %s)' % (args[0], what, self.prefix),
-                              stdout=answer, die_with_parent=True, keep=WHOLE_LOG if whole else STDERR_KEEP)
-            try:
-                finished = program.exited_within(limit)
-            finally:
-                program.stop()
-            if not finished:
-                raise self._out_of_time(args[0], what, limit, program.stderr.text())
-            try:
-                log = program.result(self.secrets, complete=whole)
-            except PgopsError as exc:
-                raise self._refused(exc)
-            if answer is None:
-                return log
-            answer.seek(0)
-            return answer.read().decode('utf-8', 'replace')
+        cmd = [self.program] + list(args)
+        described = 'wal-g %s (%s in %s)' % (args[0], what, self.prefix)
+        try:
+            if spool:
+                return spooled_output(cmd, self.env, described, self.secrets, limit, die_with_parent=True)
+            return run_program(cmd, self.env, described, self.secrets, limit, keep=WHOLE_LOG if whole else STDERR_KEEP,
+                               complete=whole, die_with_parent=True)
+        except PgopsError as exc:
+            if 'did not finish within' in exc.msg:
+                raise self._out_of_time(args[0], what, limit, exc.details.get('stderr', ''))
+            raise self._refused(exc)
 
     def _out_of_time(self, command, what, limit, log):
         """The error of a call stopped at its bound: what it was doing, where, and the last entry of its log."""
@@ -201,7 +191,7 @@ class WalgCli:
         text = ('wal-g %s, %s in %s%s, did not finish within timeout=%d seconds and was stopped. wal-g retries an '
                 'unreachable or failing storage instead of exiting: check prefix, endpoint_url and the credentials, or '
                 'raise timeout.' % (command, what, self.prefix, ' (endpoint_url %s)' % endpoint if endpoint else '', limit))
-        last = last_log_entry(redact(log, self.secrets))
+        last = last_log_entry(log)
         if last:
             text += ' What wal-g logged last%s: %s' % (' as an error' if last.startswith('ERROR: ') else '', last)
         return PgopsError(text)

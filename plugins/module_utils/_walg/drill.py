@@ -47,15 +47,15 @@ def secrets(params):
     return walg_secrets(params)
 
 
-def choose_backup(cli, wanted, target_time=None):
+def choose_backup(cli, entries, wanted, target_time=None):
     """The backup to restore, as :func:`~.backups.backup_record` describes it: ``wanted`` by name, or for ``LATEST``
     the backup wal-g itself calls LATEST (its stop sentinel written last) or, with ``target_time`` (an aware
     ``datetime``, the recovery target), the newest backup that finished before it, as a recovery to that moment needs.
 
+    :param entries: the storage's ``backup-list --detail`` entries (:func:`~.catalog.list_entries`).
     :raises PgopsError: when the storage holds no backup, none of that name (listing those it holds), or none that
         finished before ``target_time``.
     """
-    entries = list_entries(cli)
     if not entries:
         raise PgopsError('there is no base backup in %s to restore; take one first (walg_backup).' % cli.prefix)
     if wanted.upper() != LATEST:
@@ -115,13 +115,14 @@ def restore_drill(params, check_mode=False):
     refuse_scratch_parent(params)
     cli = WalgCli(params)
     target = target_time(params) if params['backup_name'].upper() == LATEST else None
-    backup = choose_backup(cli, params['backup_name'], target)
+    entries = list_entries(cli)
+    backup = choose_backup(cli, entries, params['backup_name'], target)
     result = dict(changed=False, backup=backup, prefix=params['prefix'])
     restore_command = wal_fetch_command(cli)
     if check_mode:
         result.update(verdict='not run (check mode)', restore_command=restore_command)
         return result
-    refuse_small_scratch(cli, backup, params)
+    refuse_small_scratch(entries, backup, params)
     scratch, datadir = scratch_directory(params, 'walg')
     name = backup['name']
     full = {}
@@ -148,19 +149,20 @@ def _missing_part(exc, name, prefix):
     return ''
 
 
-def refuse_small_scratch(cli, backup, params):
+def refuse_small_scratch(entries, backup, params):
     """Fail before fetching when the file system of the scratch directory has less free space than the restored
     backup takes at least: wal-g's ``uncompressed_size`` of the backup, and for a delta that of its full backup too.
     wal-g backup-fetch does not stop at a full disk: it logs "no space left on device" and retries the part after a
     minute, for up to ``WALG_DOWNLOAD_FILE_RETRIES`` (15) rounds (wal-g 3.0.9, ``internal/extract.go``).
 
+    :param entries: the storage's ``backup-list --detail`` entries, where a delta's full backup is looked up.
     :raises PgopsError: with ``verdict='failed'`` and ``phase='fetch'``, naming the backup, the bytes it needs and
         the bytes free.
     """
     needed, counted = backup.get('uncompressed_size') or 0, ''
     full = backup.get('delta_full_name')
     if full and full != backup['name']:
-        needed = max([needed] + [e.get('uncompressed_size') or 0 for e in list_entries(cli) if e.get('backup_name') == full])
+        needed = max([needed] + [e.get('uncompressed_size') or 0 for e in entries if e.get('backup_name') == full])
         counted = ' of the delta and of its full backup %s' % full
     where = params.get('scratch_parent') or tempfile.gettempdir()
     try:

@@ -88,12 +88,12 @@ def apply_retention(params, check_mode=False):
             with _gone_is_done():
                 _confirmed_delete(cli, ['delete', 'target', name], doomed_keys, 'deleting backup %s' % name, BACKUPS_FOLDER)
         kept = [by_name[k['name']] for k in planned['keep']]
+        removed = set()
         if _garbage_below(planned['wal_delete_objects'], kept):
-            _confirmed_delete(cli, ['delete', 'garbage', 'ARCHIVES'], doomed_keys, 'deleting the WAL before the oldest kept backup',
-                              WAL_FOLDER)
-        left = set(o['name'] for o in list_objects(cli, WAL_FOLDER))
+            removed = _confirmed_delete(cli, ['delete', 'garbage', 'ARCHIVES'], doomed_keys,
+                                        'deleting the WAL before the oldest kept backup', WAL_FOLDER)
         for key in planned['wal_delete_objects']:
-            if key in left:
+            if key not in removed:
                 with _gone_is_done():
                     cli.output(['st', 'rm', key], 'deleting %s' % key)
     _check_storage(cli, planned, backup_keys + wal, doomed_keys)
@@ -119,7 +119,7 @@ def _garbage_below(wal_keys, kept):
     firsts = [backup_segments(b)[1] for b in kept if not b.get('is_permanent')]
     if not firsts:
         return False
-    return any(segment_of(key)[1] < min(firsts) for key in wal_keys if segment_of(key))
+    return any(where[1] < min(firsts) for where in map(segment_of, wal_keys) if where)
 
 
 def _confirmed_delete(cli, args, allowed, what, folder):
@@ -127,6 +127,7 @@ def _confirmed_delete(cli, args, allowed, what, folder):
 
     :param folder: the folder wal-g names the objects in when it gives them without one (``delete target`` logs
         ``base_.../metadata.json``, relative to ``basebackups_005``).
+    :returns: set of the keys it deleted (those its dry run marked).
     :raises PgopsError: naming the objects the dry run marked that the plan keeps; nothing is deleted then.
     """
     marked = [name if name.startswith((BACKUPS_FOLDER + '/', WAL_FOLDER + '/')) else '%s/%s' % (folder, name)
@@ -137,6 +138,7 @@ def _confirmed_delete(cli, args, allowed, what, folder):
                          'Report this with the plan (check mode).' % (' '.join(args), len(outside), ', '.join(outside[:5])))
     if marked:
         cli.log(args + ['--confirm'], what)
+    return set(marked)
 
 
 def _check_storage(cli, planned, before, doomed_keys):

@@ -24,7 +24,7 @@ from ansible_collections.pgops.resilience.plugins.module_utils._core.errors impo
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.connection import (
     connect, connecting, connection_secrets, describe_server, libpq_environment)
 from ansible_collections.pgops.resilience.plugins.module_utils._pg.errors import pg_errors
-from ansible_collections.pgops.resilience.plugins.module_utils._pg.locks import advisory_lock_key
+from ansible_collections.pgops.resilience.plugins.module_utils._pg.locks import advisory_lock_key, try_session_advisory_lock
 from ansible_collections.pgops.resilience.plugins.module_utils._walg.backups import backup_record, latest_entry
 from ansible_collections.pgops.resilience.plugins.module_utils._walg.catalog import list_entries, read_sentinel
 from ansible_collections.pgops.resilience.plugins.module_utils._walg.cli import WalgCli, walg_secrets, walg_spec
@@ -109,13 +109,7 @@ def one_push_at_a_time(params):
     conn = connect(params)
     try:
         with pg_errors('taking the walg_backup advisory lock'):
-            with conn.cursor() as cursor:
-                if conn.server_version >= 140000:
-                    # The session idles while wal-g pushes: a server-wide idle_session_timeout would end it, and the
-                    # lock with it, mid-push.
-                    cursor.execute('SET idle_session_timeout = 0')
-                cursor.execute('SELECT pg_catalog.pg_try_advisory_lock(%s)', [PUSH_LOCK_KEY])
-                acquired = cursor.fetchone()[0]
+            acquired = try_session_advisory_lock(conn, PUSH_LOCK_KEY)
         if not acquired:
             raise PgopsError('another walg_backup of %s is pushing a base backup (it holds advisory lock %d); two pushes '
                              'at once can write one backup name twice. Run again when it has finished.'
